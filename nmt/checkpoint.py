@@ -1,0 +1,132 @@
+"""Checkpoints that survive crashes and cannot run code.
+
+Saving writes a temporary file in the same folder, flushes and fsyncs it, then
+``os.replace``s it over the old name: a crash at any moment leaves the previous
+checkpoint whole and no temporary file behind. Loading uses
+``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain data
+(the model's config as a dict, the tokenizer as bytes), and a file that carries
+any other pickled object is refused without running it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "nmt-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the file."""
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Atomically write ``state`` to ``path``."""
+    path = Path(path)
+    state = {"format": FORMAT, **state}
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+            tmp_name = f.name
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {err.strerror or err}. "
+            "The previous checkpoint is intact; free disk space or fix the folder's permissions."
+        ) from err
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by ``save_checkpoint``; never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused: it holds pickled objects other than tensors and plain data, "
+            f"which could run code when loaded. Only load checkpoints written by nmt. ({err})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an nmt checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def resolve_checkpoint(path_or_run: str | Path) -> Path:
+    """A run folder means its best checkpoint (else its last); a file means itself."""
+    path = Path(path_or_run).expanduser()
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: run folder without best.pt or last.pt; has it trained yet?")
+    if not path.exists():
+        raise CheckpointError(f"ckpt={path_or_run}: no such run folder or checkpoint file")
+    return path
+
+
+def resume_candidates(run_dir: Path) -> list[Path]:
+    """Checkpoints to resume from, newest first: last.pt, then step checkpoints."""
+    run_dir = Path(run_dir)
+    steps = sorted(run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+    last = [run_dir / "last.pt"] if (run_dir / "last.pt").exists() else []
+    return last + steps
+
+
+def load_for_resume(run_dir: Path, log=None) -> tuple[dict, Path]:
+    """The newest loadable training checkpoint in ``run_dir``, skipping corrupt ones."""
+    errors = []
+    for candidate in resume_candidates(run_dir):
+        try:
+            state = load_checkpoint(candidate)
+        except CheckpointError as err:
+            errors.append(str(err))
+            if log:
+                log.warning("%s; trying an older checkpoint", err)
+            continue
+        if "train_state" in state:
+            return state, candidate
+    detail = ("; ".join(errors)) if errors else "no last.pt or step-*.pt found"
+    raise CheckpointError(f"resume={run_dir}: no loadable training checkpoint ({detail})")
+
+
+def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
+    """Keep only the newest ``keep`` step-*.pt files (best.pt and last.pt are never pruned)."""
+    steps = resume_candidates(run_dir)
+    steps = [p for p in steps if p.name.startswith("step-")]
+    for old in steps[keep:]:
+        old.unlink(missing_ok=True)

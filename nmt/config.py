@@ -1,0 +1,198 @@
+"""Typed configuration schemas, registered in Hydra's ConfigStore.
+
+Every YAML file under ``conf/`` is merged into one of these dataclasses, so a
+misspelled key or a value of the wrong type fails with Hydra's message
+("Key 'hiden_size' not in 'ModelConfig'") instead of a traceback deep in the
+code. Modules below the CLI layer take these dataclasses (or plain arguments),
+never a raw DictConfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: str = "unigram"  # unigram (SentencePiece default) or bpe
+    vocab_size: int = 8000
+    joint: bool = True  # one model for both languages; False trains one per side
+    character_coverage: float = 1.0  # 1.0 keeps every character of small alphabets
+    byte_fallback: bool = True  # unseen characters become bytes, never <unk>
+    max_training_sentences: int = 1_000_000  # per side; SentencePiece samples beyond this
+
+
+@dataclass
+class SplitNames:
+    train: str = "train"
+    validation: str = "validation"
+    test: str = "test"
+
+
+@dataclass
+class DataConfig:
+    name: str = "bible_es_en"
+    # embedded: a folder of {split}.jsonl.gz written by scripts/prepare_bible.py
+    # files: plain-text {split}.{lang} (or {split}.tsv) in `path`
+    # hub: datasets.load_dataset(path, hub_name) -- a Hub id or a local folder
+    source: str = "embedded"
+    path: str = "${nmt_root:}/data/bible-es-en"
+    hub_name: Optional[str] = None  # the dataset's configuration, e.g. "fr-en"
+    src_lang: str = "es"
+    tgt_lang: str = "en"
+    # hub: "translation" = {"translation": {"en": ..., "fr": ...}}; "flat" = columns named by language
+    layout: str = "translation"
+    format: str = "text"  # files: "text" ({split}.{lang}) or "tsv" ({split}.tsv: source<TAB>target)
+    splits: SplitNames = field(default_factory=SplitNames)
+    max_words: int = 250  # pairs with a side longer than this (whitespace words) are dropped
+    max_length_ratio: float = 4.0  # ... or whose word counts differ by more than this factor
+    max_train_pairs: int = 0  # 0 = all; >0 keeps the first N (quick experiments)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    cache_dir: str = "${oc.env:NMT_CACHE_DIR,'~/.cache/nmt'}"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    embed_size: int = 256  # the paper: rank-100 word embeddings
+    hidden_size: int = 512  # encoder and decoder GRU units; also the size of c
+    maxout_size: int = 256  # maxout units (pools of 2 over 2x pre-activations)
+    output_rank: int = 0  # >0 factorizes the output matrix through this rank (paper: 100)
+    dropout: float = 0.1  # on embeddings and on the maxout output
+    cell: str = "cudnn"  # cudnn: PyTorch's fused GRU (reset after U h) | paper: reset before U h
+    paper_init: bool = False  # N(0, 0.01) weights, orthogonal recurrent matrices, zero biases
+
+
+@dataclass
+class OptimConfig:
+    name: str = "default"
+    optimizer: str = "adam"  # adam | adadelta
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    rho: float = 0.95  # adadelta
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    # constant | inverse_sqrt (after warmup) | plateau (multiply by lr_decay when val stalls)
+    lr_schedule: str = "plateau"
+    warmup_steps: int = 0
+    lr_decay: float = 0.5
+    lr_patience: int = 1  # validations without improvement before a plateau decay
+    min_lr: float = 1e-5
+    clip_norm: float = 1.0  # 0 disables clipping
+    label_smoothing: float = 0.0
+    max_tokens: int = 4096  # token budget per batch: batch size x longest sequence
+    max_subwords: int = 128  # training pairs with a longer side (subwords) are skipped
+    max_epochs: int = 20
+    max_steps: int = 0  # 0 = no limit
+    val_every: int = 0  # steps; 0 = at the end of each epoch
+    val_max_sentences: int = 0  # 0 = whole validation split
+    val_batch_tokens: int = 8000
+    early_stopping_metric: str = "val_bleu"  # val_bleu | val_chrf | val_loss
+    patience: int = 4  # validations without improvement before stopping; 0 = never stop early
+    seed: int = 1
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    tf32: bool = True
+    compile: bool = False  # torch.compile the model (CUDA)
+    deterministic: bool = False  # cuDNN deterministic kernels + CUBLAS_WORKSPACE_CONFIG
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50
+    keep_last: int = 2  # step checkpoints kept besides best.pt and last.pt
+    save_every: int = 0  # steps between step checkpoints; 0 = at each validation
+    max_nonfinite_steps: int = 10  # consecutive skipped steps before training stops
+
+
+@dataclass
+class DecodeConfig:
+    name: str = "greedy"
+    beam_size: int = 1
+    length_penalty: float = 1.0  # alpha: hypotheses ranked by score / length^alpha
+    max_len_a: float = 1.5  # maximum output length = a * source length + b (subwords)
+    max_len_b: int = 10
+    min_len: int = 0
+    nbest: int = 1
+    batch_tokens: int = 6000  # source tokens per decoding batch (beam multiplies the work)
+
+
+@dataclass
+class TrainRunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    resume: Optional[str] = None  # a run folder (or checkpoint) to continue exactly
+    evaluate_test: bool = True  # decode the test split with the best checkpoint at the end
+
+
+@dataclass
+class TranslateConfig:
+    ckpt: str = "???"
+    input: Optional[str] = None  # default: stdin
+    output: Optional[str] = None  # default: stdout
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    max_source_subwords: int = 250  # longer inputs are cut to this (counted and warned)
+    replace_invalid_utf8: bool = False  # False: invalid UTF-8 is an error naming the line
+    device: str = "auto"
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt: Optional[str] = None
+    data: Optional[DataConfig] = None  # default: the corpus the checkpoint was trained on
+    split: str = "test"
+    hyps: Optional[str] = None
+    refs: Optional[str] = None
+    srcs: Optional[str] = None  # optional sources for hyps= / refs= (length buckets, examples)
+    compare: Optional[str] = None  # another system's hypotheses: paired bootstrap test
+    report_dir: str = "report"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    bootstrap_samples: int = 1000
+    n_examples: int = 5
+    max_sentences: int = 0  # 0 = whole split
+    device: str = "auto"
+
+
+@dataclass
+class ScoreConfig:
+    ckpt: str = "???"
+    input: Optional[str] = None  # TSV source<TAB>target; default: stdin
+    output: Optional[str] = None
+    batch_tokens: int = 8000
+    device: str = "auto"
+
+
+def _nmt_root() -> str:
+    return str(CONF_DIR.parent)
+
+
+if not OmegaConf.has_resolver("nmt_root"):
+    OmegaConf.register_new_resolver("nmt_root", _nmt_root)
+if not OmegaConf.has_resolver("nmt_or"):  # ${nmt_or:a,b}: a unless it is null/empty, else b
+    OmegaConf.register_new_resolver("nmt_or", lambda first, fallback: first if first else fallback)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainRunConfig)
+    cs.store(name="translate_schema", node=TranslateConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="score_schema", node=ScoreConfig)
+    cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="train", name="schema", node=OptimConfig)
+    cs.store(group="decode", name="schema", node=DecodeConfig)
+
+
+register_configs()
+
+
+def to_object(cfg: DictConfig | Any) -> Any:
+    """Resolve a composed DictConfig into its dataclass instance."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_object(cfg)
+    return cfg

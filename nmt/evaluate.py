@@ -1,0 +1,114 @@
+"""``nmt-evaluate``: the BLEU report. Decodes a split, or scores given files.
+
+    nmt-evaluate ckpt=outputs/RUN                       # beam 5 over the run's test split
+    nmt-evaluate ckpt=outputs/RUN decode=greedy split=validation report_dir=report-val
+    nmt-evaluate hyps=hyps.txt refs=refs.txt srcs=src.txt compare=baseline.txt
+
+Writes report.md, report.json, hypotheses.txt and bleu_by_length.png into report_dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+
+from nmt import report
+from nmt.config import CONF_DIR, DataConfig, EvaluateConfig, to_object
+from nmt.data import load_corpus
+from nmt.translate import load_translator, translate_lines
+
+log = logging.getLogger(__name__)
+
+
+def corpus_for(cfg: EvaluateConfig, checkpoint: dict) -> DataConfig:
+    """``data=...`` if given, else the corpus the checkpoint was trained on."""
+    if cfg.data is not None:
+        return cfg.data
+    data = DataConfig(**{k: v for k, v in checkpoint["data_config"].items() if k not in ("splits", "tokenizer")})
+    data.splits = type(data.splits)(**checkpoint["data_config"]["splits"])
+    embedded_here = CONF_DIR.parent / "data" / Path(data.path).name
+    if data.source == "embedded" and not Path(data.path).exists() and embedded_here.exists():
+        data.path = str(embedded_here)  # trained on another machine: use this install's copy
+    return data
+
+
+def decode_split(cfg: EvaluateConfig):
+    """Translate ``cfg.split`` with the checkpoint; returns sources, references, hypotheses and facts."""
+    translator = load_translator(cfg.ckpt, cfg.device)
+    data = corpus_for(cfg, translator.checkpoint)
+    table = load_corpus(data)[cfg.split]
+    sources, refs = list(table["src"]), list(table["tgt"])
+    if cfg.max_sentences:
+        sources, refs = sources[: cfg.max_sentences], refs[: cfg.max_sentences]
+    start = time.perf_counter()
+    results = translate_lines(translator, sources, cfg.decode, progress=True)
+    seconds = time.perf_counter() - start
+    hyps = [hyps[0][0] for hyps in results]
+    tokens = sum(len(hyps[0][1].tokens) + 1 for hyps in results)  # generated subwords, EOS included
+    speed = {
+        "seconds": round(seconds, 3),
+        "sentences_per_s": round(len(sources) / seconds, 2),
+        "tgt_tokens_per_s": round(tokens / seconds, 1),
+        "device": str(translator.device),
+    }
+    model = {**translator.checkpoint["model_config"]["config"], "step": translator.checkpoint.get("step"),
+             "src_vocab_size": translator.checkpoint["model_config"]["src_vocab_size"],
+             "tgt_vocab_size": translator.checkpoint["model_config"]["tgt_vocab_size"]}
+    corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
+    return sources, refs, hyps, speed, model, corpus, translator.checkpoint["path"]
+
+
+def run_evaluate(cfg: EvaluateConfig) -> int:
+    if cfg.hyps is not None:
+        if cfg.refs is None:
+            raise report.ReportError("hyps= needs refs= (the reference translations, one per line)")
+        hyps, refs = report.read_lines(cfg.hyps), report.read_lines(cfg.refs)
+        report.check_parallel(hyps, refs, cfg.hyps, cfg.refs)
+        sources = report.read_lines(cfg.srcs) if cfg.srcs else None
+        if sources is not None:
+            report.check_parallel(sources, refs, cfg.srcs, cfg.refs)
+        speed = model = decoding = checkpoint = None
+        corpus = {"hyps": cfg.hyps, "refs": cfg.refs}
+    elif cfg.ckpt is not None:
+        sources, refs, hyps, speed, model, corpus, checkpoint = decode_split(cfg)
+        decoding = asdict(cfg.decode)
+    else:
+        raise report.ReportError("give ckpt=RUN_DIR_OR_FILE (decode a split) or hyps=FILE refs=FILE")
+
+    scores = report.corpus_scores(hyps, refs, cfg.bootstrap_samples)
+    by_length = report.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
+    compare = None
+    if cfg.compare is not None:
+        other = report.read_lines(cfg.compare)
+        report.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
+        compare = report.paired_bootstrap(hyps, other, refs, cfg.bootstrap_samples,
+                                          system_name="this system", other_name=Path(cfg.compare).name)
+    examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
+    built = report.build_report(scores, by_length, speed=speed, model=model, decoding=decoding, compare=compare,
+                                examples=examples, corpus=corpus, checkpoint=checkpoint)
+    written = report.write_report(cfg.report_dir, built, hyps, examples)
+    ci = built["ci95"]["bleu"]
+    ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    speed_text = f", {speed['sentences_per_s']:.1f} sent/s" if speed else ""
+    print(f"nmt-evaluate: BLEU {built['bleu']:.2f}{ci_text}, chrF {built['chrf']:.2f}, TER {built['ter']:.2f} "
+          f"on {built['n_sentences']} sentences{speed_text}; report in {written['markdown']}")
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def _hydra_main(cfg) -> None:
+    from nmt.cli import run_cli
+
+    run_cli(run_evaluate, to_object(cfg))
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""The RNN Encoder–Decoder of Cho et al. (2014), Appendix A.
+
+    encoder    h_t = GRU(e(x_t), h_{t-1})                  over the source
+    summary    c = tanh(V h_N)                             one vector per sentence
+    decoder    h'_0 = tanh(V' c)
+               h'_t = GRU([e(y_{t-1}); c], h'_{t-1})       c enters both gates and the candidate
+    output     s_t = O_h h'_t + O_y e(y_{t-1}) + O_c c     (2 x maxout_size units)
+               m_t = max over pools of 2 of s_t            (maxout, maxout_size units)
+               p(y_t | y_<t, x) = softmax(G m_t)           G optionally of low rank (G_l G_r)
+
+Training feeds the decoder the whole teacher-forced input ``[e(y_{t-1}); c]`` at
+once, so with ``cell="cudnn"`` it is a single fused GRU call. Search calls
+``decode_step`` one token at a time; a test checks that both give the same logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nmt.config import ModelConfig
+from nmt.tokenizer import PAD
+
+
+class EncoderOutput(NamedTuple):
+    """What the decoder may look at. ``states`` and ``mask`` are unused by Cho et al.'s
+    decoder (it sees only ``summary``) but kept so an attention decoder can join."""
+
+    summary: torch.Tensor  # c: (batch, hidden)
+    states: torch.Tensor  # h_1..h_N: (batch, src_len, hidden)
+    mask: torch.Tensor  # (batch, src_len), True on real tokens
+
+    def select(self, index: torch.Tensor) -> "EncoderOutput":
+        """Rows ``index`` of every field (beam expansion, dropping finished sentences)."""
+        return EncoderOutput(*(field.index_select(0, index) for field in self))
+
+
+class PaperGRU(nn.Module):
+    """A GRU layer with the paper's equations (Cho et al. 2014, Sec. 2.3):
+
+        r = σ(W_r x + U_r h),  z = σ(W_z x + U_z h)
+        h~ = tanh(W x + U (r ⊙ h))          <- reset applied *before* U
+        h_new = z ⊙ h + (1 - z) ⊙ h~
+
+    PyTorch's fused GRU computes ``tanh(W x + r ⊙ (U h + b))`` instead, with the
+    reset gate after the product. This one is a Python loop over time: slower,
+    but exactly the paper's model.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.input_proj = nn.Linear(input_size, 3 * hidden_size)  # W_r, W_z, W (+ biases)
+        self.gate_proj = nn.Linear(hidden_size, 2 * hidden_size, bias=False)  # U_r, U_z
+        self.candidate_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # U
+
+    def recurrent_matrices(self) -> list[torch.Tensor]:
+        return [*self.gate_proj.weight.chunk(2, 0), self.candidate_proj.weight]
+
+    def cell(self, projected_input: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        x_reset, x_update, x_candidate = projected_input.chunk(3, dim=-1)
+        h_reset, h_update = self.gate_proj(hidden).chunk(2, dim=-1)
+        reset = torch.sigmoid(x_reset + h_reset)
+        update = torch.sigmoid(x_update + h_update)
+        candidate = torch.tanh(x_candidate + self.candidate_proj(reset * hidden))
+        return update * hidden + (1 - update) * candidate
+
+    def forward(self, inputs, hidden, lengths=None):
+        """inputs: (batch, time, input); hidden: (batch, hidden) -> (outputs, last real state)."""
+        projected = self.input_proj(inputs)  # all time steps in one matrix product
+        outputs = []
+        for t in range(inputs.size(1)):
+            new_hidden = self.cell(projected[:, t], hidden)
+            if lengths is not None:  # past a sentence's end its state stays put
+                alive = (t < lengths).unsqueeze(1).to(new_hidden.device)
+                new_hidden = torch.where(alive, new_hidden, hidden)
+            hidden = new_hidden
+            outputs.append(hidden)
+        return torch.stack(outputs, dim=1), hidden
+
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return self.cell(self.input_proj(inputs), hidden)
+
+
+class CudnnGRU(nn.Module):
+    """PyTorch's fused GRU (cuDNN on a GPU) behind the same interface as PaperGRU."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.rnn = nn.GRU(input_size, hidden_size, batch_first=True)
+
+    def recurrent_matrices(self) -> list[torch.Tensor]:
+        return list(self.rnn.weight_hh_l0.chunk(3, 0))
+
+    def forward(self, inputs, hidden, lengths=None):
+        if lengths is None:
+            outputs, last = self.rnn(inputs, hidden.unsqueeze(0))
+            return outputs, last.squeeze(0)
+        # Packing makes the final state the one after each sentence's last real token.
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, last = self.rnn(packed, hidden.unsqueeze(0))
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.size(1))
+        return outputs, last.squeeze(0)
+
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        _, new_hidden = self.rnn(inputs.unsqueeze(1), hidden.unsqueeze(0))
+        return new_hidden.squeeze(0)
+
+
+CELLS = {"cudnn": CudnnGRU, "paper": PaperGRU}
+
+
+class RNNEncoderDecoder(nn.Module):
+    """Cho et al. (2014)'s RNN Encoder–Decoder. Shapes: B batch, S source, T target length."""
+
+    def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        if config.cell not in CELLS:
+            raise ValueError(f"model.cell={config.cell!r}: expected one of {sorted(CELLS)}")
+        self.config = config
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        emb, hidden, maxout = config.embed_size, config.hidden_size, config.maxout_size
+        gru = CELLS[config.cell]
+
+        self.src_embed = nn.Embedding(src_vocab_size, emb, padding_idx=PAD)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, emb, padding_idx=PAD)
+        self.encoder = gru(emb, hidden)
+        self.summary = nn.Linear(hidden, hidden)  # V: c = tanh(V h_N)
+        self.decoder_init = nn.Linear(hidden, hidden)  # V': h'_0 = tanh(V' c)
+        self.decoder = gru(emb + hidden, hidden)  # input [e(y_{t-1}); c]
+        # Deep output O_h h' + O_y e(y) + O_c c, as one matrix over the concatenation.
+        self.deep_output = nn.Linear(hidden + emb + hidden, 2 * maxout)
+        if config.output_rank:  # G = G_l G_r, the paper's rank-100 output matrix
+            self.output = nn.Sequential(
+                nn.Linear(maxout, config.output_rank, bias=False), nn.Linear(config.output_rank, tgt_vocab_size)
+            )
+        else:
+            self.output = nn.Linear(maxout, tgt_vocab_size)
+        self.dropout = nn.Dropout(config.dropout)
+        if config.paper_init:
+            self.reset_parameters_as_in_paper()
+
+    @torch.no_grad()
+    def reset_parameters_as_in_paper(self) -> None:
+        """Weights N(0, 0.01), recurrent matrices orthogonal, biases zero (Appendix A)."""
+        for name, param in self.named_parameters():
+            if "bias" in name:
+                param.zero_()
+            else:
+                param.normal_(0.0, 0.01)
+        for rnn in (self.encoder, self.decoder):
+            for matrix in rnn.recurrent_matrices():
+                nn.init.orthogonal_(matrix)
+        for embed in (self.src_embed, self.tgt_embed):
+            embed.weight[PAD].zero_()
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        """src: (B, S) token ids, src_lengths: (B,) -> EncoderOutput."""
+        embedded = self.dropout(self.src_embed(src))
+        start = embedded.new_zeros(src.size(0), self.config.hidden_size)
+        states, last = self.encoder(embedded, start, src_lengths)
+        summary = torch.tanh(self.summary(last))
+        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        return EncoderOutput(summary, states, mask)
+
+    def init_state(self, encoder_out: EncoderOutput) -> torch.Tensor:
+        """h'_0 = tanh(V' c): (B, hidden)."""
+        return torch.tanh(self.decoder_init(encoder_out.summary))
+
+    def _logits(self, decoder_states, prev_embedded, summary) -> torch.Tensor:
+        """Deep output and softmax layer: (..., hidden), (..., emb), (..., hidden) -> (..., vocab)."""
+        pre_maxout = self.deep_output(torch.cat([decoder_states, prev_embedded, summary], dim=-1))
+        maxout = pre_maxout.unflatten(-1, (-1, 2)).amax(dim=-1)  # pools of 2 neighbouring units
+        return self.output(self.dropout(maxout))
+
+    def decode_step(self, prev_tokens: torch.Tensor, state: torch.Tensor, encoder_out: EncoderOutput):
+        """One decoder step. prev_tokens: (B,), state: (B, hidden) -> logits (B, V), new state."""
+        prev_embedded = self.dropout(self.tgt_embed(prev_tokens))
+        summary = encoder_out.summary
+        state = self.decoder.step(torch.cat([prev_embedded, summary], dim=-1), state)
+        return self._logits(state, prev_embedded, summary), state
+
+    def decoder_features(self, tgt_in: torch.Tensor, encoder_out: EncoderOutput):
+        """Teacher-forced decoder over the whole target in one GRU call.
+
+        tgt_in: (B, T), beginning with BOS -> (states (B, T, hidden), embedded (B, T, emb), c (B, T, hidden)).
+        """
+        prev_embedded = self.dropout(self.tgt_embed(tgt_in))
+        summary = encoder_out.summary.unsqueeze(1).expand(-1, tgt_in.size(1), -1)
+        states, _ = self.decoder(torch.cat([prev_embedded, summary], dim=-1), self.init_state(encoder_out))
+        return states, prev_embedded, summary
+
+    def forward(self, src, src_lengths, tgt_in) -> torch.Tensor:
+        """Teacher-forced logits: (B, T, V)."""
+        encoder_out = self.encode(src, src_lengths)
+        return self._logits(*self.decoder_features(tgt_in, encoder_out))
+
+    def loss(self, src, src_lengths, tgt_in, tgt_out, label_smoothing: float = 0.0):
+        """Summed cross-entropy over the real (non-pad) target tokens, and their count.
+
+        Only the real positions go through the output layer: with a 15 000-word
+        vocabulary that layer dominates, and padding would pay for it for nothing.
+        """
+        encoder_out = self.encode(src, src_lengths)
+        states, prev_embedded, summary = self.decoder_features(tgt_in, encoder_out)
+        real = tgt_out != PAD
+        logits = self._logits(states[real], prev_embedded[real], summary[real])
+        loss = F.cross_entropy(
+            logits.float(), tgt_out[real], reduction="sum", label_smoothing=label_smoothing
+        )
+        return loss, real.sum()
+
+    def model_config(self) -> dict:
+        """Everything needed to rebuild this model, as plain data (stored in checkpoints)."""
+        return {
+            "config": asdict(self.config),
+            "src_vocab_size": self.src_vocab_size,
+            "tgt_vocab_size": self.tgt_vocab_size,
+        }
+
+
+def build_model(config: ModelConfig | dict, src_vocab_size: int, tgt_vocab_size: int) -> RNNEncoderDecoder:
+    if isinstance(config, dict):
+        config = ModelConfig(**config)
+    return RNNEncoderDecoder(config, src_vocab_size, tgt_vocab_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

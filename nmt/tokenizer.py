@@ -1,0 +1,199 @@
+"""SentencePiece subwords, trained on the train split and cached by content hash.
+
+Ids are fixed across every model this toolkit trains: pad 0, unk 1, bos 2, eos 3.
+Byte fallback is on by default, so no character of an input ever becomes <unk>.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+import numpy as np
+import sentencepiece as spm
+
+from nmt.config import TokenizerConfig
+
+log = logging.getLogger(__name__)
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """Source and target SentencePiece models (one shared model when joint).
+
+    Held as serialized model protos, so a checkpoint can carry its tokenizer and a
+    single checkpoint file translates with nothing else beside it.
+    """
+
+    def __init__(self, src_proto: bytes, tgt_proto: bytes | None = None):
+        self.src_proto = src_proto
+        self.tgt_proto = src_proto if tgt_proto is None else tgt_proto
+        self.src = spm.SentencePieceProcessor(model_proto=self.src_proto)
+        self.tgt = self.src if self.joint else spm.SentencePieceProcessor(model_proto=self.tgt_proto)
+        for sp in (self.src, self.tgt):
+            ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
+            if ids != (PAD, UNK, BOS, EOS):
+                raise ValueError(f"SentencePiece model has special ids {ids}, expected {(PAD, UNK, BOS, EOS)}")
+
+    @classmethod
+    def from_files(cls, src_model: Path, tgt_model: Path | None = None) -> "Tokenizer":
+        src = Path(src_model).read_bytes()
+        return cls(src, None if tgt_model is None else Path(tgt_model).read_bytes())
+
+    @property
+    def joint(self) -> bool:
+        return self.tgt_proto == self.src_proto
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src.get_piece_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt.get_piece_size()
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.src_proto + b"\x00" + self.tgt_proto).hexdigest()[:16]
+
+    def encode_src(self, texts: list[str]) -> list[list[int]]:
+        return self.src.encode(texts)
+
+    def encode_tgt(self, texts: list[str]) -> list[list[int]]:
+        return self.tgt.encode(texts)
+
+    def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        return self.tgt.decode(ids)
+
+    def save(self, folder: Path) -> None:
+        """Write spm.model (joint) or spm.src.model + spm.tgt.model into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.joint:
+            (folder / "spm.model").write_bytes(self.src_proto)
+        else:
+            (folder / "spm.src.model").write_bytes(self.src_proto)
+            (folder / "spm.tgt.model").write_bytes(self.tgt_proto)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Tokenizer":
+        folder = Path(folder)
+        if (folder / "spm.model").exists():
+            return cls.from_files(folder / "spm.model")
+        return cls.from_files(folder / "spm.src.model", folder / "spm.tgt.model")
+
+
+def _fingerprint(*parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if not isinstance(part, (dict, str, int, float)):  # a list or datasets Column of strings
+            for line in part:
+                digest.update(line.encode("utf-8"))
+                digest.update(b"\n")
+        else:
+            digest.update(json.dumps(part, sort_keys=True).encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def _train_model(texts: list[str], cfg: TokenizerConfig, model_path: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "train.txt"
+        corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        prefix = Path(tmp) / "spm"
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(prefix),
+            model_type=cfg.model_type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            byte_fallback=cfg.byte_fallback,
+            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            input_sentence_size=cfg.max_training_sentences,
+            shuffle_input_sentence=True,
+            # A small corpus may not support the requested size: take what it has.
+            hard_vocab_limit=False,
+            num_threads=2,
+            minloglevel=2,
+        )
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic: a concurrent run sees the old state or the whole model, never half.
+        partial = model_path.with_suffix(".partial")
+        shutil.copyfile(prefix.with_suffix(".model"), partial)
+        partial.replace(model_path)
+
+
+def build_tokenizer(
+    train_src: list[str], train_tgt: list[str], cfg: TokenizerConfig, cache_dir: Path
+) -> Tokenizer:
+    """Train SentencePiece on the train split, or reuse the model cached for the same data and settings."""
+    if cfg.model_type not in ("unigram", "bpe"):
+        raise ValueError(f"data.tokenizer.model_type={cfg.model_type!r}: expected 'unigram' or 'bpe'")
+    settings = {**asdict(cfg), "sentencepiece": spm.__version__}
+    cache_dir = Path(cache_dir).expanduser() / "spm"
+    spm.set_random_generator_seed(1)  # reproducible sampling of large corpora
+    if cfg.joint:
+        key = _fingerprint(settings, train_src, train_tgt)
+        path = cache_dir / f"joint-{key}.model"
+        if path.exists():
+            log.info("tokenizer: reusing %s", path)
+        else:
+            log.info("tokenizer: training joint %s model (%d subwords)", cfg.model_type, cfg.vocab_size)
+            _train_model(train_src + train_tgt, cfg, path)
+        return Tokenizer.from_files(path)
+    paths = []
+    for side, texts in (("src", train_src), ("tgt", train_tgt)):
+        path = cache_dir / f"{side}-{_fingerprint(settings, texts)}.model"
+        if path.exists():
+            log.info("tokenizer: reusing %s", path)
+        else:
+            log.info("tokenizer: training %s %s model (%d subwords)", side, cfg.model_type, cfg.vocab_size)
+            _train_model(texts, cfg, path)
+        paths.append(path)
+    return Tokenizer.from_files(*paths)
+
+
+def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_dir: Path) -> datasets.DatasetDict:
+    """Add ``src_ids`` and ``tgt_ids`` columns (batched ``datasets.map``, cached on disk)."""
+    cache_dir = Path(cache_dir).expanduser() / "tokenized"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    model_key = tokenizer.fingerprint()
+
+    def encode(batch):
+        return {"src_ids": tokenizer.encode_src(batch["src"]), "tgt_ids": tokenizer.encode_tgt(batch["tgt"])}
+
+    out = {}
+    for split, table in corpus.items():
+        key = _fingerprint(model_key, table["src"], table["tgt"])
+        out[split] = table.map(
+            encode,
+            batched=True,
+            batch_size=2000,
+            cache_file_name=str(cache_dir / f"{split}-{key}.arrow"),
+            load_from_cache_file=True,
+            desc=f"tokenizing {split}",
+        )
+    return datasets.DatasetDict(out)
+
+
+def flat_ids(table: datasets.Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as one flat int32 array plus offsets: no Python list per sentence.
+
+    Sentence i is ``values[offsets[i]:offsets[i + 1]]``. Kept flat so a corpus of
+    tens of millions of pairs fits in memory.
+    """
+    if table._indices is not None:  # a selected/shuffled view: materialize its rows
+        table = table.flatten_indices()
+    column_data = table.data.column(column).combine_chunks()
+    offsets = column_data.offsets.to_numpy().astype(np.int64)
+    values = column_data.values.to_numpy().astype(np.int32)
+    if offsets[0] != 0:  # a sliced table: rebase
+        values = values[offsets[0]: offsets[-1]]
+        offsets = offsets - offsets[0]
+    return values, offsets

@@ -1,0 +1,617 @@
+"""``nmt-train``: train the RNN Encoder–Decoder; the run folder is Hydra's output dir.
+
+    nmt-train                                     # small model on the embedded Bible corpus
+    nmt-train model=cho2014 train=paper           # the paper's sizes and Adadelta (a GPU job)
+    nmt-train resume=outputs/bible_es_en/small/RUN train.max_epochs=30
+
+The run folder holds everything translation needs: config.yaml, the tokenizer
+(spm*.model), best.pt / last.pt / step-N.pt checkpoints, metrics.jsonl,
+curves.png and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+import sacrebleu
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from nmt.batching import ParallelIds, token_batches
+from nmt.checkpoint import CheckpointError, load_for_resume, prune_step_checkpoints, save_checkpoint
+from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig, to_object
+from nmt.data import describe, load_corpus
+from nmt.model import build_model, count_parameters
+from nmt.tokenizer import Tokenizer, build_tokenizer, flat_ids, tokenize_corpus
+from nmt.translate import decode_ids, pick_device
+
+log = logging.getLogger(__name__)
+
+# Exit status after a SIGTERM/SIGINT was honoured with a checkpoint: "try again later"
+# (EX_TEMPFAIL), so a scheduler can requeue the job with ``resume=RUN_DIR``.
+PREEMPTED_EXIT_CODE = 75
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stays non-finite); a checkpoint was written."""
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+class LearningRateSchedule:
+    """constant | inverse_sqrt (linear warmup, then decay with 1/sqrt(step)) | plateau.
+
+    ``plateau`` multiplies the rate by ``lr_decay`` after ``lr_patience`` validations
+    without improvement, down to ``min_lr``. All three may have a linear warmup.
+    """
+
+    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer):
+        if cfg.lr_schedule not in ("constant", "inverse_sqrt", "plateau"):
+            raise ValueError(f"train.lr_schedule={cfg.lr_schedule!r}: expected constant, inverse_sqrt or plateau")
+        self.cfg, self.optimizer = cfg, optimizer
+        self.base_lr = cfg.lr
+        self.bad_validations = 0
+
+    def step(self, step: int) -> float:
+        lr, warmup = self.base_lr, self.cfg.warmup_steps
+        if warmup and step <= warmup:
+            lr = self.base_lr * step / warmup
+        elif self.cfg.lr_schedule == "inverse_sqrt" and warmup:
+            lr = self.base_lr * math.sqrt(warmup / step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def validated(self, improved: bool) -> None:
+        if self.cfg.lr_schedule != "plateau":
+            return
+        self.bad_validations = 0 if improved else self.bad_validations + 1
+        if self.bad_validations > self.cfg.lr_patience:
+            self.base_lr = max(self.cfg.min_lr, self.base_lr * self.cfg.lr_decay)
+            self.bad_validations = 0
+            log.info("validation stalled: learning rate now %.3g", self.base_lr)
+
+    def state_dict(self) -> dict:
+        return {"base_lr": self.base_lr, "bad_validations": self.bad_validations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lr, self.bad_validations = state["base_lr"], state["bad_validations"]
+
+
+def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer={cfg.optimizer!r}: expected 'adam' or 'adadelta'")
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in every checkpoint so a resume continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch already trained on
+    best_value: float | None = None
+    best_step: int = 0
+    bad_validations: int = 0
+    nonfinite_in_a_row: int = 0
+    nonfinite_total: int = 0
+    train_loss_sum: float = 0.0  # since the last validation
+    train_tokens: int = 0
+    seconds: float = 0.0  # training wall time across resumes
+    history: list = field(default_factory=list)  # train loss per log interval: (step, loss)
+
+
+def higher_is_better(metric: str) -> bool:
+    if metric not in ("val_bleu", "val_chrf", "val_loss"):
+        raise ValueError(f"train.early_stopping_metric={metric!r}: expected val_bleu, val_chrf or val_loss")
+    return metric != "val_loss"
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_device(cfg: OptimConfig) -> torch.device:
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    if cfg.deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; cuDNN needs its flag.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class StopRequest:
+    """SIGTERM / SIGINT set a flag; training checkpoints at the next step boundary.
+
+    A second SIGINT (Ctrl-C twice) aborts at once.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)",
+                    self.signal_name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __bool__(self):
+        return self.signal_name is not None
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    def __init__(self, cfg: TrainRunConfig, run_dir: Path):
+        self.cfg, self.opt = cfg, cfg.train
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = configure_device(self.opt)
+        seed_everything(self.opt.seed)
+        self.maximize = higher_is_better(self.opt.early_stopping_metric)
+
+        corpus = load_corpus(cfg.data)
+        for split, stats in describe(corpus).items():
+            log.info("%s %s: %d pairs, %d / %d words", cfg.data.name, split, stats["pairs"],
+                     stats["src_words"], stats["tgt_words"])
+        cache = Path(cfg.data.cache_dir).expanduser()
+        self.tokenizer = build_tokenizer(list(corpus["train"]["src"]), list(corpus["train"]["tgt"]), cfg.data.tokenizer, cache)
+        self.tokenizer.save(self.run_dir)
+        tokenized = tokenize_corpus(corpus, self.tokenizer, cache)
+        self.train_data = self._split_ids(tokenized["train"], limit=self.opt.max_subwords)
+        self.val_data = self._split_ids(tokenized["validation"])
+        self.val_refs = list(tokenized["validation"]["tgt"])
+        self.val_src_ids = [list(map(int, ids)) for ids in tokenized["validation"]["src_ids"]]
+        if self.opt.val_max_sentences:
+            n = self.opt.val_max_sentences
+            self.val_refs, self.val_src_ids = self.val_refs[:n], self.val_src_ids[:n]
+        self.test_split = tokenized["test"]
+
+        self.model = build_model(cfg.model, self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size)
+        self.model.to(self.device)
+        self.forward_model = torch.compile(self.model) if self.opt.compile else self.model
+        self.optimizer = build_optimizer(self.opt, self.model.parameters())
+        self.schedule = LearningRateSchedule(self.opt, self.optimizer)
+        self.amp = self.opt.amp and self.device.type == "cuda"
+        self.progress = Progress()
+        self.writer = None  # TensorBoard, opened by fit()
+        self._epoch_batches = 1
+        self._interval_seconds = 0.0
+        log.info("model: %s, %.1fM parameters, %s cell, on %s%s", cfg.model.name,
+                 count_parameters(self.model) / 1e6, cfg.model.cell, self.device, " (bf16 autocast)" if self.amp else "")
+
+    def _split_ids(self, table, limit: int = 0) -> ParallelIds:
+        data = ParallelIds(*flat_ids(table, "src_ids"), *flat_ids(table, "tgt_ids"))
+        if limit:
+            keep = np.maximum(data.src_lengths, data.tgt_lengths) <= limit
+            if not keep.all():
+                log.info("skipping %d training pairs longer than %d subwords (train.max_subwords)",
+                         int((~keep).sum()), limit)
+                data = ParallelIds.from_lists(
+                    [data.src_values[data.src_offsets[i]:data.src_offsets[i + 1]].tolist() for i in np.flatnonzero(keep)],
+                    [data.tgt_values[data.tgt_offsets[i]:data.tgt_offsets[i + 1]].tolist() for i in np.flatnonzero(keep)],
+                )
+        return data
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def checkpoint_state(self, with_training_state: bool = True) -> dict:
+        state = {
+            "model": self.model.state_dict(),
+            "model_config": self.model.model_config(),
+            "tokenizer": {
+                "src": torch.frombuffer(bytearray(self.tokenizer.src_proto), dtype=torch.uint8),
+                "tgt": torch.frombuffer(bytearray(self.tokenizer.tgt_proto), dtype=torch.uint8),
+            },
+            "data_config": asdict(self.cfg.data),
+            "step": self.progress.step,
+            "epoch": self.progress.epoch,
+            "best_value": self.progress.best_value,
+        }
+        if with_training_state:
+            state["train_state"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "progress": asdict(self.progress),
+                "rng": rng_state(self.device),
+                "train_config": asdict(self.cfg.train),
+            }
+        return state
+
+    def save(self, name: str, with_training_state: bool = True) -> None:
+        save_checkpoint(self.checkpoint_state(with_training_state), self.run_dir / name)
+
+    def save_step_checkpoints(self) -> None:
+        self.save("last.pt")
+        if self.opt.keep_last:
+            self.save(f"step-{self.progress.step}.pt")
+            prune_step_checkpoints(self.run_dir, self.opt.keep_last)
+
+    def resume(self) -> None:
+        state, path = load_for_resume(self.run_dir, log)
+        saved = state["model_config"]
+        if saved != self.model.model_config():
+            raise CheckpointError(f"{path}: trained with model {saved}, which differs from the current config")
+        self.model.load_state_dict(state["model"])
+        train_state = state["train_state"]
+        self.optimizer.load_state_dict(train_state["optimizer"])
+        self.schedule.load_state_dict(train_state["schedule"])
+        self.progress = Progress(**train_state["progress"])
+        set_rng_state(train_state["rng"], self.device)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
+                 self.progress.epoch + 1, self.progress.batch_in_epoch)
+
+    # ----------------------------------------------------------------- one step
+
+    def train_step(self, batch) -> tuple[float | None, int]:
+        """Forward, backward, clip, update. Returns (summed loss, target tokens); loss None if skipped."""
+        self.model.train()
+        batch = batch.to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss_sum, n_tokens = self.forward_model.loss(
+                batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, self.opt.label_smoothing
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum / n_tokens).backward()
+        if self.opt.clip_norm:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip_norm)
+        else:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in self.model.parameters() if p.grad is not None])
+            )
+        # One host sync per step: a non-finite loss or gradient must not reach the weights.
+        loss_value, norm_value = torch.stack([loss_sum.detach().float(), grad_norm.float()]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None, int(n_tokens)
+        self.optimizer.step()
+        return loss_value, int(n_tokens)
+
+    # ----------------------------------------------------------------- validation
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        self.model.eval()
+        total, tokens = 0.0, 0
+        for rows in token_batches(self.val_data.src_lengths, self.val_data.tgt_lengths,
+                                  max(self.opt.val_batch_tokens, int(self.val_data.tgt_lengths.max())), shuffle=False):
+            batch = self.val_data.collate(rows).to(self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss_sum, n = self.model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+            total += float(loss_sum)
+            tokens += int(n)
+        return total / max(tokens, 1)
+
+    def validation_translations(self, src_ids: list[list[int]], decode: DecodeConfig) -> list[str]:
+        hyps = decode_ids(self.model, src_ids, decode, self.device)
+        return self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+
+    def validate(self) -> dict:
+        start = time.perf_counter()
+        val_loss = self.validation_loss()
+        hyps = self.validation_translations(self.val_src_ids, DecodeConfig())
+        bleu = sacrebleu.corpus_bleu(hyps, [self.val_refs]).score
+        chrf = sacrebleu.corpus_chrf(hyps, [self.val_refs]).score
+        p = self.progress
+        train_loss = p.train_loss_sum / max(p.train_tokens, 1) if p.train_tokens else None
+        metrics = {
+            "step": p.step,
+            "epoch": p.epoch + p.batch_in_epoch / max(1, self._epoch_batches),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 50)),
+            "val_bleu": bleu,
+            "val_chrf": chrf,
+            "tokens_per_s": p.train_tokens / max(self._interval_seconds, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_seconds": p.seconds,
+            "val_seconds": time.perf_counter() - start,
+            "skipped_steps": p.nonfinite_total,
+        }
+        value = metrics[self.opt.early_stopping_metric]
+        improved = p.best_value is None or (value > p.best_value if self.maximize else value < p.best_value)
+        if improved:
+            p.best_value, p.best_step, p.bad_validations = value, p.step, 0
+        else:
+            p.bad_validations += 1
+        self.schedule.validated(improved)
+        metrics["best"] = improved
+        p.train_loss_sum, p.train_tokens = 0.0, 0
+        self._interval_seconds = 0.0
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.writer is not None:
+            for key in ("train_loss", "val_loss", "val_bleu", "val_chrf", "tokens_per_s", "lr"):
+                if metrics[key] is not None:
+                    self.writer.add_scalar(key, metrics[key], p.step)
+        if improved:
+            self.save("best.pt", with_training_state=False)
+        self.save_step_checkpoints()
+        tqdm.write(
+            f"step {p.step}: val loss {val_loss:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU {bleu:.2f}, "
+            f"chrF {chrf:.2f}{' *' if improved else ''}"
+        )
+        return metrics
+
+    # ----------------------------------------------------------------- the loop
+
+    def should_stop_early(self) -> bool:
+        return bool(self.opt.patience) and self.progress.bad_validations >= self.opt.patience
+
+    def fit(self, stop: StopRequest) -> str:
+        """Train until max_epochs / max_steps / early stopping / a signal. Returns why it stopped."""
+        opt, p = self.opt, self.progress
+        self.writer = _tensorboard_writer(self.run_dir)
+        self._interval_seconds = 0.0
+        reason = "max_epochs"
+        bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
+                   desc="training", mininterval=1.0)
+        log_loss, log_tokens, log_start = 0.0, 0, time.perf_counter()
+        try:
+            while p.epoch < opt.max_epochs:
+                batches = token_batches(self.train_data.src_lengths, self.train_data.tgt_lengths,
+                                        opt.max_tokens, shuffle=True, seed=opt.seed, epoch=p.epoch)
+                self._epoch_batches = len(batches)
+                while p.batch_in_epoch < len(batches):
+                    if stop:
+                        self.save_step_checkpoints()
+                        return "signal"
+                    if opt.max_steps and p.step >= opt.max_steps:
+                        return "max_steps"
+                    step_start = time.perf_counter()
+                    batch = self.train_data.collate(batches[p.batch_in_epoch])
+                    if self.device.type == "cuda":
+                        batch = batch.pin_memory()
+                    lr = self.schedule.step(p.step + 1)
+                    loss, n_tokens = self.train_step(batch)
+                    p.batch_in_epoch += 1
+                    p.step += 1
+                    if loss is None:
+                        p.nonfinite_in_a_row += 1
+                        p.nonfinite_total += 1
+                        log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)",
+                                    p.step, p.nonfinite_in_a_row)
+                        if p.nonfinite_in_a_row >= opt.max_nonfinite_steps:
+                            self.save_step_checkpoints()
+                            raise TrainingError(
+                                f"{p.nonfinite_in_a_row} consecutive steps had a non-finite loss or gradient "
+                                f"(step {p.step}); stopped with a checkpoint in {self.run_dir}. "
+                                "Lower train.lr, enable train.clip_norm, or check the data."
+                            )
+                    else:
+                        p.nonfinite_in_a_row = 0
+                        p.train_loss_sum += loss
+                        p.train_tokens += n_tokens
+                        log_loss += loss
+                        log_tokens += n_tokens
+                    elapsed = time.perf_counter() - step_start
+                    p.seconds += elapsed
+                    self._interval_seconds += elapsed
+                    bar.update(1)
+                    if p.step % opt.log_every == 0 and log_tokens:
+                        now = time.perf_counter()
+                        p.history.append((p.step, log_loss / log_tokens))
+                        bar.set_postfix(loss=f"{log_loss / log_tokens:.3f}", tok_s=f"{log_tokens / (now - log_start):.0f}",
+                                        lr=f"{lr:.2g}", epoch=p.epoch + 1, refresh=False)
+                        if self.writer is not None:
+                            self.writer.add_scalar("train_loss_step", log_loss / log_tokens, p.step)
+                        log_loss, log_tokens, log_start = 0.0, 0, now
+                    if opt.val_every and p.step % opt.val_every == 0:
+                        self.validate()
+                        if self.should_stop_early():
+                            return "early_stopping"
+                    elif opt.save_every and p.step % opt.save_every == 0:
+                        self.save_step_checkpoints()
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                if not opt.val_every:
+                    self.validate()
+                    if self.should_stop_early():
+                        return "early_stopping"
+            return reason
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    def finish(self, reason: str) -> dict:
+        """Final validation if the last one is stale, curves, test score; a one-line summary."""
+        p = self.progress
+        last_validated = _last_metrics(self.run_dir)
+        if reason != "signal" and (last_validated is None or last_validated["step"] != p.step):
+            self.validate()
+        else:
+            self.save("last.pt")
+        plot_curves(self.run_dir)
+        summary = {
+            "reason": reason, "steps": p.step, "epochs": round(p.epoch + p.batch_in_epoch / max(1, self._epoch_batches), 2),
+            "best_step": p.best_step, f"best_{self.opt.early_stopping_metric}": p.best_value,
+            "train_seconds": round(p.seconds, 1), "skipped_steps": p.nonfinite_total, "run_dir": str(self.run_dir),
+        }
+        if self.cfg.evaluate_test and reason != "signal" and (self.run_dir / "best.pt").exists():
+            summary.update(self.test_scores())
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def test_scores(self) -> dict:
+        """Greedy BLEU / chrF of the best checkpoint on the test split (nmt-evaluate gives the full report)."""
+        from nmt.checkpoint import load_checkpoint
+
+        best = load_checkpoint(self.run_dir / "best.pt")
+        self.model.load_state_dict(best["model"])
+        src_ids = [list(map(int, ids)) for ids in self.test_split["src_ids"]]
+        hyps = self.validation_translations(src_ids, DecodeConfig())
+        refs = list(self.test_split["tgt"])
+        return {"test_bleu_greedy": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
+                "test_chrf_greedy": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)}
+
+
+def _tensorboard_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _last_metrics(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    lines = path.read_text(encoding="utf-8").strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_curves(run_dir: Path) -> Path | None:
+    """curves.png: training and validation loss, and validation BLEU / chrF, against steps."""
+    metrics = read_metrics(run_dir) if (Path(run_dir) / "metrics.jsonl").exists() else []
+    if not metrics:
+        return None
+    from matplotlib.figure import Figure
+
+    steps = [m["step"] for m in metrics]
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, bleu_ax = fig.subplots(1, 2)
+    train = [(m["step"], m["train_loss"]) for m in metrics if m["train_loss"] is not None]
+    if train:
+        loss_ax.plot(*zip(*train), marker="o", label="train")
+    loss_ax.plot(steps, [m["val_loss"] for m in metrics], marker="o", label="validation")
+    loss_ax.set(xlabel="step", ylabel="cross-entropy per token", title="loss")
+    loss_ax.legend()
+    bleu_ax.plot(steps, [m["val_bleu"] for m in metrics], marker="o", label="BLEU")
+    bleu_ax.plot(steps, [m["val_chrf"] for m in metrics], marker="o", label="chrF")
+    bleu_ax.set(xlabel="step", title="validation (greedy)")
+    bleu_ax.legend()
+    path = Path(run_dir) / "curves.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
+    """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    trainer = Trainer(cfg, run_dir)
+    if resume:
+        trainer.resume()
+    with StopRequest() as stop:
+        reason = trainer.fit(stop)
+        summary = trainer.finish(reason)
+    if reason == "signal":
+        summary["exit_code"] = PREEMPTED_EXIT_CODE
+    return summary
+
+
+def resume_config(run_dir: Path, overrides: list[str]) -> TrainRunConfig:
+    """The run's own config.yaml, with ``train.*`` overrides (e.g. more epochs) applied."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise CheckpointError(f"resume={run_dir}: no config.yaml there; is it an nmt-train run folder?")
+    changes = [o for o in overrides if not o.startswith("resume=") and not o.startswith("hydra.")]
+    bad = [o for o in changes if not o.startswith("train.")]
+    if bad:
+        raise ValueError(f"resume: only train.* settings can change when resuming, not {bad}")
+    merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), OmegaConf.load(path), OmegaConf.from_dotlist(changes))
+    return OmegaConf.to_object(merged)
+
+
+def run_train(cfg: TrainRunConfig) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        cfg = resume_config(run_dir, list(hydra_cfg.overrides.task))
+        summary = train(cfg, run_dir, resume=True)
+    else:
+        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
+    if summary.get("exit_code") == PREEMPTED_EXIT_CODE:
+        print(f"nmt-train: stopped by a signal at step {summary['steps']}; checkpoint saved. "
+              f"Continue with: nmt-train resume={summary['run_dir']}")
+        return PREEMPTED_EXIT_CODE
+    metric = cfg.train.early_stopping_metric
+    best = summary.get(f"best_{metric}")
+    test = f", test BLEU {summary['test_bleu_greedy']:.2f} (greedy)" if "test_bleu_greedy" in summary else ""
+    print(f"nmt-train: {summary['steps']} steps, {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
+          f"({summary['reason']}); best {metric} {best:.2f} at step {summary['best_step']}{test}; "
+          f"run folder {summary['run_dir']}")
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg) -> None:
+    from nmt.cli import run_cli
+
+    run_cli(run_train, to_object(cfg))
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
