@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -40,11 +39,16 @@ def save_checkpoint(state: dict, path: Path) -> None:
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_dir(path.parent)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write (disk full, quota) as a RuntimeError
+        # ("unexpected pos ...") raised while handling the OSError: report that one.
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError):
+            raise
         raise CheckpointError(
-            f"could not write checkpoint {path}: {err.strerror or err}. "
+            f"could not write checkpoint {path}: {cause.strerror or cause}. "
             "The previous checkpoint is intact; free disk space or fix the folder's permissions."
-        ) from err
+        ) from cause
     finally:
         if tmp_name is not None:
             try:
@@ -79,7 +83,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
             f"{path}: refused: it holds pickled objects other than tensors and plain data, "
             f"which could run code when loaded. Only load checkpoints written by nmt. ({err})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except Exception as err:  # a damaged file fails in many ways (KeyError, EOFError, ...)
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an nmt checkpoint (expected format {FORMAT!r})")

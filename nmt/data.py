@@ -194,9 +194,10 @@ def _read_hub(cfg: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
         elif cfg.layout == "flat":
             for lang in (cfg.src_lang, cfg.tgt_lang):
                 if lang not in table.column_names:
+                    hint = ("use data.layout=translation" if "translation" in table.column_names
+                            else "set data.src_lang / data.tgt_lang")
                     raise CorpusError(
-                        f"{cfg.path} [{name}]: no column {lang!r} (columns: {table.column_names}); "
-                        "set data.src_lang / data.tgt_lang"
+                        f"{cfg.path} [{name}]: no column {lang!r} (columns: {table.column_names}); {hint}"
                     )
             src, tgt = list(table[cfg.src_lang]), list(table[cfg.tgt_lang])
         else:

@@ -80,6 +80,13 @@ def greedy_search(
     return [Hypothesis(toks, total, total / (len(toks) + 1)) for toks, total in zip(tokens, totals)]
 
 
+def _keep_best(hyps: list[Hypothesis], new: Hypothesis, size: int) -> None:
+    """Insert ``new`` into ``hyps`` (kept sorted, best first) and keep the best ``size``."""
+    hyps.append(new)
+    hyps.sort(key=lambda h: -h.normalized_score)
+    del hyps[size:]
+
+
 def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor, beam_size: int):
     """Best ``2 * beam_size`` extensions of each sentence's beams.
 
@@ -102,9 +109,9 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched beam search; returns the ``nbest`` best hypotheses per sentence, best first.
 
-    A sentence is finished once ``beam_size`` hypotheses ended in EOS (or at its
-    maximum length, where EOS is forced). Hypotheses are ranked by
-    ``score / length ** length_penalty`` (length counts EOS).
+    Hypotheses are ranked by ``score / length ** length_penalty`` (length counts
+    EOS); a sentence stops when no live beam can enter its ``beam_size`` best
+    finished hypotheses, or at its maximum length, where EOS is forced.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest={nbest} must be between 1 and the beam size ({beam_size})")
@@ -139,9 +146,7 @@ def beam_search(
             ended_history = history[rows, cand_beams[rows, cols]]
             sentence_ids = active[rows].tolist()
             for sentence, total, toks in zip(sentence_ids, cand_scores[rows, cols].tolist(), ended_history.tolist()):
-                hyps = finished[sentence]
-                if len(hyps) < beam:
-                    hyps.append(Hypothesis(toks, total, total / (len(toks) + 1) ** length_penalty))
+                _keep_best(finished[sentence], Hypothesis(toks, total, total / (len(toks) + 1) ** length_penalty), beam)
 
         # Continue with the best `beam` candidates that did not end.
         live_scores = cand_scores.masked_fill(cand_tokens == EOS, -math.inf)
@@ -153,9 +158,15 @@ def beam_search(
         state = state.index_select(0, reorder)
         prev = tokens.view(-1)
 
-        # Sentences with `beam` finished hypotheses, or at their length limit, leave the batch.
-        counts = torch.tensor([len(finished[i]) for i in active.tolist()], device=device)
-        done = (counts >= beam) | (step >= max_lengths[active]) | ~torch.isfinite(scores[:, 0])
+        # A sentence is done at its length limit, or once it has `beam` finished hypotheses
+        # and its best live beam can no longer beat the worst of them. With
+        # length_penalty 0 that test is exact (scores only fall as beams grow); with a
+        # penalty it assumes the next token ends the beam, as Hugging Face's does.
+        worst_finished = torch.tensor(
+            [hyps[-1].normalized_score if len(hyps) >= beam else -math.inf for hyps in
+             (finished[i] for i in active.tolist())], device=device)
+        best_live = scores[:, 0] / (step + 1) ** length_penalty
+        done = (step >= max_lengths[active]) | ~torch.isfinite(scores[:, 0]) | (best_live <= worst_finished)
         if done.any():
             keep = (~done).nonzero().squeeze(1)
             active, scores, history = active[keep], scores[keep], history[keep]
@@ -163,7 +174,7 @@ def beam_search(
             state, prev = state.index_select(0, rows), prev.index_select(0, rows)
             encoder_out = encoder_out.select(rows)
 
-    return [sorted(hyps, key=lambda h: -h.normalized_score)[:nbest] for hyps in finished]
+    return [hyps[:nbest] for hyps in finished]
 
 
 def search(model, src, src_lengths, beam_size: int = 1, length_penalty: float = 1.0,

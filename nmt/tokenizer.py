@@ -107,26 +107,38 @@ def _train_model(texts: list[str], cfg: TokenizerConfig, model_path: Path) -> No
         corpus = Path(tmp) / "train.txt"
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
         prefix = Path(tmp) / "spm"
-        spm.SentencePieceTrainer.train(
-            input=str(corpus),
-            model_prefix=str(prefix),
-            model_type=cfg.model_type,
-            vocab_size=cfg.vocab_size,
-            character_coverage=cfg.character_coverage,
-            byte_fallback=cfg.byte_fallback,
-            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-            input_sentence_size=cfg.max_training_sentences,
-            shuffle_input_sentence=True,
-            # A small corpus may not support the requested size: take what it has.
-            hard_vocab_limit=False,
-            num_threads=2,
-            minloglevel=2,
-        )
+        try:
+            _run_trainer(corpus, prefix, cfg)
+        except RuntimeError as err:
+            if "Vocabulary size is smaller than required_chars" in str(err):
+                raise ValueError(
+                    f"data.tokenizer.vocab_size={cfg.vocab_size} is too small for this corpus's characters "
+                    f"(plus 256 byte-fallback pieces): {str(err).split('. ')[-2]}; raise it"
+                ) from None
+            raise
         model_path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: a concurrent run sees the old state or the whole model, never half.
         partial = model_path.with_suffix(".partial")
         shutil.copyfile(prefix.with_suffix(".model"), partial)
         partial.replace(model_path)
+
+
+def _run_trainer(corpus: Path, prefix: Path, cfg: TokenizerConfig) -> None:
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(prefix),
+        model_type=cfg.model_type,
+        vocab_size=cfg.vocab_size,
+        character_coverage=cfg.character_coverage,
+        byte_fallback=cfg.byte_fallback,
+        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+        input_sentence_size=cfg.max_training_sentences,
+        shuffle_input_sentence=True,
+        # A small corpus may not support the requested size: take what it has.
+        hard_vocab_limit=False,
+        num_threads=2,
+        minloglevel=2,
+    )
 
 
 def build_tokenizer(

@@ -553,8 +553,10 @@ def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
     """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
+    # On resume too, so that train.* overrides (more steps, say) hold for the next
+    # plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".config.yaml.tmp")
+    os.replace(run_dir / ".config.yaml.tmp", run_dir / "config.yaml")
     trainer = Trainer(cfg, run_dir)
     if resume:
         trainer.resume()

@@ -1,0 +1,126 @@
+"""nmt-translate, nmt-evaluate and nmt-score on a tiny trained run, in-process and as real commands."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from nmt.config import DecodeConfig, EvaluateConfig, ScoreConfig, TranslateConfig
+from nmt.data import CorpusError, read_lines
+from nmt.evaluate import run_evaluate
+from nmt.report import ReportError
+from nmt.score import run_score
+from nmt.translate import load_translator, run_translate, translate_lines
+
+
+def run_cli(module, *args, stdin=None):
+    return subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, timeout=180)
+
+
+def test_translate_stdin_to_stdout_keeps_every_line(trained_run):
+    lines = "uno dos\n\n   \nperro gato rojo\n"
+    result = run_cli("nmt.translate", f"ckpt={trained_run}", stdin=lines.encode())
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode().split("\n")
+    assert out[-1] == "" and len(out) - 1 == 4
+    assert out[1] == "" and out[2] == ""
+    assert out[0] and out[3]
+    assert "translated 4 lines" in result.stderr.decode()
+
+
+def test_translate_files_beam_and_nbest_tsv(tmp_path, trained_run, word_corpus):
+    source = word_corpus / "test.es"
+    output = tmp_path / "hyps.tsv"
+    cfg = TranslateConfig(ckpt=str(trained_run), input=str(source), output=str(output),
+                          decode=DecodeConfig(name="beam", beam_size=3, nbest=3))
+    assert run_translate(cfg) == 0
+    rows = [row.split("\t") for row in read_lines(output)]
+    n_inputs = len(read_lines(source))
+    assert len(rows) == 3 * n_inputs
+    for i in range(n_inputs):
+        group = rows[3 * i: 3 * i + 3]
+        assert [int(r[0]) for r in group] == [i] * 3 and [int(r[1]) for r in group] == [0, 1, 2]
+        normalized = [float(r[2]) for r in group]
+        assert normalized == sorted(normalized, reverse=True)
+        assert all(float(r[3]) <= 0 for r in group)
+
+
+def test_translate_cuts_overlong_lines_with_a_warning(trained_run, caplog):
+    translator = load_translator(trained_run, "cpu")
+    long_line = " ".join(["uno dos tres"] * 200)
+    results = translate_lines(translator, ["uno", long_line], DecodeConfig(), max_source_subwords=10)
+    assert len(results) == 2 and all(len(r) == 1 for r in results)
+    assert "1 line(s) longer than 10 subwords were cut" in caplog.text
+
+
+def test_translate_invalid_utf8_is_an_error_naming_the_line(trained_run):
+    result = run_cli("nmt.translate", f"ckpt={trained_run}", stdin=b"uno\ndos\n\xff\xfe\n")
+    assert result.returncode == 1
+    assert "<stdin>:3: invalid UTF-8" in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+    replaced = run_cli("nmt.translate", f"ckpt={trained_run}", "replace_invalid_utf8=true", stdin=b"uno\ndos\n\xff\xfe\n")
+    assert replaced.returncode == 0 and replaced.stdout.count(b"\n") == 3
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    result = run_cli("nmt.translate", f"ckpt={tmp_path / 'nothing'}", stdin=b"uno\n")
+    assert result.returncode == 1
+    assert "no such run folder or checkpoint file" in result.stderr.decode()
+
+
+def test_evaluate_decodes_the_test_split_and_writes_the_report(tmp_path, trained_run):
+    report_dir = tmp_path / "report"
+    cfg = EvaluateConfig(ckpt=str(trained_run), report_dir=str(report_dir),
+                         decode=DecodeConfig(name="beam", beam_size=3), bootstrap_samples=100)
+    assert run_evaluate(cfg) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    for key in ("bleu", "chrf", "ter", "signatures", "n_sentences", "bleu_by_length", "speed", "examples"):
+        assert key in report
+    assert report["n_sentences"] == 20
+    assert report["speed"]["sentences_per_s"] > 0
+    assert report["ci95"]["bleu"][0] <= report["bleu"] <= report["ci95"]["bleu"][1]
+    assert "BLEU" in report["signatures"]["bleu"] or "nrefs" in report["signatures"]["bleu"]
+    assert len(read_lines(report_dir / "hypotheses.txt")) == 20
+    assert (report_dir / "bleu_by_length.png").stat().st_size > 0
+    assert "sacreBLEU" in (report_dir / "report.md").read_text() or "nrefs:1" in (report_dir / "report.md").read_text()
+
+
+def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
+    refs = word_corpus / "test.en"
+    good = tmp_path / "good.txt"
+    good.write_text((word_corpus / "test.en").read_text())
+    bad = tmp_path / "bad.txt"
+    bad.write_text("".join("one two\n" for _ in read_lines(refs)))
+    cfg = EvaluateConfig(hyps=str(good), refs=str(refs), srcs=str(word_corpus / "test.es"), compare=str(bad),
+                         report_dir=str(tmp_path / "r"), bootstrap_samples=200)
+    assert run_evaluate(cfg) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["bleu"] == pytest.approx(100.0)
+    assert report["compare"]["bleu"]["significant"]
+    short = tmp_path / "short.txt"
+    short.write_text("one\n")
+    with pytest.raises(ReportError, match=r"short\.txt has 1 lines? but .*test\.en has 20"):
+        run_evaluate(EvaluateConfig(hyps=str(short), refs=str(refs), report_dir=str(tmp_path / "x")))
+
+
+def test_score_pairs(tmp_path, trained_run, word_corpus):
+    pairs = tmp_path / "pairs.tsv"
+    src, tgt = read_lines(word_corpus / "train.es")[:5], read_lines(word_corpus / "train.en")[:5]
+    wrong = tgt[1:] + tgt[:1]
+    rows = [f"{s}\t{t}" for s, t in zip(src, tgt)] + [f"{s}\t{w}" for s, w in zip(src, wrong)] + ["\tempty source"]
+    pairs.write_text("\n".join(rows) + "\n")
+    output = tmp_path / "scores.tsv"
+    assert run_score(ScoreConfig(ckpt=str(trained_run), input=str(pairs), output=str(output))) == 0
+    scores = [line.split("\t") for line in read_lines(output)]
+    assert len(scores) == 11
+    right_scores = [float(s[0]) for s in scores[:5]]
+    wrong_scores = [float(s[0]) for s in scores[5:10]]
+    assert all(r > w for r, w in zip(right_scores, wrong_scores))  # the true translation is more probable
+    assert all(float(s[1]) == pytest.approx(float(s[0]) / int(s[2]), abs=1e-3) for s in scores[:10])
+    assert math.isnan(float(scores[10][0]))
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("no tab\n")
+    with pytest.raises(CorpusError, match=r"bad\.tsv:1: expected source<TAB>target"):
+        run_score(ScoreConfig(ckpt=str(trained_run), input=str(bad)))

@@ -1,0 +1,62 @@
+"""Every config composes into its typed schema; typos and wrong types fail with a clear message."""
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from nmt.config import CONF_DIR, DataConfig, ModelConfig, OptimConfig, TrainRunConfig
+from tests.conftest import compose_config
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_every_train_config_composes(data, model):
+    overrides = [f"data={data}", f"model={model}"]
+    if data in ("files", "hub"):  # these need a path and languages from the user
+        overrides += ["data.path=/x", "data.src_lang=de", "data.tgt_lang=en"]
+    for train in options("train"):
+        cfg = compose_config("train", overrides + [f"train={train}"])
+        assert isinstance(cfg, TrainRunConfig)
+        assert isinstance(cfg.data, DataConfig) and isinstance(cfg.model, ModelConfig)
+        assert isinstance(cfg.train, OptimConfig) and cfg.train.name == train
+
+
+@pytest.mark.parametrize("decode", options("decode"))
+def test_every_decoding_config_composes(decode):
+    assert compose_config("translate", ["ckpt=x", f"decode={decode}"]).decode.name == decode
+    assert compose_config("evaluate", ["ckpt=x", f"decode={decode}"]).decode.name == decode
+    assert compose_config("evaluate", ["ckpt=x", "data=toy"]).data.name == "toy"
+    assert compose_config("score", ["ckpt=x"]).ckpt == "x"
+
+
+def test_paper_recipe():
+    cfg = compose_config("train", ["model=cho2014", "train=paper"])
+    assert (cfg.model.hidden_size, cfg.model.maxout_size, cfg.model.embed_size, cfg.model.output_rank) == (
+        1000, 500, 100, 100)
+    assert cfg.model.paper_init and cfg.train.optimizer == "adadelta"
+    assert (cfg.train.rho, cfg.train.eps) == (0.95, 1e-6)
+
+
+def test_typo_and_wrong_type_are_errors():
+    with pytest.raises(ConfigCompositionException, match="model.hiden_size"):
+        compose_config("train", ["model.hiden_size=10"])
+    with pytest.raises(ConfigCompositionException, match="train.lr=fast"):
+        compose_config("train", ["train.lr=fast"])
+    with pytest.raises(ConfigCompositionException):
+        compose_config("train", ["model=huge"])
+
+
+def test_cli_reports_typo_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.train", "model.hiden_size=10", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "hiden_size" in result.stderr
+    assert "Traceback" not in result.stderr

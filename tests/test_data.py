@@ -1,0 +1,164 @@
+"""Corpus sources (embedded, files, TSV, Hub layout through a local folder) and every validation error."""
+
+import gzip
+import json
+import logging
+
+import pytest
+
+from nmt.config import DataConfig, SplitNames
+from nmt.data import CorpusError, clean_pairs, load_corpus, normalize_text, read_lines
+
+PAIRS = {
+    "train": [("hola mundo", "hello world"), ("buenos días", "good morning"), ("  ", "empty source")],
+    "validation": [("gracias", "thank you")],
+    "test": [("adiós", "goodbye")],
+}
+
+
+def write_text_corpus(folder, pairs=PAIRS, src="es", tgt="en"):
+    folder.mkdir(exist_ok=True)
+    for split, rows in pairs.items():
+        (folder / f"{split}.{src}").write_text("".join(s + "\n" for s, _ in rows), encoding="utf-8")
+        (folder / f"{split}.{tgt}").write_text("".join(t + "\n" for _, t in rows), encoding="utf-8")
+    return folder
+
+
+def files_config(folder, **kw):
+    return DataConfig(name="test", source="files", path=str(folder), src_lang="es", tgt_lang="en", **kw)
+
+
+def assert_layout(corpus):
+    assert sorted(corpus) == ["test", "train", "validation"]
+    for split in corpus.values():
+        assert split.column_names == ["src", "tgt"]
+
+
+def test_files_source_drops_and_counts_empty_pairs(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="nmt.data"):
+        corpus = load_corpus(files_config(write_text_corpus(tmp_path / "c")))
+    assert_layout(corpus)
+    assert list(corpus["train"]["src"]) == ["hola mundo", "buenos días"]
+    assert list(corpus["train"]["tgt"]) == ["hello world", "good morning"]
+    assert "dropped 1 empty" in caplog.text
+
+
+def test_tsv_source(tmp_path):
+    for split, rows in PAIRS.items():
+        (tmp_path / f"{split}.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in rows), encoding="utf-8")
+    corpus = load_corpus(files_config(tmp_path, format="tsv"))
+    assert_layout(corpus)
+    assert corpus["validation"][0] == {"src": "gracias", "tgt": "thank you"}
+
+
+def test_tsv_wrong_field_count_names_line(tmp_path):
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.tsv").write_text("a\tb\nno tab here\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"train\.tsv:2: expected 2 tab-separated fields"):
+        load_corpus(files_config(tmp_path, format="tsv"))
+
+
+def test_embedded_source(tmp_path):
+    for split, rows in PAIRS.items():
+        with gzip.open(tmp_path / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+            for i, (es, en) in enumerate(rows):
+                f.write(json.dumps({"ref": f"X {i}", "es": es, "en": en}) + "\n")
+    corpus = load_corpus(DataConfig(name="e", source="embedded", path=str(tmp_path)))
+    assert_layout(corpus)
+    assert corpus["test"][0] == {"src": "adiós", "tgt": "goodbye"}
+    reverse = load_corpus(DataConfig(name="e", source="embedded", path=str(tmp_path), src_lang="en", tgt_lang="es"))
+    assert reverse["test"][0] == {"src": "goodbye", "tgt": "adiós"}
+    with pytest.raises(CorpusError, match="no language 'fr'"):
+        load_corpus(DataConfig(name="e", source="embedded", path=str(tmp_path), tgt_lang="fr"))
+
+
+def write_hub_folder(folder, layout):
+    folder.mkdir()
+    for split, rows in PAIRS.items():
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for es, en in rows:
+                row = {"translation": {"es": es, "en": en}} if layout == "translation" else {"es": es, "en": en}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["translation", "flat"])
+def test_hub_source_through_local_folder(tmp_path, layout):
+    """data=hub calls datasets.load_dataset(path, name): a local folder of the Hub's layout works the same."""
+    folder = write_hub_folder(tmp_path / "hub", layout)
+    corpus = load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en",
+                                    layout=layout))
+    assert_layout(corpus)
+    assert list(corpus["train"]["tgt"]) == ["hello world", "good morning"]
+
+
+def test_hub_errors_name_the_setting(tmp_path):
+    folder = write_hub_folder(tmp_path / "hub", "translation")
+    with pytest.raises(CorpusError, match=r"data.splits.validation='dev'.*'validation'"):
+        load_corpus(DataConfig(name="h", source="hub", path=str(folder), splits=SplitNames(validation="dev")))
+    with pytest.raises(CorpusError, match="use data.layout=translation"):
+        load_corpus(DataConfig(name="h", source="hub", path=str(folder), layout="flat", src_lang="es"))
+    with pytest.raises(CorpusError, match="no language 'de'"):
+        load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="de"))
+    with pytest.raises(CorpusError, match="could not load"):
+        load_corpus(DataConfig(name="h", source="hub", path=str(tmp_path / "nowhere")))
+
+
+def test_line_count_mismatch_names_both_files_and_counts(tmp_path):
+    folder = write_text_corpus(tmp_path / "c")
+    (folder / "validation.en").write_text("thank you\nextra line\n", encoding="utf-8")
+    with pytest.raises(CorpusError) as err:
+        load_corpus(files_config(folder))
+    message = str(err.value)
+    assert "validation.es has 1 lines" in message and "validation.en has 2" in message
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    folder = write_text_corpus(tmp_path / "c")
+    (folder / "train.es").write_bytes(b"hola mundo\nbuenos d\xedas\n \n")
+    with pytest.raises(CorpusError, match=r"train\.es:2: invalid UTF-8"):
+        load_corpus(files_config(folder))
+
+
+def test_missing_file_and_bad_settings(tmp_path):
+    folder = write_text_corpus(tmp_path / "c")
+    (folder / "test.en").unlink()
+    with pytest.raises(CorpusError, match=r"test\.en: no such file"):
+        load_corpus(files_config(folder))
+    with pytest.raises(CorpusError, match="not a folder"):
+        load_corpus(files_config(tmp_path / "missing"))
+    with pytest.raises(CorpusError, match="data.source='ftp'"):
+        load_corpus(DataConfig(source="ftp"))
+
+
+def test_line_breaks_inside_lines_never_shift_lines(tmp_path):
+    """\\r, U+2028, U+0085 and control characters stay inside their line."""
+    raw = "uno\r\ndos\u2028tres\ncuatro\u0085cinco\nseis\x0bsiete\x1c\nocho\r\n".encode("utf-8")
+    path = tmp_path / "x.txt"
+    path.write_bytes(raw)
+    lines = read_lines(path)
+    assert [normalize_text(line) for line in lines] == ["uno", "dos tres", "cuatro cinco", "seis siete", "ocho"]
+
+
+def test_normalization_nfc_and_whitespace():
+    assert normalize_text("  Jose\u0301 \t  and\u00a0\u200bMari\u0301a  ") == "José and María"
+
+
+def test_length_and_ratio_filters_apply_to_train_only(tmp_path, caplog):
+    long = " ".join(["palabra"] * 30)
+    pairs = {
+        "train": [("a b", "a b"), (long, long), ("uno", " ".join(["x"] * 9))],
+        "validation": [(long, long)],
+        "test": [("uno", " ".join(["x"] * 9))],
+    }
+    with caplog.at_level(logging.INFO, logger="nmt.data"):
+        corpus = load_corpus(files_config(write_text_corpus(tmp_path / "c", pairs), max_words=20, max_length_ratio=3))
+    assert len(corpus["train"]) == 1
+    assert len(corpus["validation"]) == 1 and len(corpus["test"]) == 1  # evaluation splits stay whole
+    assert "1 longer than 20 words" in caplog.text and "1 length ratio above 3" in caplog.text
+
+
+def test_clean_pairs_counts_reasons():
+    src, tgt, dropped = clean_pairs(["a", "", "b c d e f"], ["a", "b", "x"], max_words=4)
+    assert (src, tgt) == (["a"], ["a"])
+    assert dropped == {"empty": 1, "longer than 4 words": 1}

@@ -1,0 +1,91 @@
+"""SentencePiece: round trips, fixed special ids, byte fallback, joint/separate, BPE, and the cache."""
+
+import pytest
+
+import nmt.tokenizer as tok
+from nmt.config import TokenizerConfig
+from nmt.data import load_corpus
+from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, build_tokenizer, tokenize_corpus
+
+SPANISH = [
+    "¿Dónde está el niño? ¡Allí, en la montaña!",
+    "Él comió pan y bebió vino con sus compañeros.",
+    "La señora García vivía en Cádiz; su hijo, en León.",
+    "Y dijo Dios: Sea la luz: y fué la luz.",
+] * 30
+ENGLISH = [
+    "Where is the child? \"Over there,\" on the mountain!",
+    "He ate bread and drank wine with his companions.",
+    "Mrs. García lived in Cádiz; her son (the eldest) in León.",
+    "God said, “Let there be light,” and there was light.",
+] * 30
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=400), tmp_path_factory.mktemp("cache"))
+
+
+def test_special_ids_fixed(tokenizer):
+    for sp in (tokenizer.src, tokenizer.tgt):
+        assert (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id()) == (PAD, UNK, BOS, EOS) == (0, 1, 2, 3)
+
+
+def test_round_trip_accented_spanish_and_punctuated_english(tokenizer):
+    for text in SPANISH[:4]:
+        assert tokenizer.src.decode(tokenizer.encode_src([text])[0]) == text
+    assert tokenizer.decode_tgt(tokenizer.encode_tgt(ENGLISH[:4])) == ENGLISH[:4]
+
+
+def test_byte_fallback_never_gives_unk(tokenizer):
+    unseen = "Ñandú 🦩 Ωμέγα 東京 ﬁ"
+    ids = tokenizer.encode_src([unseen])[0]
+    assert UNK not in ids
+    assert tokenizer.src.decode(ids).replace("fi", "ﬁ") == unseen or UNK not in ids
+
+
+def test_separate_models_and_bpe(tmp_path):
+    separate = build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=350, joint=False), tmp_path)
+    assert not separate.joint
+    assert separate.src_proto != separate.tgt_proto
+    bpe = build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=350, model_type="bpe"), tmp_path)
+    assert bpe.decode_tgt(bpe.encode_tgt(ENGLISH[:2])) == ENGLISH[:2]
+    with pytest.raises(ValueError, match=r"data.tokenizer.vocab_size=280 is too small"):
+        build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=280), tmp_path)
+    with pytest.raises(ValueError, match="model_type='wordpiece'"):
+        build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(model_type="wordpiece"), tmp_path)
+
+
+def test_cache_reuses_model(tmp_path, monkeypatch):
+    config = TokenizerConfig(vocab_size=400)
+    first = build_tokenizer(SPANISH, ENGLISH, config, tmp_path)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("retrained although the data and settings did not change")
+
+    monkeypatch.setattr(tok, "_train_model", must_not_train)
+    second = build_tokenizer(SPANISH, ENGLISH, config, tmp_path)
+    assert second.src_proto == first.src_proto
+    # other data or other settings do train a new model
+    with pytest.raises(AssertionError, match="retrained"):
+        build_tokenizer(SPANISH[:-1], ENGLISH[:-1], config, tmp_path)
+    with pytest.raises(AssertionError, match="retrained"):
+        build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=410), tmp_path)
+
+
+def test_save_load_and_tokenized_cache(tmp_path, tokenizer):
+    tokenizer.save(tmp_path / "run")
+    loaded = Tokenizer.load(tmp_path / "run")
+    assert loaded.encode_src(SPANISH[:2]) == tokenizer.encode_src(SPANISH[:2])
+
+    import datasets
+
+    corpus = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"src": SPANISH[:8], "tgt": ENGLISH[:8]})})
+    first = tokenize_corpus(corpus, tokenizer, tmp_path / "cache")
+    assert first["train"]["src_ids"][0] == tokenizer.encode_src([SPANISH[0]])[0]
+    cached = list((tmp_path / "cache" / "tokenized").glob("train-*.arrow"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    again = tokenize_corpus(corpus, tokenizer, tmp_path / "cache")
+    assert cached[0].stat().st_mtime_ns == mtime  # reused, not rewritten
+    assert again["train"]["tgt_ids"] == first["train"]["tgt_ids"]
