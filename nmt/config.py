@@ -68,6 +68,9 @@ class ModelConfig:
     dropout: float = 0.1  # on embeddings and on the maxout output
     cell: str = "cudnn"  # cudnn: PyTorch's fused GRU (reset after U h) | paper: reset before U h
     paper_init: bool = False  # N(0, 0.01) weights, orthogonal recurrent matrices, zero biases
+    # Not in Cho et al.: read the source backwards (Sutskever et al. 2014), so the summary
+    # is written last by the words the decoder needs first. Helps a fixed-size summary.
+    reverse_source: bool = False
 
 
 @dataclass

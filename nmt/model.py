@@ -27,6 +27,14 @@ from nmt.config import ModelConfig
 from nmt.tokenizer import PAD
 
 
+def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first ``length`` tokens, leaving its padding at the end."""
+    positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)
+    lengths = lengths.to(tokens.device).unsqueeze(1)
+    index = torch.where(positions < lengths, lengths - 1 - positions, positions)
+    return tokens.gather(1, index)
+
+
 class EncoderOutput(NamedTuple):
     """What the decoder may look at. ``states`` and ``mask`` are unused by Cho et al.'s
     decoder (it sees only ``summary``) but kept so an attention decoder can join."""
@@ -162,6 +170,8 @@ class RNNEncoderDecoder(nn.Module):
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """src: (B, S) token ids, src_lengths: (B,) -> EncoderOutput."""
+        if self.config.reverse_source:
+            src = reverse_padded(src, src_lengths)
         embedded = self.dropout(self.src_embed(src))
         start = embedded.new_zeros(src.size(0), self.config.hidden_size)
         states, last = self.encoder(embedded, start, src_lengths)

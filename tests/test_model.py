@@ -101,3 +101,18 @@ def test_paper_init():
     assert abs(model.deep_output.weight.std().item() - 0.01) < 0.003
     assert model.deep_output.bias.abs().max() == 0
     assert model.src_embed.weight[PAD].abs().max() == 0
+
+
+def test_reverse_source_reads_each_sentence_backwards():
+    from nmt.model import reverse_padded
+
+    tokens = torch.tensor([[5, 6, 7, 3], [8, 3, PAD, PAD]])
+    assert reverse_padded(tokens, torch.tensor([4, 2])).tolist() == [[3, 7, 6, 5], [3, 8, PAD, PAD]]
+    torch.manual_seed(0)
+    config = ModelConfig(embed_size=8, hidden_size=12, maxout_size=6, dropout=0.0, reverse_source=True)
+    model = build_model(config, 20, 17).eval()
+    src, src_lengths, tgt_in = random_batch()
+    forward_summary = model.encode(src, src_lengths).summary
+    model.config.reverse_source = False
+    assert torch.allclose(forward_summary, model.encode(reverse_padded(src, src_lengths), src_lengths).summary)
+    torch.testing.assert_close(model(src, src_lengths, tgt_in), unrolled_logits(model, src, src_lengths, tgt_in))
