@@ -57,26 +57,35 @@ class ParallelIds:
         return len(self.src_lengths)
 
     def collate(self, rows: np.ndarray) -> Batch:
-        rows = np.asarray(rows)
-        src_len = self.src_lengths[rows]
-        tgt_len = self.tgt_lengths[rows]
-        src = np.full((len(rows), src_len.max()), PAD, dtype=np.int64)
-        tgt_in = np.full((len(rows), tgt_len.max()), PAD, dtype=np.int64)
-        tgt_out = np.full_like(tgt_in, PAD)
-        for i, row in enumerate(rows):
-            s = self.src_values[self.src_offsets[row]: self.src_offsets[row + 1]]
-            src[i, : len(s)] = s
-            src[i, len(s)] = EOS
-            if self.tgt_offsets is not None:
-                t = self.tgt_values[self.tgt_offsets[row]: self.tgt_offsets[row + 1]]
-                tgt_in[i, 0] = BOS
-                tgt_in[i, 1: len(t) + 1] = t
-                tgt_out[i, : len(t)] = t
-                tgt_out[i, len(t)] = EOS
+        """Padded tensors for ``rows``: source + EOS, BOS + target, target + EOS."""
+        rows = np.asarray(rows, dtype=np.int64)
+        src = _padded(self.src_values, self.src_offsets, rows, front=None, back=EOS)
+        if self.tgt_offsets is not None:
+            tgt_in = _padded(self.tgt_values, self.tgt_offsets, rows, front=BOS, back=None)
+            tgt_out = _padded(self.tgt_values, self.tgt_offsets, rows, front=None, back=EOS)
+        else:
+            tgt_in = tgt_out = np.full((len(rows), 1), PAD, dtype=np.int64)
         return Batch(
-            torch.from_numpy(src), torch.from_numpy(src_len.astype(np.int64)),
-            torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), torch.from_numpy(rows.astype(np.int64)),
+            torch.from_numpy(src), torch.from_numpy(self.src_lengths[rows].astype(np.int64)),
+            torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), torch.from_numpy(rows),
         )
+
+
+def _padded(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, front: int | None, back: int | None) -> np.ndarray:
+    """Rows of a flat (values, offsets) store as one PAD-padded matrix, with an optional
+    token before and after each sequence. Vectorized: no Python loop per sentence."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    shift = 0 if front is None else 1
+    width = int(lengths.max(initial=0)) + shift + (back is not None)
+    positions = np.arange(width)[None, :] - shift  # index into each sequence
+    inside = (positions >= 0) & (positions < lengths[:, None])
+    gathered = values[np.where(inside, starts[:, None] + positions, 0)] if len(values) else np.zeros(inside.shape)
+    out = np.where(inside, gathered, PAD).astype(np.int64)
+    if front is not None:
+        out[:, 0] = front
+    if back is not None:
+        out[np.arange(len(rows)), lengths + shift] = back
+    return out
 
 
 def token_batches(

@@ -14,7 +14,7 @@ log = logging.getLogger("nmt")
 
 # Errors whose message already says which file, line or setting is at fault.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    CorpusError, CheckpointError, ReportError, FileNotFoundError, ValueError, RuntimeError,
+    CorpusError, CheckpointError, ReportError, OSError, ValueError, RuntimeError,
 )
 
 

@@ -94,6 +94,7 @@ class OptimConfig:
     max_subwords: int = 128  # training pairs with a longer side (subwords) are skipped
     max_epochs: int = 20
     max_steps: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # wall-clock budget for training steps (this session); 0 = no limit
     val_every: int = 0  # steps; 0 = at the end of each epoch
     val_max_sentences: int = 0  # 0 = whole validation split
     val_batch_tokens: int = 8000

@@ -221,9 +221,9 @@ class RNNEncoderDecoder(nn.Module):
         states, prev_embedded, summary = self.decoder_features(tgt_in, encoder_out)
         real = tgt_out != PAD
         logits = self._logits(states[real], prev_embedded[real], summary[real])
-        loss = F.cross_entropy(
-            logits.float(), tgt_out[real], reduction="sum", label_smoothing=label_smoothing
-        )
+        if logits.dtype in (torch.float16, torch.bfloat16):  # the softmax in float32 under autocast
+            logits = logits.float()
+        loss = F.cross_entropy(logits, tgt_out[real], reduction="sum", label_smoothing=label_smoothing)
         return loss, real.sum()
 
     def model_config(self) -> dict:

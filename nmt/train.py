@@ -404,6 +404,7 @@ class Trainer:
         bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
                    desc="training", mininterval=1.0)
         log_loss, log_tokens, log_start = 0.0, 0, time.perf_counter()
+        session_start = log_start
         try:
             while p.epoch < opt.max_epochs:
                 batches = token_batches(self.train_data.src_lengths, self.train_data.tgt_lengths,
@@ -415,6 +416,8 @@ class Trainer:
                         return "signal"
                     if opt.max_steps and p.step >= opt.max_steps:
                         return "max_steps"
+                    if opt.max_minutes and time.perf_counter() - session_start >= 60 * opt.max_minutes:
+                        return "max_minutes"
                     step_start = time.perf_counter()
                     batch = self.train_data.collate(batches[p.batch_in_epoch])
                     if self.device.type == "cuda":

@@ -6,9 +6,14 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from nmt.config import CONF_DIR, to_object
+
+# The models in tests are tiny: one thread runs them many times faster than two
+# threads contending for a small matrix product (and CI has two cores).
+torch.set_num_threads(1)
 
 SPANISH = "uno dos tres cuatro cinco seis siete ocho nueve diez casa perro gato rojo azul".split()
 ENGLISH = "one two three four five six seven eight nine ten house dog cat red blue".split()
@@ -61,7 +66,7 @@ def trained_run(tmp_path_factory, word_corpus, cache_dir) -> Path:
 
     run_dir = tmp_path_factory.mktemp("trained-run")
     cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
-        "train=debug", "train.max_steps=900", "train.max_epochs=1000", "train.val_every=450",
+        "train=debug", "train.max_steps=1500", "train.max_epochs=1000", "train.val_every=500",
         "train.val_max_sentences=0", "train.max_tokens=512", "train.lr=0.01", "train.log_every=50",
     ])
     train(cfg, run_dir)

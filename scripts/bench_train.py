@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Training throughput: the project's train step against a tutorial-style reference, one run.
+
+    python scripts/bench_train.py                      # all configurations (a GPU job)
+    python scripts/bench_train.py --quick              # CPU-sized, under two minutes
+    python scripts/bench_train.py --configs yardstick-b1024 --out bench.jsonl
+
+For each configuration both implementations train one epoch over the same
+synthetic sentences (random token ids; target lengths fixed or drawn from a
+range, EOS included), starting from the same weights, after a few untimed
+warm-up steps on other batches (``--rounds`` epochs each, the median epoch
+reported). They take turns (``--block``): one step each on
+a CPU, so that other jobs on a shared machine slow both alike; a whole epoch
+each on CUDA.
+
+nmt        the loop body of ``Trainer.fit``: ``ParallelIds.collate`` of a
+           ``token_batches`` batch (bucketed by length, token budget counted with
+           padding), ``pin_memory`` on CUDA, then ``Trainer.train_step`` itself,
+           called on a minimal ``Trainer`` that holds only what ``train_step``
+           reads (``nmt_trainer`` below): ``model.loss`` (real positions only
+           through the output layer, fused GRU decoder), Adam with the default
+           ``OptimConfig``, ``clip_grad_norm_(1.0)``, bf16 autocast and TF32 on CUDA.
+reference  ``ReferenceSeq2Seq`` (scripts/bench_common.py) trained as tutorials
+           do: random-order batches of a fixed number of sentences padded to
+           the longest (the same mean batch size as nmt's), the decoder unrolled
+           step by step with ``nn.GRUCell``, full logits at every position,
+           ``nn.CrossEntropyLoss(ignore_index=PAD)``, float32 (PyTorch defaults:
+           no TF32 for matrix products), the same Adam and clipping.
+
+Throughput counts non-padding target tokens (EOS included) over the timed
+epoch; device work is synchronized before the clock is read. One JSON line per
+measurement, then one comparison line per configuration with the speedup and
+the targets. ``collate_share`` is the part of the wall time spent building
+batches on the CPU (``Trainer.fit`` does it between steps, not overlapped);
+``--profile`` prints where the device time of a few nmt steps goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+from bench_common import ReferenceSeq2Seq  # noqa: E402,F401  (re-exported for tests)
+
+from nmt.batching import Batch, ParallelIds, token_batches  # noqa: E402
+from nmt.config import OptimConfig  # noqa: E402
+from nmt.model import build_model  # noqa: E402
+from nmt.tokenizer import PAD  # noqa: E402
+from nmt.train import Trainer, build_optimizer  # noqa: E402
+
+# Configurations. lengths: target tokens per sentence incl. EOS (low, high), sources
+# alike; batch: sentences per batch (fixed lengths, exact); max_tokens: nmt's token
+# budget (the reference then takes the same mean number of sentences per batch).
+CONFIGS = {
+    "yardstick-b1024": {"size": "yardstick", "lengths": (30, 30), "batch": 1024},
+    "yardstick-b128": {"size": "yardstick", "lengths": (30, 30), "batch": 128},
+    "yardstick-var": {"size": "yardstick", "lengths": (10, 50), "max_tokens": 30_720},
+    "small-var": {"size": "small", "lengths": (10, 50), "max_tokens": 4096},
+}
+DEFAULT_CONFIGS = list(CONFIGS)
+QUICK = {"configs": ["small-var"], "max_tokens": 1200, "steps": 6, "warmup": 1}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def synthetic_corpus(n: int, lengths: tuple[int, int], vocab: int, seed: int = 0) -> ParallelIds:
+    """``n`` sentence pairs of random ids in [4, vocab); lengths count EOS.
+
+    Fixed lengths: every source and target has exactly that many tokens. A range:
+    target lengths uniform in it, source lengths the target's times U(0.8, 1.25),
+    clipped to the range.
+    """
+    rng = np.random.default_rng(seed)
+    low, high = lengths
+    tgt_len = rng.integers(low, high + 1, n)
+    if low == high:
+        src_len = tgt_len.copy()
+    else:
+        src_len = np.clip(np.rint(tgt_len * rng.uniform(0.8, 1.25, n)), low, high).astype(np.int64)
+
+    def flat(lens):  # ids without EOS: length - 1 each
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lens - 1)
+        return rng.integers(4, vocab, int(offsets[-1])).astype(np.int32), offsets
+
+    return ParallelIds(*flat(src_len), *flat(tgt_len))
+
+
+def corpus_size(lengths: tuple[int, int], max_tokens: int, steps: int) -> int:
+    """Sentences for about ``steps`` nmt batches of ``max_tokens`` (exactly, for fixed lengths)."""
+    low, high = lengths
+    if low == high:
+        return max(1, max_tokens // high) * steps
+    mean_longest = (low + high) / 2 * 1.07  # max(source, target) runs a little above the mean
+    return max(1, int(steps * max_tokens / mean_longest))
+
+
+def nmt_batches(data: ParallelIds, max_tokens: int, epoch: int) -> list[np.ndarray]:
+    """The batches nmt-train would make for this epoch."""
+    return token_batches(data.src_lengths, data.tgt_lengths, max_tokens, shuffle=True, seed=1, epoch=epoch)
+
+
+def reference_batches(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """Random order, fixed number of sentences per batch: no length bucketing."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
+
+
+# --------------------------------------------------------------------------- the two training steps
+
+
+def nmt_trainer(model: nn.Module, device: torch.device, compile_model: bool = False) -> Trainer:
+    """A ``Trainer`` holding just what ``Trainer.train_step`` reads, set as ``Trainer.__init__`` sets it.
+
+    ``__init__`` also loads a corpus, trains a tokenizer and opens a run folder,
+    which a benchmark does not need; ``train_step`` itself runs unchanged (an
+    attribute it starts to read and this object lacks fails loudly).
+    """
+    opt = OptimConfig(compile=compile_model)
+    trainer = Trainer.__new__(Trainer)
+    trainer.opt, trainer.device, trainer.model = opt, device, model
+    trainer.forward_model = torch.compile(model) if opt.compile else model
+    trainer.optimizer = build_optimizer(opt, model.parameters())
+    trainer.amp = opt.amp and device.type == "cuda"
+    return trainer
+
+
+def nmt_fit_step(trainer: Trainer, data: ParallelIds, rows: np.ndarray) -> tuple[float | None, int, float]:
+    """One iteration of ``Trainer.fit``'s loop: collate, pin, ``train_step``.
+
+    Returns (summed loss, target tokens, seconds spent collating).
+    """
+    start = time.perf_counter()
+    batch = data.collate(rows)
+    if trainer.device.type == "cuda":
+        batch = batch.pin_memory()
+    collate_seconds = time.perf_counter() - start
+    loss, n_tokens = trainer.train_step(batch)
+    return loss, n_tokens, collate_seconds
+
+
+def reference_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """Adam with the same settings as nmt's default ``OptimConfig``."""
+    opt = OptimConfig()
+    return torch.optim.Adam(model.parameters(), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
+
+
+def reference_loss(model: ReferenceSeq2Seq, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over the non-pad targets, from the full (B, T, V) logits."""
+    criterion = nn.CrossEntropyLoss(ignore_index=PAD)
+    logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+    return criterion(logits.view(-1, logits.size(-1)), batch.tgt_out.view(-1))
+
+
+def reference_train_step(model: ReferenceSeq2Seq, optimizer: torch.optim.Optimizer, batch: Batch,
+                         device: torch.device, clip: float = 1.0) -> float:
+    """The tutorial training step; returns the batch's mean loss (``loss.item()``)."""
+    model.train()
+    batch = batch.to(device)
+    optimizer.zero_grad()
+    loss = reference_loss(model, batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class Contender:
+    """One implementation under test: its step function, batches, and what it has measured."""
+
+    def __init__(self, name: str, step, batches, warmup, tf32: bool, batching: str, precision: str):
+        self.name, self.step, self.batches, self.warmup = name, step, batches, warmup
+        self.tf32, self.batching, self.precision = tf32, batching, precision
+        self.seconds = self.collate_seconds = self.loss_sum = 0.0
+        self.tokens = self.skipped = self.done = 0
+        self.peak_bytes = 0
+        self.rounds: list[tuple[float, int]] = []  # (seconds, target tokens) of each epoch
+        self._mark = (0.0, 0)
+
+    def start_round(self) -> None:
+        self.done, self._mark = 0, (self.seconds, self.tokens)
+
+    def end_round(self) -> None:
+        self.rounds.append((self.seconds - self._mark[0], self.tokens - self._mark[1]))
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= len(self.batches)
+
+    def run(self, device: torch.device, n_steps: int) -> None:
+        """Time the next ``n_steps`` batches (device synchronized at both ends)."""
+        bc.set_matmul_tf32(device, self.tf32)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        chunk = self.batches[self.done: self.done + n_steps]
+        with bc.Timer(device) as timer:
+            for rows in chunk:
+                loss, n_tokens, collate_seconds = self.step(rows)
+                self.tokens += n_tokens
+                self.collate_seconds += collate_seconds
+                if loss is None:
+                    self.skipped += 1
+                else:
+                    self.loss_sum += loss
+        self.seconds += timer.seconds
+        self.done += len(chunk)
+        if device.type == "cuda":
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(device))
+
+    def median_round(self) -> tuple[float, int]:
+        """The (seconds, tokens) of the epoch with the median throughput."""
+        return sorted(self.rounds, key=lambda r: r[1] / r[0])[len(self.rounds) // 2]
+
+
+def take_turns(contenders: list[Contender], device: torch.device, block: int, rounds: int = 1) -> None:
+    """Warm every contender up, then time ``rounds`` epochs of each, in turns of ``block`` steps.
+
+    ``block`` 0: a whole epoch per turn. Turns of one step put a shared, busy CPU's
+    slow moments on both sides alike; on a GPU of one's own a whole epoch per turn
+    keeps each loop as ``Trainer.fit`` runs it.
+    """
+    for c in contenders:
+        bc.set_matmul_tf32(device, c.tf32)
+        for rows in c.warmup:
+            c.step(rows)
+    for _ in range(rounds):
+        for c in contenders:
+            c.start_round()
+        while not all(c.finished for c in contenders):
+            for c in contenders:
+                if not c.finished:
+                    c.run(device, block or len(c.batches))
+        for c in contenders:
+            c.end_round()
+
+
+def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLines) -> dict:
+    size = config["size"]
+    model_cfg, vocab = bc.model_config(size)
+    low, high = config["lengths"]
+    max_tokens = args.max_tokens or config.get("max_tokens") or config["batch"] * high
+    data = synthetic_corpus(corpus_size(config["lengths"], max_tokens, args.steps), config["lengths"], vocab)
+    n = len(data)
+
+    torch.manual_seed(0)
+    model = build_model(model_cfg, vocab, vocab).to(device)
+    reference = ReferenceSeq2Seq.from_nmt(model)  # same initial weights
+
+    batches = nmt_batches(data, max_tokens, epoch=0)
+    ref_batch = max(1, round(n / len(batches)))
+    contenders = []
+    if "nmt" in args.impls:
+        trainer = nmt_trainer(model, device, args.compile)
+        contenders.append(Contender(
+            "nmt", lambda rows: nmt_fit_step(trainer, data, rows), batches,
+            nmt_batches(data, max_tokens, epoch=1)[: args.warmup], tf32=trainer.opt.tf32,
+            batching="token_batches (length-bucketed)",
+            precision=("bf16 autocast, TF32" if trainer.amp else "float32") + (", torch.compile" if args.compile else ""),
+        ))
+    if "reference" in args.impls:
+        optimizer = reference_optimizer(reference)
+
+        def ref_step(rows):
+            start = time.perf_counter()
+            batch = data.collate(rows)
+            collate_seconds = time.perf_counter() - start
+            batch_tokens = batch.n_tgt_tokens
+            mean = reference_train_step(reference, optimizer, batch, device)
+            return mean * batch_tokens, batch_tokens, collate_seconds
+
+        contenders.append(Contender(
+            "reference", ref_step, reference_batches(n, ref_batch, seed=0),
+            reference_batches(n, ref_batch, seed=1)[: args.warmup], tf32=False,
+            batching=f"random order, {ref_batch} sentences per batch", precision="float32",
+        ))
+    block = args.block if args.block is not None else (0 if device.type == "cuda" else 1)
+    rounds = args.rounds or (3 if device.type == "cuda" else 1)
+    take_turns(contenders, device, block, rounds)
+
+    shape = (f"{max_tokens // high} sentences x {low} target tokens" if low == high
+             else f"token budget {max_tokens}, lengths {low}-{high}")
+    sizes = {**bc.size_record(size), "data": shape, "sentences": n}
+    results = {}
+    for c in contenders:
+        padded = sum(len(rows) * int(data.tgt_lengths[rows].max()) for rows in c.batches)
+        seconds, tokens = c.median_round()
+        record = {
+            **bc.common_fields("train", device), "config": name, "impl": c.name, "sizes": sizes,
+            "batching": c.batching, "precision": c.precision, "steps": len(c.batches),
+            "turns": "one step each" if block == 1 else (f"{block} steps each" if block else "one epoch each"),
+            "tgt_tokens": tokens,
+            "padding_fraction": bc.rounded(1 - tokens / padded, 3),
+            "seconds": bc.rounded(seconds),
+            "tgt_tokens_per_s": bc.rounded(tokens / seconds),
+            "sentences_per_s": bc.rounded(n / seconds),
+            "ms_per_step": bc.rounded(1000 * seconds / len(c.batches)),
+            "epochs": rounds,
+            "epochs_tgt_tokens_per_s": [bc.rounded(t / s) for s, t in c.rounds],
+            "collate_share": bc.rounded(c.collate_seconds / c.seconds, 3),
+            "mean_loss": bc.rounded(c.loss_sum / max(1, c.tokens)),
+            "skipped_steps": c.skipped,
+        }
+        if device.type == "cuda":  # both models and optimizer states are resident throughout
+            record["peak_memory_gb"] = bc.rounded(c.peak_bytes / 2**30, 3)
+        out.emit(record)
+        results[c.name] = record
+    if args.profile and "nmt" in args.impls:
+        profile_steps(contenders[0].step, contenders[0].warmup or batches[:1], device, name)
+    del model, reference, contenders
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+def profile_steps(step, batches, device: torch.device, name: str) -> None:
+    """Print the operators that take the most time over a few steps (to stderr)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for rows in batches:
+            step(rows)
+        bc.synchronize(device)
+    print(f"--- profile of {len(batches)} nmt steps, {name} ---", file=sys.stderr)
+    for sort_by in (["self_device_time_total", "self_cuda_time_total"] if device.type == "cuda" else []) + [
+            "self_cpu_time_total"]:
+        try:  # the name of the device-time column changed across PyTorch versions
+            print(prof.key_averages().table(sort_by=sort_by, row_limit=25), file=sys.stderr)
+            break
+        except (AttributeError, KeyError):
+            continue
+
+
+def targets_for(name: str, device: torch.device) -> tuple[dict, str]:
+    """The targets of a comparison and the hardware they were set for."""
+    if device.type == "cuda":
+        target = {"min_speedup": 1.4}
+        if name == "yardstick-b1024":
+            target["min_nmt_tgt_tokens_per_s"] = 1.0e6
+        return target, "H100"
+    return {"min_speedup": 1.1}, "2-core CPU"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=None,
+                        help=f"comma-separated, from {', '.join(CONFIGS)} (default: all; --quick: small-var)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CPU-sized: small model, small batches, few steps (under two minutes on 2 cores)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per implementation, about (default 20)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps (default 3)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="override every configuration's token budget")
+    parser.add_argument("--impls", default="nmt,reference", help="which implementations to time (default: both)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed epochs per implementation, the median reported (default: 3 on CUDA, 1 on CPU)")
+    parser.add_argument("--block", type=int, default=None,
+                        help="timed steps per turn, the implementations taking turns; 0: a whole epoch each "
+                             "(default: 1 on CPU, where other jobs may share the cores; 0 on CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the nmt model (train.compile=true)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, print a torch.profiler table of a few nmt steps (stderr)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    args = parser.parse_args(argv)
+
+    if args.quick:
+        args.configs = args.configs or ",".join(QUICK["configs"])
+        args.max_tokens = args.max_tokens or QUICK["max_tokens"]
+        args.steps = args.steps or QUICK["steps"]
+        args.warmup = QUICK["warmup"] if args.warmup is None else args.warmup
+    names = (args.configs or ",".join(DEFAULT_CONFIGS)).split(",")
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+    args.steps = args.steps or 20
+    args.warmup = 3 if args.warmup is None else args.warmup
+    args.impls = args.impls.split(",")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = bc.setup_device(args.device)
+    out = bc.JsonLines(args.out)
+
+    for name in names:
+        results = measure(name, CONFIGS[name], args, device, out)
+        if set(results) != {"nmt", "reference"}:
+            continue
+        nmt, ref = results["nmt"], results["reference"]
+        measured = {
+            "speedup": bc.rounded(nmt["tgt_tokens_per_s"] / ref["tgt_tokens_per_s"], 3),
+            "nmt_tgt_tokens_per_s": nmt["tgt_tokens_per_s"],
+            "reference_tgt_tokens_per_s": ref["tgt_tokens_per_s"],
+        }
+        target, hardware = targets_for(name, device)
+        met, all_met = bc.check_targets(measured, target)
+        out.emit({
+            **bc.common_fields("train", device), "config": name, "impl": "nmt/reference",
+            "comparison": "speedup = nmt / reference, non-padding target tokens per second",
+            "sizes": nmt["sizes"], **measured, "target": target, "target_hardware": hardware,
+            "target_met": met, "met": all_met,
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

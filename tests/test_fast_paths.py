@@ -1,0 +1,276 @@
+"""Every fast path computes what the plain path computes (CPU, no timing).
+
+(a) ``model.loss`` (fused decoder, only real positions through the output layer)
+    == full logits from ``decode_step`` unrolled + ``F.cross_entropy(ignore_index=PAD)``,
+    in value and in the gradient of every parameter;
+(b) token-budget batching: summed losses (and gradients) over bucketed batches ==
+    over the same sentences batched any other way;
+(c) batched greedy / beam search (``decode_ids``, ``nmt.search``) == the same search
+    run one sentence at a time, by ``nmt.search`` and by the reference search of
+    scripts/bench_decode.py;
+(d) the reference implementations of scripts/bench_train.py compute the same loss,
+    gradients and training step as nmt's model and ``Trainer.train_step``, given the
+    same weights: the benchmarks compare like with like.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.batching import ParallelIds, token_batches
+from nmt.config import DecodeConfig, ModelConfig
+from nmt.model import build_model
+from nmt.search import beam_search, greedy_search
+from nmt.tokenizer import EOS, PAD
+from nmt.translate import decode_ids
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SRC_VOCAB, TGT_VOCAB = 20, 17
+CPU = torch.device("cpu")
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_train():
+    return load_script("bench_train")
+
+
+@pytest.fixture(scope="module")
+def bench_decode():
+    return load_script("bench_decode")
+
+
+def tiny_model(cell="cudnn", output_rank=0, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    config = ModelConfig(embed_size=8, hidden_size=12, maxout_size=6, output_rank=output_rank,
+                         dropout=0.0, cell=cell)
+    return build_model(config, SRC_VOCAB, TGT_VOCAB).to(dtype)
+
+
+def random_pairs(n: int, max_len: int, seed: int) -> ParallelIds:
+    """n sentence pairs of 1..max_len random ids (EOS added by the batcher)."""
+    rng = np.random.default_rng(seed)
+    src = [rng.integers(4, SRC_VOCAB, rng.integers(1, max_len + 1)).tolist() for _ in range(n)]
+    tgt = [rng.integers(4, TGT_VOCAB, rng.integers(1, max_len + 1)).tolist() for _ in range(n)]
+    return ParallelIds.from_lists(src, tgt)
+
+
+def gradients(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+
+
+def assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = "") -> None:
+    """max |actual - expected| <= rel * max |expected| (a zero tensor must stay zero)."""
+    scale = expected.abs().max().item()
+    error = (actual - expected).abs().max().item()
+    assert error <= rel * scale or error == 0.0, f"{what}: max error {error:.3g} vs scale {scale:.3g}"
+
+
+def plain_loss(model, batch, label_smoothing=0.0):
+    """Full (B, T, V) logits from the one-step decoder, padding included; summed CE over real targets."""
+    encoder_out = model.encode(batch.src, batch.src_lengths)
+    state = model.init_state(encoder_out)
+    steps = []
+    for t in range(batch.tgt_in.size(1)):
+        logits, state = model.decode_step(batch.tgt_in[:, t], state, encoder_out)
+        steps.append(logits)
+    logits = torch.stack(steps, dim=1)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1), ignore_index=PAD,
+                           reduction="sum", label_smoothing=label_smoothing)
+
+
+# --------------------------------------------------------------------------- (a) model.loss
+
+
+@pytest.mark.parametrize("cell,output_rank,label_smoothing",
+                         [("cudnn", 0, 0.0), ("cudnn", 0, 0.1), ("cudnn", 5, 0.0), ("paper", 0, 0.0), ("paper", 5, 0.1)])
+def test_fast_loss_equals_plain_loss_and_gradients(cell, output_rank, label_smoothing):
+    model = tiny_model(cell, output_rank)
+    data = random_pairs(9, 11, seed=1)
+    batch = data.collate(np.arange(len(data)))
+    assert (batch.tgt_out == PAD).any(), "the batch must hold padding"
+
+    fast, n_tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, label_smoothing)
+    fast_grads = gradients(model, fast)
+    plain = plain_loss(model, batch, label_smoothing)
+    plain_grads = gradients(model, plain)
+
+    assert int(n_tokens) == int((batch.tgt_out != PAD).sum())
+    assert_relative_close(fast.detach(), plain.detach(), 1e-5, "loss")
+    assert fast_grads.keys() == plain_grads.keys()
+    for name in plain_grads:
+        assert_relative_close(fast_grads[name], plain_grads[name], 1e-5, name)
+
+
+# --------------------------------------------------------------------------- (b) batching
+
+
+def summed_loss(model, data: ParallelIds, batches) -> tuple[torch.Tensor, int]:
+    total, tokens = 0.0, 0
+    for rows in batches:
+        batch = data.collate(rows)
+        loss, n = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+        total, tokens = total + loss, tokens + int(n)
+    return total, tokens
+
+
+def test_token_budget_batches_give_the_same_loss_as_any_batching():
+    model = tiny_model()
+    data = random_pairs(30, 14, seed=2)
+    budget = 48
+    bucketed = token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=True, seed=3, epoch=1)
+
+    rows = np.concatenate(bucketed)
+    assert sorted(rows.tolist()) == list(range(len(data))), "each sentence exactly once"
+    longest = np.maximum(data.src_lengths, data.tgt_lengths)
+    assert all(len(b) * longest[b].max() <= budget for b in bucketed)
+    assert len(bucketed) > 3
+
+    order = np.random.default_rng(4).permutation(len(data))
+    others = {
+        "one batch": [np.arange(len(data))],
+        "random order, 7 per batch": [order[i: i + 7] for i in range(0, len(data), 7)],
+        "one sentence per batch": [np.array([i]) for i in range(len(data))],
+    }
+    loss, tokens = summed_loss(model, data, bucketed)
+    grads = gradients(model, loss)
+    for name, batches in others.items():
+        other_loss, other_tokens = summed_loss(model, data, batches)
+        assert other_tokens == tokens == int(data.tgt_lengths.sum()), name
+        assert_relative_close(loss.detach(), other_loss.detach(), 1e-5, name)
+        other_grads = gradients(model, other_loss)
+        for param in grads:
+            assert_relative_close(grads[param], other_grads[param], 1e-5, f"{name}: {param}")
+
+
+# --------------------------------------------------------------------------- (c) search
+
+
+def search_model():
+    """A tiny random model; with 17 target words it ends its outputs at various lengths."""
+    return tiny_model(seed=5).eval()
+
+
+def sources(n=14, seed=6) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(4, SRC_VOCAB, rng.integers(1, 10)).tolist() for _ in range(n)]
+
+
+def one_at_a_time(model, src_ids, decode: DecodeConfig):
+    """nmt.search on batches of a single sentence."""
+    results = []
+    for ids in src_ids:
+        batch = ParallelIds.from_lists([ids]).collate([0])
+        if decode.beam_size == 1:
+            results.append([greedy_search(model, batch.src, batch.src_lengths, decode.max_len_a,
+                                          decode.max_len_b, decode.min_len)[0]])
+        else:
+            results.append(beam_search(model, batch.src, batch.src_lengths, decode.beam_size, decode.length_penalty,
+                                       decode.max_len_a, decode.max_len_b, decode.min_len, decode.nbest)[0])
+    return results
+
+
+def assert_same_hypotheses(batched, single, what):
+    assert len(batched) == len(single)
+    for i, (a, b) in enumerate(zip(batched, single)):
+        assert [h.tokens for h in a] == [h.tokens for h in b], f"{what}: sentence {i}"
+        for x, y in zip(a, b):
+            assert x.score == pytest.approx(y.score, rel=1e-5, abs=1e-5), f"{what}: sentence {i}"
+            assert x.normalized_score == pytest.approx(y.normalized_score, rel=1e-5, abs=1e-5)
+
+
+SEARCHES = {
+    "greedy": DecodeConfig(batch_tokens=20),
+    "greedy min_len": DecodeConfig(batch_tokens=20, min_len=3),
+    "beam 3": DecodeConfig(beam_size=3, batch_tokens=40),
+    "beam 5, nbest 5": DecodeConfig(beam_size=5, nbest=5, batch_tokens=60),
+    "beam 5, alpha 0, min_len 2": DecodeConfig(beam_size=5, length_penalty=0.0, min_len=2, batch_tokens=60),
+    "beam 4, short limit": DecodeConfig(beam_size=4, max_len_a=0.5, max_len_b=2, batch_tokens=40, nbest=2),
+}
+
+
+@pytest.mark.parametrize("name", list(SEARCHES))
+def test_batched_search_equals_per_sentence_search(name, bench_decode):
+    decode = SEARCHES[name]
+    model = search_model()
+    src_ids = sources()
+    batched = decode_ids(model, src_ids, decode, CPU)
+    lengths = [len(h[0].tokens) for h in batched]
+    assert len(set(lengths)) > 2, f"outputs should end at various lengths, got {lengths}"
+
+    assert_same_hypotheses(batched, one_at_a_time(model, src_ids, decode), f"{name}: nmt per sentence")
+    reference = bench_decode.ReferenceSeq2Seq.from_nmt(model).eval()
+    assert_same_hypotheses(batched, bench_decode.reference_decode(reference, src_ids, decode, CPU),
+                           f"{name}: bench_decode reference")
+
+
+# --------------------------------------------------------------------------- (d) the benchmarks' references
+
+
+@pytest.mark.parametrize("reverse_source", [False, True])
+def test_reference_model_computes_the_same_loss_and_gradients(bench_train, reverse_source):
+    if reverse_source and not hasattr(ModelConfig(), "reverse_source"):
+        pytest.skip("ModelConfig has no reverse_source")
+    model = tiny_model()
+    if reverse_source:
+        model.config.reverse_source = True
+    reference = bench_train.ReferenceSeq2Seq.from_nmt(model)
+    data = random_pairs(9, 11, seed=7)
+    batch = data.collate(np.arange(len(data)))
+
+    loss_sum, n_tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+    nmt_grads = gradients(model, loss_sum / n_tokens)
+    ref_loss = bench_train.reference_loss(reference, batch)
+    ref_grads = gradients(reference, ref_loss)
+
+    assert_relative_close(ref_loss.detach(), (loss_sum / n_tokens).detach(), 1e-5, "loss")
+    for ref_name, nmt_name in bench_train.ReferenceSeq2Seq.nmt_names().items():
+        assert_relative_close(ref_grads[ref_name], nmt_grads[nmt_name], 1e-5, ref_name)
+    assert set(bench_train.ReferenceSeq2Seq.nmt_names().values()) == set(nmt_grads), "every parameter mapped"
+
+
+def test_benchmarked_training_steps_are_the_same_update(bench_train):
+    """Trainer.train_step (as bench_train calls it) and the reference step: the same new weights."""
+    model = tiny_model(dtype=torch.float64)
+    reference = bench_train.ReferenceSeq2Seq.from_nmt(model)
+    trainer = bench_train.nmt_trainer(model, CPU)
+    optimizer = bench_train.reference_optimizer(reference)
+    data = random_pairs(30, 12, seed=8)
+    for rows in token_batches(data.src_lengths, data.tgt_lengths, 60, shuffle=True, seed=1, epoch=0)[:3]:
+        loss, n, _ = bench_train.nmt_fit_step(trainer, data, rows)
+        ref_mean = bench_train.reference_train_step(reference, optimizer, data.collate(rows), CPU)
+        # model.loss takes the cross-entropy in float32 (logits.float()): float32 agreement.
+        assert ref_mean == pytest.approx(loss / n, rel=1e-6)
+    params = dict(model.named_parameters())
+    for ref_name, param in reference.named_parameters():
+        nmt_name = bench_train.ReferenceSeq2Seq.nmt_names()[ref_name]
+        # Three Adam steps of lr 1e-3: the weights agree to 1e-4 of one step.
+        torch.testing.assert_close(param, params[nmt_name], rtol=0, atol=1e-7, msg=ref_name)
+
+
+def test_synthetic_training_corpus_has_the_requested_lengths(bench_train):
+    fixed = bench_train.synthetic_corpus(64, (30, 30), vocab=100)
+    assert (fixed.tgt_lengths == 30).all() and (fixed.src_lengths == 30).all()
+    batches = bench_train.nmt_batches(fixed, 32 * 30, epoch=0)
+    assert [len(b) for b in batches] == [32, 32]
+    varied = bench_train.synthetic_corpus(500, (10, 50), vocab=100)
+    assert varied.tgt_lengths.min() >= 10 and varied.tgt_lengths.max() <= 50
+    assert varied.src_lengths.min() >= 10 and varied.src_lengths.max() <= 50
+    assert varied.src_values.min() >= 4 and varied.tgt_values.max() < 100
