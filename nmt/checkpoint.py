@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 
 FORMAT = "nmt-checkpoint-1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class CheckpointError(RuntimeError):
@@ -36,6 +38,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # temp files are private (0600); checkpoints need not be
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_dir(path.parent)
@@ -55,6 +58,24 @@ def save_checkpoint(state: dict, path: Path) -> None:
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+def link_checkpoint(source: Path, target: Path) -> None:
+    """Make ``target`` the same checkpoint as ``source`` without writing it twice.
+
+    A hard link under a temporary name, then ``os.replace``: atomic like a save.
+    Where links are not supported, falls back to a copy written the same way.
+    """
+    source, target = Path(source), Path(target)
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        save_checkpoint(load_checkpoint(source), target)
 
 
 def _fsync_dir(folder: Path) -> None:

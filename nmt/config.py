@@ -129,7 +129,7 @@ class TrainRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
-    resume: Optional[str] = None  # a run folder (or checkpoint) to continue exactly
+    resume: Optional[str] = None  # a run folder to continue exactly (from its newest checkpoint)
     evaluate_test: bool = True  # decode the test split with the best checkpoint at the end
 
 

@@ -43,27 +43,27 @@ def normalize_text(text: str) -> str:
 
 
 def split_lines(raw: bytes, name: str, replace_invalid: bool = False) -> list[str]:
-    """Decode UTF-8 bytes into lines split on "\\n" only (a trailing "\\r" is dropped).
+    """Decode UTF-8 bytes into lines split on "\\n" only.
 
     ``str.splitlines`` would also split on "\\r", U+0085 and U+2028, shifting every
-    later line against its translation. Invalid UTF-8 is an error naming ``name``
+    later line against its translation. A trailing "\\r" per line (CRLF files) and a
+    leading byte-order mark are dropped. Invalid UTF-8 is an error naming ``name``
     and the line, or (``replace_invalid``) becomes U+FFFD.
     """
-    chunks = raw.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()
-    lines = []
-    for number, chunk in enumerate(chunks, start=1):
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-        try:
-            lines.append(chunk.decode("utf-8", errors="replace" if replace_invalid else "strict"))
-        except UnicodeDecodeError as err:
-            raise CorpusError(
-                f"{name}:{number}: invalid UTF-8 ({err.reason} at byte {err.start}); "
-                "re-encode the input as UTF-8"
-            ) from None
-    return lines
+    try:
+        text = raw.decode("utf-8", errors="replace" if replace_invalid else "strict")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1  # only on failure: which line is it?
+        raise CorpusError(
+            f"{name}:{line}: invalid UTF-8 ({err.reason} at byte {err.start}); re-encode the input as UTF-8"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def read_lines(path: Path, replace_invalid: bool = False) -> list[str]:

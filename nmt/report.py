@@ -38,6 +38,8 @@ import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric
 
+from nmt import data
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -77,41 +79,19 @@ class ReportError(ValueError):
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """Read a UTF-8 text file as one segment per ``\\n``-terminated line.
-
-    Only ``\\n`` separates lines: ``str.splitlines`` would also split on
-    ``\\r``, U+2028, U+0085, ``\\x0c`` ... which do occur inside web-crawled
-    sentences and would silently shift every following hypothesis against its
-    reference. A single trailing ``\\r`` per line (CRLF files) is removed, as is
-    a leading UTF-8 byte-order mark, which would otherwise become part of the
-    first segment. A final ``\\n`` does not start an extra empty segment.
+    """One segment per ``\\n``-terminated line (``nmt.data.read_lines``: never
+    ``str.splitlines``, which would shift hypotheses against references).
 
     Raises:
         ReportError: the file cannot be read, or is not valid UTF-8 (the
             message names the file and the 1-based line number).
     """
-    path = Path(path)
     try:
-        data = path.read_bytes()
+        return data.read_lines(Path(path))
     except OSError as exc:
         raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # Decoding the whole file at once is fast; only on failure do we work
-        # out which line the offending byte sits on.
-        line_no = data.count(b"\n", 0, exc.start) + 1
-        raise ReportError(
-            f"{path}: line {line_no} is not valid UTF-8 ({exc.reason} at byte offset {exc.start})"
-        ) from exc
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if not text:
-        return []
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the terminating newline of the last line
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    except data.CorpusError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def check_parallel(

@@ -29,7 +29,9 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from nmt.batching import ParallelIds, token_batches
-from nmt.checkpoint import CheckpointError, load_for_resume, prune_step_checkpoints, save_checkpoint
+from nmt.checkpoint import (
+    CheckpointError, link_checkpoint, load_for_resume, prune_step_checkpoints, save_checkpoint,
+)
 from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig, to_object
 from nmt.data import describe, load_corpus
 from nmt.model import build_model, count_parameters
@@ -279,16 +281,26 @@ class Trainer:
         save_checkpoint(self.checkpoint_state(with_training_state), self.run_dir / name)
 
     def save_step_checkpoints(self) -> None:
-        self.save("last.pt")
-        if self.opt.keep_last:
-            self.save(f"step-{self.progress.step}.pt")
-            prune_step_checkpoints(self.run_dir, self.opt.keep_last)
+        """last.pt, and step-N.pt (the same file, hard-linked) when keep_last > 0."""
+        if not self.opt.keep_last:
+            self.save("last.pt")
+            return
+        step_name = f"step-{self.progress.step}.pt"
+        self.save(step_name)
+        link_checkpoint(self.run_dir / step_name, self.run_dir / "last.pt")
+        prune_step_checkpoints(self.run_dir, self.opt.keep_last)
 
     def resume(self) -> None:
         state, path = load_for_resume(self.run_dir, log)
         saved = state["model_config"]
         if saved != self.model.model_config():
             raise CheckpointError(f"{path}: trained with model {saved}, which differs from the current config")
+        saved_tokenizer = (bytes(state["tokenizer"]["src"].numpy()), bytes(state["tokenizer"]["tgt"].numpy()))
+        if saved_tokenizer != (self.tokenizer.src_proto, self.tokenizer.tgt_proto):
+            raise CheckpointError(
+                f"{path}: trained with another SentencePiece model than the one built now "
+                "(did the corpus or data.tokenizer settings change?)"
+            )
         self.model.load_state_dict(state["model"])
         train_state = state["train_state"]
         self.optimizer.load_state_dict(train_state["optimizer"])

@@ -310,3 +310,14 @@ def test_temporary_files_live_next_to_the_target(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint.tempfile, "NamedTemporaryFile", spy)
     save_checkpoint(state(1.0), tmp_path / "sub" / "last.pt")
     assert seen == [tmp_path / "sub"]
+
+
+def test_link_checkpoint_replaces_target_without_rewriting(tmp_path):
+    from nmt.checkpoint import link_checkpoint
+
+    save_checkpoint({"step": 1, "w": torch.ones(3)}, tmp_path / "last.pt")
+    save_checkpoint({"step": 2, "w": torch.zeros(3)}, tmp_path / "step-2.pt")
+    link_checkpoint(tmp_path / "step-2.pt", tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+    assert os.path.samefile(tmp_path / "last.pt", tmp_path / "step-2.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step-2.pt"]

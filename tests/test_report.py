@@ -81,7 +81,7 @@ def test_read_lines_without_final_newline_and_bom(tmp_path):
 def test_read_lines_invalid_utf8_names_file_and_line(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_bytes(b"ok\nfine\nbro\xffken\n")
-    with pytest.raises(ReportError, match=r"bad\.txt: line 3 "):
+    with pytest.raises(ReportError, match=r"bad\.txt:3: invalid UTF-8"):
         read_lines(path)
 
 
