@@ -144,15 +144,19 @@ def read_input(path: str | None, replace_invalid: bool) -> list[str]:
 
 
 def interactive(translator: Translator, cfg: TranslateConfig) -> None:
+    """A prompt on the terminal: one sentence per line, Ctrl-D to quit.
+
+    The prompt goes to stderr, so stdout still holds only translations.
+    """
     print(f"nmt-translate: {translator.checkpoint['path']}; type a sentence, Ctrl-D to quit", file=sys.stderr)
     while True:
-        try:
-            line = input("> ")
-        except EOFError:
+        print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
             print(file=sys.stderr)
             return
-        for text in format_output(translate_lines(translator, [line], cfg.decode, cfg.max_source_subwords),
-                                  cfg.decode.nbest):
+        results = translate_lines(translator, [line.rstrip("\n")], cfg.decode, cfg.max_source_subwords)
+        for text in format_output(results, cfg.decode.nbest):
             print(text, flush=True)
 
 

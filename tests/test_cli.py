@@ -124,3 +124,20 @@ def test_score_pairs(tmp_path, trained_run, word_corpus):
     bad.write_text("no tab\n")
     with pytest.raises(CorpusError, match=r"bad\.tsv:1: expected source<TAB>target"):
         run_score(ScoreConfig(ckpt=str(trained_run), input=str(bad)))
+
+
+def test_interactive_prompt_on_a_terminal(trained_run):
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "nmt.translate", f"ckpt={trained_run}"],
+                               stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(terminal)
+    os.write(controller, b"uno dos\n")
+    os.write(controller, b"\x04")  # Ctrl-D: end of input on a terminal
+    stdout, stderr = process.communicate(timeout=180)
+    os.close(controller)
+    assert process.returncode == 0, stderr.decode()
+    assert b"type a sentence" in stderr and b"> " in stderr
+    assert len(stdout.decode().splitlines()) == 1 and stdout.strip()
