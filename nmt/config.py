@@ -139,6 +139,7 @@ class TranslateConfig:
     input: Optional[str] = None  # default: stdin
     output: Optional[str] = None  # default: stdout
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    nbest: Optional[int] = None  # shorthand for decode.nbest (and at least that beam size)
     max_source_subwords: int = 250  # longer inputs are cut to this (counted and warned)
     replace_invalid_utf8: bool = False  # False: invalid UTF-8 is an error naming the line
     device: str = "auto"

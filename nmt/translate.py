@@ -6,7 +6,7 @@
 An empty or whitespace-only line gives an empty line; a line longer than
 ``max_source_subwords`` is cut to that length (and counted in a warning);
 invalid UTF-8 is an error naming the line unless ``replace_invalid_utf8=true``.
-With ``decode.nbest=K`` the output is TSV, K rows per input line:
+With ``nbest=K`` (or ``decode.nbest=K``) the output is TSV, K rows per input line:
 ``line<TAB>rank<TAB>normalized_score<TAB>log_prob<TAB>translation`` (line and rank from 0).
 """
 
@@ -161,6 +161,9 @@ def interactive(translator: Translator, cfg: TranslateConfig) -> None:
 
 
 def run_translate(cfg: TranslateConfig) -> int:
+    if cfg.nbest is not None:  # nbest=K: K hypotheses need a beam of at least K
+        cfg.decode.nbest = cfg.nbest
+        cfg.decode.beam_size = max(cfg.decode.beam_size, cfg.nbest)
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.input is None and sys.stdin.isatty():
         interactive(translator, cfg)

@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export NMT_CACHE_DIR="${NMT_CACHE_DIR:-$PWD/.cache/nmt}"
+# The tests' models are tiny: one thread per process beats threads fighting over 2 cores.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python -m pytest -q "$@"
