@@ -110,8 +110,9 @@ def beam_search(
     """Batched beam search; returns the ``nbest`` best hypotheses per sentence, best first.
 
     Hypotheses are ranked by ``score / length ** length_penalty`` (length counts
-    EOS); a sentence stops when no live beam can enter its ``beam_size`` best
-    finished hypotheses, or at its maximum length, where EOS is forced.
+    EOS). A sentence stops at its maximum length (where EOS is forced), or once
+    ``beam_size`` hypotheses have finished -- and, with ``length_penalty == 0``,
+    no live beam scores higher than the worst of them.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest={nbest} must be between 1 and the beam size ({beam_size})")
@@ -159,14 +160,17 @@ def beam_search(
         prev = tokens.view(-1)
 
         # A sentence is done at its length limit, or once it has `beam` finished hypotheses
-        # and its best live beam can no longer beat the worst of them. With
-        # length_penalty 0 that test is exact (scores only fall as beams grow); with a
-        # penalty it assumes the next token ends the beam, as Hugging Face's does.
-        worst_finished = torch.tensor(
-            [hyps[-1].normalized_score if len(hyps) >= beam else -math.inf for hyps in
-             (finished[i] for i in active.tolist())], device=device)
-        best_live = scores[:, 0] / (step + 1) ** length_penalty
-        done = (step >= max_lengths[active]) | ~torch.isfinite(scores[:, 0]) | (best_live <= worst_finished)
+        # and -- without a length penalty, where a beam's score can only fall as it grows --
+        # its best live beam scores no higher than the worst of them: then the search is
+        # exact over the beams it kept. With a penalty a longer hypothesis may still rank
+        # higher, and there is no such bound: stop at `beam` finished ones, as fairseq does.
+        full = torch.tensor([len(finished[i]) >= beam for i in active.tolist()], device=device)
+        if length_penalty == 0:
+            worst_finished = torch.tensor(
+                [finished[i][-1].score if len(finished[i]) >= beam else -math.inf for i in active.tolist()],
+                device=device)
+            full &= scores[:, 0] <= worst_finished
+        done = (step >= max_lengths[active]) | ~torch.isfinite(scores[:, 0]) | full
         if done.any():
             keep = (~done).nonzero().squeeze(1)
             active, scores, history = active[keep], scores[keep], history[keep]

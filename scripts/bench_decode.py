@@ -26,8 +26,9 @@ reference  one sentence at a time, in float32, with ``ReferenceSeq2Seq``
            decoder call per step, takes each beam's top candidates with one
            ``topk`` and ranks them in Python. Same search rules as ``nmt.search``
            (2 x beam candidates, EOS finalized when ranked within the beam,
-           early stop when no live beam can beat the worst finished one, EOS
-           forced at the maximum length), so both return the same hypotheses.
+           stop at beam finished hypotheses -- and with length penalty 0 only
+           when no live beam scores above the worst of them --, EOS forced at
+           the maximum length), so both return the same hypotheses.
 
 Throughput counts generated target tokens, EOS included; nmt's time is the median
 of ``--repeats`` runs. The reference runs once, on a random subset
@@ -185,7 +186,9 @@ def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: D
         beams = new_beams
         if not beams or step >= limit:
             break
-        if len(finished) >= beam and beams[0][0] / (step + 1) ** alpha <= finished[-1].normalized_score:
+        # nmt.search's rule: `beam` finished hypotheses, and without a length penalty
+        # no live beam above the worst of them.
+        if len(finished) >= beam and (alpha != 0 or beams[0][0] <= finished[-1].score):
             break
     return finished[: decode.nbest]
 

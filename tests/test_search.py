@@ -45,10 +45,11 @@ def test_greedy_reproduces_training_targets(translator, word_corpus):
     assert sum(o == t for o, t in zip(outputs, tgt)) >= 0.9 * len(tgt)
 
 
-def test_beam_size_one_is_greedy(translator, sources):
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_size_one_is_greedy(translator, sources, length_penalty):
     batch = batch_of(sources)
     greedy = greedy_search(translator.model, batch.src, batch.src_lengths)
-    beam = beam_search(translator.model, batch.src, batch.src_lengths, beam_size=1)
+    beam = beam_search(translator.model, batch.src, batch.src_lengths, beam_size=1, length_penalty=length_penalty)
     assert [h.tokens for h in greedy] == [b[0].tokens for b in beam]
     for g, b in zip(greedy, beam):
         assert math.isclose(g.score, b[0].score, abs_tol=1e-4)
