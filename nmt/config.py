@@ -9,6 +9,7 @@ never a raw DictConfig.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -43,7 +44,7 @@ class DataConfig:
     # files: plain-text {split}.{lang} (or {split}.tsv) in `path`
     # hub: datasets.load_dataset(path, hub_name) -- a Hub id or a local folder
     source: str = "embedded"
-    path: str = "${nmt_root:}/data/bible-es-en"
+    path: str = str(CONF_DIR.parent / "data" / "bible-es-en")
     hub_name: Optional[str] = None  # the dataset's configuration, e.g. "fr-en"
     src_lang: str = "es"
     tgt_lang: str = "en"
@@ -55,7 +56,7 @@ class DataConfig:
     max_length_ratio: float = 4.0  # ... or whose word counts differ by more than this factor
     max_train_pairs: int = 0  # 0 = all; >0 keeps the first N (quick experiments)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    cache_dir: str = "${oc.env:NMT_CACHE_DIR,'~/.cache/nmt'}"
+    cache_dir: str = field(default_factory=lambda: os.environ.get("NMT_CACHE_DIR", "~/.cache/nmt"))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from nmt.tokenizer import BOS, EOS, PAD
@@ -33,17 +34,21 @@ def max_output_lengths(src_lengths: torch.Tensor, max_len_a: float, max_len_b: i
     return (src_lengths.float() * max_len_a + max_len_b).floor().long().clamp(min=1)
 
 
-def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, min_len: int) -> torch.Tensor:
-    """Forbid PAD/BOS, forbid EOS before ``min_len``, force EOS at each row's maximum length."""
+def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, min_len: int,
+               earliest_limit: int) -> torch.Tensor:
+    """Forbid PAD/BOS, forbid EOS before ``min_len``, force EOS at each row's maximum length.
+
+    No host sync: rows at their limit are chosen with ``torch.where``, and only from
+    ``earliest_limit`` (the batch's smallest maximum length, known up front) on.
+    """
     log_probs[:, PAD] = -math.inf
     log_probs[:, BOS] = -math.inf
     if step <= min_len:
         log_probs[:, EOS] = -math.inf
-    at_limit = step >= max_lengths
-    if at_limit.any():
-        eos_scores = log_probs[at_limit, EOS].clone()
-        log_probs[at_limit] = -math.inf
-        log_probs[at_limit, EOS] = eos_scores
+    if step >= earliest_limit:
+        eos_only = torch.full_like(log_probs, -math.inf)
+        eos_only[:, EOS] = log_probs[:, EOS]
+        log_probs = torch.where((step >= max_lengths).unsqueeze(1), eos_only, log_probs)
     return log_probs
 
 
@@ -53,30 +58,36 @@ def greedy_search(
     max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
 ) -> list[Hypothesis]:
     """The most probable next token at every step. src: (B, S), src_lengths: (B,)."""
-    batch = src.size(0)
+    batch, device = src.size(0), src.device
     encoder_out = model.encode(src, src_lengths)
     state = model.init_state(encoder_out)
-    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(src.device)
-    active = torch.arange(batch, device=src.device)  # original rows still decoding
-    prev = torch.full((batch,), BOS, dtype=torch.long, device=src.device)
-    tokens = [[] for _ in range(batch)]
-    scores = torch.zeros(batch, device=src.device)
+    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    earliest_limit = int(max_lengths.min())
+    rows = list(range(batch))  # original index of each sentence still decoding
+    prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    step_scores = []  # (rows, scores) per step, summed at the end
     step = 0
-    while active.numel():
+    while rows:
         step += 1
         logits, state = model.decode_step(prev, state, encoder_out)
-        log_probs = _mask_step(torch.log_softmax(logits.float(), dim=-1), step, max_lengths[active], min_len)
+        log_probs = _mask_step(torch.log_softmax(logits.float(), dim=-1), step, max_lengths, min_len, earliest_limit)
         best_scores, prev = log_probs.max(dim=-1)
-        scores[active] += best_scores
-        for row, token in zip(active.tolist(), prev.tolist()):
+        step_scores.append((rows, best_scores))
+        keep = []
+        for i, (row, token) in enumerate(zip(rows, prev.tolist())):  # the step's one host sync
             if token != EOS:
                 tokens[row].append(token)
-        alive = prev != EOS
-        if not alive.all():
-            keep = alive.nonzero().squeeze(1)
-            active, prev, state = active[keep], prev[keep], state[keep]
-            encoder_out = encoder_out.select(keep)
-    totals = scores.tolist()
+                keep.append(i)
+        if len(keep) < len(rows):  # finished sentences leave the batch
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            rows = [rows[i] for i in keep]
+            prev, state, max_lengths = prev[index], state[index], max_lengths[index]
+            encoder_out = encoder_out.select(index)
+    totals = [0.0] * batch
+    for step_rows, scores in step_scores:
+        for row, score in zip(step_rows, scores.tolist()):
+            totals[row] += score
     return [Hypothesis(toks, total, total / (len(toks) + 1)) for toks, total in zip(tokens, totals)]
 
 
@@ -113,70 +124,76 @@ def beam_search(
     EOS). A sentence stops at its maximum length (where EOS is forced), or once
     ``beam_size`` hypotheses have finished -- and, with ``length_penalty == 0``,
     no live beam scores higher than the worst of them.
+
+    The device does the scoring and the choice of beams; the host keeps the
+    token histories and the finished hypotheses, from one copy per step.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest={nbest} must be between 1 and the beam size ({beam_size})")
     batch, beam, device = src.size(0), beam_size, src.device
     encoder_out = model.encode(src, src_lengths)
-    expand = torch.arange(batch, device=device).repeat_interleave(beam)
-    encoder_out = encoder_out.select(expand)
+    encoder_out = encoder_out.select(torch.arange(batch, device=device).repeat_interleave(beam))
     state = model.init_state(encoder_out)  # (N*K, hidden)
-    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b)
+    row_limits = max_lengths.repeat_interleave(beam).to(device)  # per decoder row
+    earliest_limit = int(max_lengths.min())
+    max_lengths = max_lengths.tolist()
 
-    active = torch.arange(batch, device=device)  # original index of each live sentence
+    rows = list(range(batch))  # original index of each sentence still decoding
     scores = torch.full((batch, beam), -math.inf, device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
-    history = torch.full((batch, beam, 0), BOS, dtype=torch.long, device=device)
     prev = torch.full((batch * beam,), BOS, dtype=torch.long, device=device)
+    history = np.zeros((batch, beam, 0), dtype=np.int64)  # tokens of each live beam
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
     step = 0
-    while active.numel():
+    while rows:
         step += 1
-        n = active.numel()
+        n = len(rows)
         logits, state = model.decode_step(prev, state, encoder_out)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        log_probs = _mask_step(log_probs, step, max_lengths[active].repeat_interleave(beam), min_len)
+        log_probs = _mask_step(torch.log_softmax(logits.float(), dim=-1), step, row_limits, min_len, earliest_limit)
         cand_scores, cand_beams, cand_tokens = top_candidates(scores, log_probs.view(n, beam, -1), beam)
 
-        # Finalize EOS candidates ranked within the top `beam` (as fairseq does).
-        rank = torch.arange(cand_scores.size(1), device=device).unsqueeze(0)
-        ends = (cand_tokens == EOS) & (rank < beam) & torch.isfinite(cand_scores)
-        if ends.any():
-            rows, cols = ends.nonzero(as_tuple=True)
-            ended_history = history[rows, cand_beams[rows, cols]]
-            sentence_ids = active[rows].tolist()
-            for sentence, total, toks in zip(sentence_ids, cand_scores[rows, cols].tolist(), ended_history.tolist()):
-                _keep_best(finished[sentence], Hypothesis(toks, total, total / (len(toks) + 1) ** length_penalty), beam)
-
-        # Continue with the best `beam` candidates that did not end.
-        live_scores = cand_scores.masked_fill(cand_tokens == EOS, -math.inf)
-        scores, pick = live_scores.topk(beam, dim=-1)
-        beams = cand_beams.gather(1, pick)
-        tokens = cand_tokens.gather(1, pick)
-        history = torch.cat([history.gather(1, beams.unsqueeze(-1).expand_as(history)), tokens.unsqueeze(-1)], -1)
-        reorder = (beams + torch.arange(n, device=device).unsqueeze(1) * beam).view(-1)
-        state = state.index_select(0, reorder)
+        # Continue with the best `beam` candidates that did not end in EOS.
+        scores, pick = cand_scores.masked_fill(cand_tokens == EOS, -math.inf).topk(beam, dim=-1)
+        beams, tokens = cand_beams.gather(1, pick), cand_tokens.gather(1, pick)
+        state = state.index_select(0, (beams + torch.arange(n, device=device).unsqueeze(1) * beam).view(-1))
         prev = tokens.view(-1)
+
+        # The step's one host sync. float64 holds the token ids exactly.
+        host = torch.cat([cand_scores, cand_beams, cand_tokens, scores, beams, tokens], 1).double().cpu().numpy()
+        c = cand_scores.size(1)
+        cand_scores_h, cand_beams_h, cand_tokens_h = host[:, :c], host[:, c:2 * c].astype(np.int64), host[:, 2 * c:3 * c]
+        live_scores_h = host[:, 3 * c:3 * c + beam]
+        beams_h, tokens_h = host[:, 3 * c + beam:3 * c + 2 * beam].astype(np.int64), host[:, 3 * c + 2 * beam:].astype(np.int64)
+
+        # Finalize EOS candidates ranked within the top `beam` (as fairseq does).
+        ends = (cand_tokens_h[:, :beam] == EOS) & np.isfinite(cand_scores_h[:, :beam])
+        for i, j in zip(*np.nonzero(ends)):
+            toks = history[i, cand_beams_h[i, j]].tolist()
+            total = float(cand_scores_h[i, j])
+            _keep_best(finished[rows[i]], Hypothesis(toks, total, total / (len(toks) + 1) ** length_penalty), beam)
+        history = np.concatenate([np.take_along_axis(history, beams_h[:, :, None], axis=1), tokens_h[:, :, None]], 2)
 
         # A sentence is done at its length limit, or once it has `beam` finished hypotheses
         # and -- without a length penalty, where a beam's score can only fall as it grows --
         # its best live beam scores no higher than the worst of them: then the search is
         # exact over the beams it kept. With a penalty a longer hypothesis may still rank
         # higher, and there is no such bound: stop at `beam` finished ones, as fairseq does.
-        full = torch.tensor([len(finished[i]) >= beam for i in active.tolist()], device=device)
-        if length_penalty == 0:
-            worst_finished = torch.tensor(
-                [finished[i][-1].score if len(finished[i]) >= beam else -math.inf for i in active.tolist()],
-                device=device)
-            full &= scores[:, 0] <= worst_finished
-        done = (step >= max_lengths[active]) | ~torch.isfinite(scores[:, 0]) | full
-        if done.any():
-            keep = (~done).nonzero().squeeze(1)
-            active, scores, history = active[keep], scores[keep], history[keep]
-            rows = (keep.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
-            state, prev = state.index_select(0, rows), prev.index_select(0, rows)
-            encoder_out = encoder_out.select(rows)
+        keep = []
+        for i, row in enumerate(rows):
+            hyps, best_live = finished[row], live_scores_h[i, 0]
+            full = len(hyps) >= beam and (length_penalty != 0 or best_live <= hyps[-1].score)
+            if not (step >= max_lengths[row] or not np.isfinite(best_live) or full):
+                keep.append(i)
+        if len(keep) < n:  # finished sentences leave the batch
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            decoder_rows = (index.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+            rows, history = [rows[i] for i in keep], history[keep]
+            scores = scores.index_select(0, index)
+            state, prev = state.index_select(0, decoder_rows), prev.index_select(0, decoder_rows)
+            row_limits = row_limits.index_select(0, decoder_rows)
+            encoder_out = encoder_out.select(decoder_rows)
 
     return [hyps[:nbest] for hyps in finished]
 
