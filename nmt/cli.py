@@ -6,7 +6,10 @@ import logging
 import os
 import sys
 
+from omegaconf.errors import MissingMandatoryValue, ValidationError
+
 from nmt.checkpoint import CheckpointError
+from nmt.config import to_object
 from nmt.data import CorpusError
 from nmt.report import ReportError
 
@@ -15,16 +18,17 @@ log = logging.getLogger("nmt")
 # Errors whose message already says which file, line or setting is at fault.
 USER_ERRORS: tuple[type[Exception], ...] = (
     CorpusError, CheckpointError, ReportError, OSError, ValueError, RuntimeError,
+    MissingMandatoryValue, ValidationError,
 )
 
 
 def run_cli(command, cfg) -> None:
-    """Run ``command(cfg)``; exit with its return code, or 1 with the error's message.
+    """Run ``command`` on the typed config; exit with its return code, or 1 with the error's message.
 
     Set NMT_DEBUG=1 to see the full traceback instead.
     """
     try:
-        code = command(cfg)
+        code = command(to_object(cfg))  # a missing ckpt=... surfaces here
     except USER_ERRORS as err:
         if os.environ.get("NMT_DEBUG"):
             raise

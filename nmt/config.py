@@ -27,7 +27,7 @@ class TokenizerConfig:
     joint: bool = True  # one model for both languages; False trains one per side
     character_coverage: float = 1.0  # 1.0 keeps every character of small alphabets
     byte_fallback: bool = True  # unseen characters become bytes, never <unk>
-    max_training_sentences: int = 1_000_000  # per side; SentencePiece samples beyond this
+    max_training_sentences: int = 1_000_000  # per model (a joint model: both sides together); sampled beyond
 
 
 @dataclass
@@ -95,9 +95,9 @@ class OptimConfig:
     max_subwords: int = 128  # training pairs with a longer side (subwords) are skipped
     max_epochs: int = 20
     max_steps: int = 0  # 0 = no limit
-    max_minutes: float = 0.0  # wall-clock budget for training steps (this session); 0 = no limit
+    max_minutes: float = 0.0  # wall-clock budget of this session's training loop, validation included; 0 = none
     val_every: int = 0  # steps; 0 = at the end of each epoch
-    val_max_sentences: int = 0  # 0 = whole validation split
+    val_max_sentences: int = 0  # sentences decoded for BLEU/chrF (the loss uses all); 0 = all
     val_batch_tokens: int = 8000
     early_stopping_metric: str = "val_bleu"  # val_bleu | val_chrf | val_loss
     patience: int = 4  # validations without improvement before stopping; 0 = never stop early

@@ -221,6 +221,10 @@ def _pick(rows, cfg: DataConfig, split: str, get):
 
 def load_corpus(cfg: DataConfig) -> datasets.DatasetDict:
     """Load, normalize and filter a corpus; log what was dropped and why."""
+    for setting in ("path", "src_lang", "tgt_lang"):
+        if not getattr(cfg, setting):
+            raise CorpusError(f"data.{setting} is required for data={cfg.name} (e.g. data.{setting}="
+                              f"{ {'path': '/corpora/de-en', 'src_lang': 'de', 'tgt_lang': 'en'}[setting]})")
     if cfg.source == "embedded":
         raw = _read_embedded(Path(cfg.path), cfg)
     elif cfg.source == "files":

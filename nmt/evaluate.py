@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 
 from nmt import report
-from nmt.config import CONF_DIR, DataConfig, EvaluateConfig, to_object
+from nmt.config import CONF_DIR, DataConfig, EvaluateConfig
 from nmt.data import load_corpus
 from nmt.translate import load_translator, translate_lines
 
@@ -40,7 +40,10 @@ def decode_split(cfg: EvaluateConfig):
     """Translate ``cfg.split`` with the checkpoint; returns sources, references, hypotheses and facts."""
     translator = load_translator(cfg.ckpt, cfg.device)
     data = corpus_for(cfg, translator.checkpoint)
-    table = load_corpus(data)[cfg.split]
+    corpus = load_corpus(data)
+    if cfg.split not in corpus:
+        raise report.ReportError(f"split={cfg.split!r}: expected one of {sorted(corpus)}")
+    table = corpus[cfg.split]
     sources, refs = list(table["src"]), list(table["tgt"])
     if cfg.max_sentences:
         sources, refs = sources[: cfg.max_sentences], refs[: cfg.max_sentences]
@@ -103,7 +106,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
 def _hydra_main(cfg) -> None:
     from nmt.cli import run_cli
 
-    run_cli(run_evaluate, to_object(cfg))
+    run_cli(run_evaluate, cfg)
 
 
 def main() -> None:

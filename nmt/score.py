@@ -4,7 +4,7 @@
 
 Input: one ``source<TAB>target`` pair per line. Output, one line per input line:
 ``log_prob<TAB>log_prob_per_token<TAB>n_tokens`` (natural log; tokens are target
-subwords plus EOS). A pair with an empty side scores ``nan``.
+subwords plus EOS). An empty line, or a pair with an empty side, scores ``nan``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nmt.batching import ParallelIds, token_batches
-from nmt.config import CONF_DIR, ScoreConfig, to_object
+from nmt.config import CONF_DIR, ScoreConfig
 from nmt.data import CorpusError, normalize_text
 from nmt.tokenizer import PAD
 from nmt.translate import Translator, _autocast, load_translator, read_input
@@ -30,6 +30,8 @@ def read_pairs(lines: list[str], name: str) -> list[tuple[str, str]]:
     pairs = []
     for number, line in enumerate(lines, start=1):
         fields = line.split("\t")
+        if not line.strip():  # an empty line is an empty pair: it scores nan, keeping lines aligned
+            fields = ["", ""]
         if len(fields) != 2:
             raise CorpusError(f"{name}:{number}: expected source<TAB>target, found {len(fields)} field(s)")
         pairs.append((normalize_text(fields[0]), normalize_text(fields[1])))
@@ -79,7 +81,7 @@ def run_score(cfg: ScoreConfig) -> int:
 def _hydra_main(cfg) -> None:
     from nmt.cli import run_cli
 
-    run_cli(run_score, to_object(cfg))
+    run_cli(run_score, cfg)
 
 
 def main() -> None:

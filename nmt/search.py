@@ -43,11 +43,12 @@ def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, mi
     """
     log_probs[:, PAD] = -math.inf
     log_probs[:, BOS] = -math.inf
+    eos_scores = log_probs[:, EOS].clone() if step >= earliest_limit else None
     if step <= min_len:
         log_probs[:, EOS] = -math.inf
-    if step >= earliest_limit:
+    if eos_scores is not None:  # the length limit wins over min_len: every row ends
         eos_only = torch.full_like(log_probs, -math.inf)
-        eos_only[:, EOS] = log_probs[:, EOS]
+        eos_only[:, EOS] = eos_scores
         log_probs = torch.where((step >= max_lengths).unsqueeze(1), eos_only, log_probs)
     return log_probs
 
@@ -129,7 +130,8 @@ def beam_search(
     token histories and the finished hypotheses, from one copy per step.
     """
     if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest={nbest} must be between 1 and the beam size ({beam_size})")
+        raise ValueError(f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size} "
+                         "(nmt-translate's nbest=K raises the beam to K)")
     batch, beam, device = src.size(0), beam_size, src.device
     encoder_out = model.encode(src, src_lengths)
     encoder_out = encoder_out.select(torch.arange(batch, device=device).repeat_interleave(beam))

@@ -32,7 +32,7 @@ from nmt.batching import ParallelIds, token_batches
 from nmt.checkpoint import (
     CheckpointError, link_checkpoint, load_for_resume, prune_step_checkpoints, save_checkpoint,
 )
-from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig, to_object
+from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig
 from nmt.data import describe, load_corpus
 from nmt.model import build_model, count_parameters
 from nmt.tokenizer import Tokenizer, build_tokenizer, flat_ids, tokenize_corpus
@@ -62,6 +62,8 @@ class LearningRateSchedule:
     def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer):
         if cfg.lr_schedule not in ("constant", "inverse_sqrt", "plateau"):
             raise ValueError(f"train.lr_schedule={cfg.lr_schedule!r}: expected constant, inverse_sqrt or plateau")
+        if cfg.lr_schedule == "inverse_sqrt" and not cfg.warmup_steps:
+            raise ValueError("train.lr_schedule=inverse_sqrt needs train.warmup_steps > 0 (it decays after warmup)")
         self.cfg, self.optimizer = cfg, optimizer
         self.base_lr = cfg.lr
         self.bad_validations = 0
@@ -117,6 +119,7 @@ class Progress:
     nonfinite_total: int = 0
     train_loss_sum: float = 0.0  # since the last validation
     train_tokens: int = 0
+    interval_seconds: float = 0.0  # step time behind train_tokens
     seconds: float = 0.0  # training wall time across resumes
     history: list = field(default_factory=list)  # train loss per log interval: (step, loss)
 
@@ -148,7 +151,7 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_device(cfg: OptimConfig) -> torch.device:
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, setting="train.device")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
         torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -228,14 +231,14 @@ class Trainer:
 
         self.model = build_model(cfg.model, self.tokenizer.src_vocab_size, self.tokenizer.tgt_vocab_size)
         self.model.to(self.device)
-        self.forward_model = torch.compile(self.model) if self.opt.compile else self.model
+        # torch.compile(model) would compile forward() only; training calls model.loss.
+        self.loss_fn = torch.compile(self.model.loss) if self.opt.compile else self.model.loss
         self.optimizer = build_optimizer(self.opt, self.model.parameters())
         self.schedule = LearningRateSchedule(self.opt, self.optimizer)
         self.amp = self.opt.amp and self.device.type == "cuda"
         self.progress = Progress()
         self.writer = None  # TensorBoard, opened by fit()
         self._epoch_batches = 1
-        self._interval_seconds = 0.0
         log.info("model: %s, %.1fM parameters, %s cell, on %s%s", cfg.model.name,
                  count_parameters(self.model) / 1e6, cfg.model.cell, self.device, " (bf16 autocast)" if self.amp else "")
 
@@ -317,7 +320,7 @@ class Trainer:
         self.model.train()
         batch = batch.to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss_sum, n_tokens = self.forward_model.loss(
+            loss_sum, n_tokens = self.loss_fn(
                 batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, self.opt.label_smoothing
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -343,7 +346,9 @@ class Trainer:
         self.model.eval()
         total, tokens = 0.0, 0
         for rows in token_batches(self.val_data.src_lengths, self.val_data.tgt_lengths,
-                                  max(self.opt.val_batch_tokens, int(self.val_data.tgt_lengths.max())), shuffle=False):
+                                  max(self.opt.val_batch_tokens, int(max(self.val_data.src_lengths.max(),
+                                                                          self.val_data.tgt_lengths.max()))),
+                                  shuffle=False):
             batch = self.val_data.collate(rows).to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss_sum, n = self.model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
@@ -371,7 +376,7 @@ class Trainer:
             "val_ppl": math.exp(min(val_loss, 50)),
             "val_bleu": bleu,
             "val_chrf": chrf,
-            "tokens_per_s": p.train_tokens / max(self._interval_seconds, 1e-9),
+            "tokens_per_s": p.train_tokens / max(p.interval_seconds, 1e-9),
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_seconds": p.seconds,
             "val_seconds": time.perf_counter() - start,
@@ -385,8 +390,7 @@ class Trainer:
             p.bad_validations += 1
         self.schedule.validated(improved)
         metrics["best"] = improved
-        p.train_loss_sum, p.train_tokens = 0.0, 0
-        self._interval_seconds = 0.0
+        p.train_loss_sum, p.train_tokens, p.interval_seconds = 0.0, 0, 0.0
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.writer is not None:
@@ -411,7 +415,6 @@ class Trainer:
         """Train until max_epochs / max_steps / early stopping / a signal. Returns why it stopped."""
         opt, p = self.opt, self.progress
         self.writer = _tensorboard_writer(self.run_dir)
-        self._interval_seconds = 0.0
         reason = "max_epochs"
         bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
                    desc="training", mininterval=1.0)
@@ -458,7 +461,7 @@ class Trainer:
                         log_tokens += n_tokens
                     elapsed = time.perf_counter() - step_start
                     p.seconds += elapsed
-                    self._interval_seconds += elapsed
+                    p.interval_seconds += elapsed
                     bar.update(1)
                     if p.step % opt.log_every == 0 and log_tokens:
                         now = time.perf_counter()
@@ -568,13 +571,13 @@ def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
     """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # On resume too, so that train.* overrides (more steps, say) hold for the next
-    # plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
-    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".config.yaml.tmp")
-    os.replace(run_dir / ".config.yaml.tmp", run_dir / "config.yaml")
     trainer = Trainer(cfg, run_dir)
     if resume:
         trainer.resume()
+    # After a successful resume too, so that train.* overrides (more steps, say) hold for
+    # the next plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".config.yaml.tmp")
+    os.replace(run_dir / ".config.yaml.tmp", run_dir / "config.yaml")
     with StopRequest() as stop:
         reason = trainer.fit(stop)
         summary = trainer.finish(reason)
@@ -583,15 +586,26 @@ def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
     return summary
 
 
+# What may change when a run resumes: how long and how often, not what is optimized.
+# (A new optimizer, learning rate or early-stopping metric would not match the
+# restored optimizer state, schedule and best value.)
+RESUMABLE_SETTINGS = {
+    "max_epochs", "max_steps", "max_minutes", "patience", "val_every", "val_max_sentences",
+    "val_batch_tokens", "save_every", "keep_last", "log_every", "max_nonfinite_steps", "device",
+}
+
+
 def resume_config(run_dir: Path, overrides: list[str]) -> TrainRunConfig:
-    """The run's own config.yaml, with ``train.*`` overrides (e.g. more epochs) applied."""
+    """The run's own config.yaml, with overrides of ``RESUMABLE_SETTINGS`` (e.g. more epochs) applied."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise CheckpointError(f"resume={run_dir}: no config.yaml there; is it an nmt-train run folder?")
     changes = [o for o in overrides if not o.startswith("resume=") and not o.startswith("hydra.")]
-    bad = [o for o in changes if not o.startswith("train.")]
+    bad = [o for o in changes if o.split("=", 1)[0].removeprefix("train.") not in RESUMABLE_SETTINGS
+           or not o.startswith("train.")]
     if bad:
-        raise ValueError(f"resume: only train.* settings can change when resuming, not {bad}")
+        allowed = ", ".join(f"train.{name}" for name in sorted(RESUMABLE_SETTINGS))
+        raise ValueError(f"resume: {bad} cannot change when resuming; these can: {allowed}")
     merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), OmegaConf.load(path), OmegaConf.from_dotlist(changes))
     return OmegaConf.to_object(merged)
 
@@ -623,7 +637,7 @@ def run_train(cfg: TrainRunConfig) -> int:
 def _hydra_main(cfg) -> None:
     from nmt.cli import run_cli
 
-    run_cli(run_train, to_object(cfg))
+    run_cli(run_train, cfg)
 
 
 def main() -> None:

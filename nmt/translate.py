@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from nmt.batching import ParallelIds, token_batches
 from nmt.checkpoint import load_checkpoint, resolve_checkpoint
-from nmt.config import CONF_DIR, DecodeConfig, TranslateConfig, to_object
+from nmt.config import CONF_DIR, DecodeConfig, TranslateConfig
 from nmt.data import normalize_text, read_lines, split_lines
 from nmt.model import RNNEncoderDecoder, build_model
 from nmt.search import Hypothesis, search
@@ -34,11 +34,11 @@ from nmt.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto", setting: str = "device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name}: CUDA is not available on this machine; use device=cpu")
+        raise RuntimeError(f"{setting}={name}: CUDA is not available on this machine; use {setting}=cpu")
     return torch.device(name)
 
 
@@ -188,7 +188,7 @@ def run_translate(cfg: TranslateConfig) -> int:
 def _hydra_main(cfg) -> None:
     from nmt.cli import run_cli
 
-    run_cli(run_translate, to_object(cfg))
+    run_cli(run_translate, cfg)
 
 
 def main() -> None:

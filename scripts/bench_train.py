@@ -129,7 +129,7 @@ def nmt_trainer(model: nn.Module, device: torch.device, compile_model: bool = Fa
     opt = OptimConfig(compile=compile_model)
     trainer = Trainer.__new__(Trainer)
     trainer.opt, trainer.device, trainer.model = opt, device, model
-    trainer.forward_model = torch.compile(model) if opt.compile else model
+    trainer.loss_fn = torch.compile(model.loss) if opt.compile else model.loss
     trainer.optimizer = build_optimizer(opt, model.parameters())
     trainer.amp = opt.amp and device.type == "cuda"
     return trainer

@@ -68,6 +68,14 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     result = run_cli("nmt.translate", f"ckpt={tmp_path / 'nothing'}", stdin=b"uno\n")
     assert result.returncode == 1
     assert "no such run folder or checkpoint file" in result.stderr.decode()
+    no_ckpt = run_cli("nmt.score", stdin=b"uno\tone\n")
+    assert no_ckpt.returncode == 1 and b"Traceback" not in no_ckpt.stderr
+    assert "ckpt" in no_ckpt.stderr.decode()
+
+
+def test_evaluate_unknown_split_is_a_clear_error(tmp_path, trained_run):
+    with pytest.raises(ReportError, match="split='dev': expected one of"):
+        run_evaluate(EvaluateConfig(ckpt=str(trained_run), split="dev", report_dir=str(tmp_path)))
 
 
 def test_evaluate_decodes_the_test_split_and_writes_the_report(tmp_path, trained_run):
@@ -109,17 +117,17 @@ def test_score_pairs(tmp_path, trained_run, word_corpus):
     pairs = tmp_path / "pairs.tsv"
     src, tgt = read_lines(word_corpus / "train.es")[:5], read_lines(word_corpus / "train.en")[:5]
     wrong = tgt[1:] + tgt[:1]
-    rows = [f"{s}\t{t}" for s, t in zip(src, tgt)] + [f"{s}\t{w}" for s, w in zip(src, wrong)] + ["\tempty source"]
+    rows = [f"{s}\t{t}" for s, t in zip(src, tgt)] + [f"{s}\t{w}" for s, w in zip(src, wrong)] + ["\tempty source", ""]
     pairs.write_text("\n".join(rows) + "\n")
     output = tmp_path / "scores.tsv"
     assert run_score(ScoreConfig(ckpt=str(trained_run), input=str(pairs), output=str(output))) == 0
     scores = [line.split("\t") for line in read_lines(output)]
-    assert len(scores) == 11
+    assert len(scores) == 12
     right_scores = [float(s[0]) for s in scores[:5]]
     wrong_scores = [float(s[0]) for s in scores[5:10]]
     assert all(r > w for r, w in zip(right_scores, wrong_scores))  # the true translation is more probable
     assert all(float(s[1]) == pytest.approx(float(s[0]) / int(s[2]), abs=1e-3) for s in scores[:10])
-    assert math.isnan(float(scores[10][0]))
+    assert math.isnan(float(scores[10][0])) and math.isnan(float(scores[11][0]))  # empty side, empty line
     bad = tmp_path / "bad.tsv"
     bad.write_text("no tab\n")
     with pytest.raises(CorpusError, match=r"bad\.tsv:1: expected source<TAB>target"):

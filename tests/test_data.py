@@ -162,3 +162,15 @@ def test_clean_pairs_counts_reasons():
     src, tgt, dropped = clean_pairs(["a", "", "b c d e f"], ["a", "b", "x"], max_words=4)
     assert (src, tgt) == (["a"], ["a"])
     assert dropped == {"empty": 1, "longer than 4 words": 1}
+
+
+@pytest.mark.parametrize("group", ["files", "hub"])
+def test_files_and_hub_require_path_and_languages(group):
+    from tests.conftest import compose_config
+
+    cfg = compose_config("train", [f"data={group}"]).data
+    with pytest.raises(CorpusError, match=f"data.path is required for data={group}"):
+        load_corpus(cfg)
+    cfg = compose_config("train", [f"data={group}", "data.path=/x"]).data
+    with pytest.raises(CorpusError, match="data.src_lang is required"):
+        load_corpus(cfg)

@@ -111,3 +111,13 @@ def test_top_candidates_picks_best_across_beams():
     assert beams.tolist() == [[0, 0, 1, 0]]
     assert tokens.tolist() == [[1, 2, 0, 0]]
     assert torch.all(cand_scores[:, :-1] >= cand_scores[:, 1:])
+
+
+def test_length_limit_wins_over_min_len(translator, sources):
+    """min_len beyond the length limit must not leave a sentence without a hypothesis."""
+    batch = batch_of(sources[:6])
+    greedy = greedy_search(translator.model, batch.src, batch.src_lengths, max_len_a=0.0, max_len_b=3, min_len=5)
+    beam = beam_search(translator.model, batch.src, batch.src_lengths, beam_size=3, nbest=3,
+                       max_len_a=0.0, max_len_b=3, min_len=5)
+    assert all(len(h.tokens) == 2 and math.isfinite(h.score) for h in greedy)
+    assert all(hyps and all(len(h.tokens) == 2 and math.isfinite(h.score) for h in hyps) for hyps in beam)

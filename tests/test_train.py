@@ -56,6 +56,8 @@ def test_plateau_and_warmup_schedules():
     assert schedule.step(10) == 0.5
     warm = LearningRateSchedule(OptimConfig(lr=1.0, lr_schedule="inverse_sqrt", warmup_steps=100), optimizer)
     assert warm.step(50) == pytest.approx(0.5) and warm.step(400) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="needs train.warmup_steps"):
+        LearningRateSchedule(OptimConfig(lr_schedule="inverse_sqrt", warmup_steps=0), optimizer)
     with pytest.raises(ValueError, match="train.lr_schedule='cosine'"):
         LearningRateSchedule(OptimConfig(lr_schedule="cosine"), optimizer)
 
