@@ -249,10 +249,7 @@ class Trainer:
             if not keep.all():
                 log.info("skipping %d training pairs longer than %d subwords (train.max_subwords)",
                          int((~keep).sum()), limit)
-                data = ParallelIds.from_lists(
-                    [data.src_values[data.src_offsets[i]:data.src_offsets[i + 1]].tolist() for i in np.flatnonzero(keep)],
-                    [data.tgt_values[data.tgt_offsets[i]:data.tgt_offsets[i + 1]].tolist() for i in np.flatnonzero(keep)],
-                )
+                data = data.select(np.flatnonzero(keep))
         return data
 
     # ----------------------------------------------------------------- checkpoints

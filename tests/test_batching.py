@@ -39,3 +39,12 @@ def test_collate_layout():
     assert batch.tgt_out.tolist() == [[10, 11, 12, EOS], [9, EOS, PAD, PAD]]
     assert batch.index.tolist() == [1, 0]
     assert batch.n_tgt_tokens == 6
+
+
+def test_select_keeps_the_chosen_rows():
+    src = [[5, 6, 7], [8], [9, 10], [11, 12, 13, 14]]
+    tgt = [[1], [2, 3], [4, 5, 6], [7]]
+    picked = ParallelIds.from_lists(src, tgt).select(np.array([3, 0, 2]))
+    expected = ParallelIds.from_lists([src[3], src[0], src[2]], [tgt[3], tgt[0], tgt[2]])
+    for name in ("src_values", "src_offsets", "tgt_values", "tgt_offsets", "src_lengths", "tgt_lengths"):
+        assert np.array_equal(getattr(picked, name), getattr(expected, name)), name

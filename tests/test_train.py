@@ -72,3 +72,15 @@ def test_paper_recipe_trains_a_few_steps(tmp_path, word_corpus, cache_dir):
     summary = train(cfg, tmp_path)
     assert summary["steps"] == 6
     assert load_checkpoint(tmp_path / "last.pt")["model_config"]["config"]["cell"] == "paper"
+
+
+def test_long_training_pairs_are_skipped(tmp_path, word_corpus, cache_dir, caplog):
+    from nmt.train import Trainer
+
+    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
+        "train=debug", "train.max_subwords=5"])
+    with caplog.at_level("INFO", logger="nmt.train"):
+        trainer = Trainer(cfg, tmp_path)
+    kept = trainer.train_data
+    assert 0 < len(kept) < 400 and "training pairs longer than 5 subwords" in caplog.text
+    assert max(kept.src_lengths.max(), kept.tgt_lengths.max()) <= 5
