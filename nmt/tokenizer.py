@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -103,6 +104,10 @@ def _fingerprint(*parts) -> str:
 
 
 def _train_model(texts: list[str], cfg: TokenizerConfig, model_path: Path) -> None:
+    if len(texts) > cfg.max_training_sentences:
+        # SentencePiece would sample anyway; sampling first spares writing millions of lines.
+        keep = random.Random(1).sample(range(len(texts)), cfg.max_training_sentences)
+        texts = [texts[i] for i in sorted(keep)]
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "train.txt"
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")

@@ -89,3 +89,16 @@ def test_save_load_and_tokenized_cache(tmp_path, tokenizer):
     again = tokenize_corpus(corpus, tokenizer, tmp_path / "cache")
     assert cached[0].stat().st_mtime_ns == mtime  # reused, not rewritten
     assert again["train"]["tgt_ids"] == first["train"]["tgt_ids"]
+
+
+def test_large_corpora_are_sampled_before_training(tmp_path, monkeypatch):
+    seen = {}
+
+    def record(corpus, prefix, cfg):
+        seen["lines"] = corpus.read_text(encoding="utf-8").count("\n")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(tok, "_run_trainer", record)
+    with pytest.raises(RuntimeError, match="stop here"):
+        build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=400, max_training_sentences=50), tmp_path)
+    assert seen["lines"] == 50
