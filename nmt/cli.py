@@ -32,6 +32,10 @@ def run_cli(command, cfg) -> None:
     except USER_ERRORS as err:
         if os.environ.get("NMT_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, MissingMandatoryValue):
+            message = f"{err.full_key} is required: add {err.full_key}=... to the command line"
+        else:
+            message = str(err)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)
