@@ -35,7 +35,7 @@ from nmt.checkpoint import (
 from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig
 from nmt.data import describe, load_corpus
 from nmt.model import build_model, count_parameters
-from nmt.tokenizer import Tokenizer, build_tokenizer, flat_ids, tokenize_corpus
+from nmt.tokenizer import build_tokenizer, flat_ids, tokenize_corpus
 from nmt.translate import decode_ids, pick_device
 
 log = logging.getLogger(__name__)

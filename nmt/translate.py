@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 

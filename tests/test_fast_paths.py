@@ -28,7 +28,7 @@ from nmt.batching import ParallelIds, token_batches
 from nmt.config import DecodeConfig, ModelConfig
 from nmt.model import build_model
 from nmt.search import beam_search, greedy_search
-from nmt.tokenizer import EOS, PAD
+from nmt.tokenizer import PAD
 from nmt.translate import decode_ids
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

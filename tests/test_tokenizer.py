@@ -4,7 +4,6 @@ import pytest
 
 import nmt.tokenizer as tok
 from nmt.config import TokenizerConfig
-from nmt.data import load_corpus
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, build_tokenizer, tokenize_corpus
 
 SPANISH = [
