@@ -21,7 +21,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.config import ModelConfig
 from nmt.tokenizer import PAD
@@ -107,14 +106,15 @@ class CudnnGRU(nn.Module):
         return list(self.rnn.weight_hh_l0.chunk(3, 0))
 
     def forward(self, inputs, hidden, lengths=None):
+        outputs, last = self.rnn(inputs, hidden.unsqueeze(0))
         if lengths is None:
-            outputs, last = self.rnn(inputs, hidden.unsqueeze(0))
             return outputs, last.squeeze(0)
-        # Packing makes the final state the one after each sentence's last real token.
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, last = self.rnn(packed, hidden.unsqueeze(0))
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=inputs.size(1))
-        return outputs, last.squeeze(0)
+        # A forward GRU is causal: its output at a sentence's last real token is the state
+        # after that token, whatever padding follows. Gathering it needs no packing, whose
+        # sort indices would travel to the GPU with a blocking copy every batch.
+        last_real = (lengths.to(outputs.device, non_blocking=True) - 1).clamp(min=0)
+        last = outputs[torch.arange(outputs.size(0), device=outputs.device), last_real]
+        return outputs, last
 
     def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         _, new_hidden = self.rnn(inputs.unsqueeze(1), hidden.unsqueeze(0))
@@ -169,14 +169,18 @@ class RNNEncoderDecoder(nn.Module):
             embed.weight[PAD].zero_()
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
-        """src: (B, S) token ids, src_lengths: (B,) -> EncoderOutput."""
+        """src: (B, S) token ids, src_lengths: (B,) -> EncoderOutput.
+
+        ``states`` past a sentence's end are not meaningful (``mask`` marks them).
+        """
+        src_lengths = src_lengths.to(src.device, non_blocking=True)
         if self.config.reverse_source:
             src = reverse_padded(src, src_lengths)
         embedded = self.dropout(self.src_embed(src))
         start = embedded.new_zeros(src.size(0), self.config.hidden_size)
         states, last = self.encoder(embedded, start, src_lengths)
         summary = torch.tanh(self.summary(last))
-        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.unsqueeze(1)
         return EncoderOutput(summary, states, mask)
 
     def init_state(self, encoder_out: EncoderOutput) -> torch.Tensor:
@@ -211,19 +215,33 @@ class RNNEncoderDecoder(nn.Module):
         encoder_out = self.encode(src, src_lengths)
         return self._logits(*self.decoder_features(tgt_in, encoder_out))
 
-    def loss(self, src, src_lengths, tgt_in, tgt_out, label_smoothing: float = 0.0):
+    def loss(self, src, src_lengths, tgt_in, tgt_out, label_smoothing: float = 0.0, n_tokens: int | None = None):
         """Summed cross-entropy over the real (non-pad) target tokens, and their count.
 
         Only the real positions go through the output layer: with a 15 000-word
         vocabulary that layer dominates, and padding would pay for it for nothing.
+        ``n_tokens``, the number of real target tokens counted on the host, lets a
+        GPU pick those positions without stopping to tell the host how many there
+        are (``nonzero_static`` instead of boolean indexing), and gives
+        ``torch.compile`` a shape it can trace.
         """
         encoder_out = self.encode(src, src_lengths)
-        states, prev_embedded, summary = self.decoder_features(tgt_in, encoder_out)
-        real = tgt_out != PAD
-        logits = self._logits(states[real], prev_embedded[real], summary[real])
+        states, prev_embedded, _ = self.decoder_features(tgt_in, encoder_out)
+        real = (tgt_out != PAD).flatten()
+        if n_tokens is None:
+            positions = real.nonzero().squeeze(1)  # row-major: sentence by sentence
+        else:
+            positions = real.nonzero_static(size=n_tokens).squeeze(1)
+
+        def pick(features):  # (B, T, ...) -> (n_tokens, ...)
+            return features.flatten(0, 1).index_select(0, positions)
+
+        summary = encoder_out.summary.index_select(0, positions // tgt_in.size(1))  # c of each position's sentence
+        logits = self._logits(pick(states), pick(prev_embedded), summary)
         if logits.dtype in (torch.float16, torch.bfloat16):  # the softmax in float32 under autocast
             logits = logits.float()
-        loss = F.cross_entropy(logits, tgt_out[real], reduction="sum", label_smoothing=label_smoothing)
+        targets = tgt_out.flatten().index_select(0, positions)
+        loss = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
         return loss, real.sum()
 
     def model_config(self) -> dict:

@@ -20,6 +20,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from nmt.batching import ParallelIds, token_batches
+from nmt.batching import Batch, ParallelIds, token_batches
 from nmt.checkpoint import (
     CheckpointError, link_checkpoint, load_for_resume, prune_step_checkpoints, save_checkpoint,
 )
@@ -94,15 +95,33 @@ class LearningRateSchedule:
         self.base_lr, self.bad_validations = state["base_lr"], state["bad_validations"]
 
 
-def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+def build_optimizer(cfg: OptimConfig, params, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Adam is fused (one kernel for all parameters) on CUDA and CPU: fewer launches, and
+    it can skip a step on the device (``found_inf``), which ``Trainer.train_step`` uses."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        fused = device is not None and device.type in ("cuda", "cpu")
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise ValueError(f"train.optimizer={cfg.optimizer!r}: expected 'adam' or 'adadelta'")
 
 
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` honours ``optimizer.found_inf`` (fused Adam does: it then
+    leaves weights, moments and step count as they were, without the host looking)."""
+    return isinstance(optimizer, torch.optim.Adam) and all(g.get("fused") for g in optimizer.param_groups)
+
+
 # --------------------------------------------------------------------------- state
+
+
+class StepResult(NamedTuple):
+    """One training step as the device left it; ``Trainer.settle_steps`` reads it later."""
+
+    loss_sum: torch.Tensor  # summed cross-entropy of the batch (float32 scalar, on the device)
+    n_tokens: int  # real target tokens, counted on the host
+    finite: torch.Tensor  # bool scalar: False if the loss or gradient was not finite (step skipped)
 
 
 @dataclass
@@ -233,10 +252,12 @@ class Trainer:
         self.model.to(self.device)
         # torch.compile(model) would compile forward() only; training calls model.loss.
         self.loss_fn = torch.compile(self.model.loss) if self.opt.compile else self.model.loss
-        self.optimizer = build_optimizer(self.opt, self.model.parameters())
+        self.optimizer = build_optimizer(self.opt, self.model.parameters(), self.device)
         self.schedule = LearningRateSchedule(self.opt, self.optimizer)
         self.amp = self.opt.amp and self.device.type == "cuda"
         self.progress = Progress()
+        self.pending: list[tuple[int, StepResult]] = []  # (step, result) trained but not yet read
+        self.log_loss, self.log_tokens = 0.0, 0  # since the last log line
         self.writer = None  # TensorBoard, opened by fit()
         self._epoch_batches = 1
         log.info("model: %s, %.1fM parameters, %s cell, on %s%s", cfg.model.name,
@@ -278,6 +299,7 @@ class Trainer:
         return state
 
     def save(self, name: str, with_training_state: bool = True) -> None:
+        self.settle_steps()  # the progress saved includes every step trained
         save_checkpoint(self.checkpoint_state(with_training_state), self.run_dir / name)
 
     def save_step_checkpoints(self) -> None:
@@ -312,14 +334,22 @@ class Trainer:
 
     # ----------------------------------------------------------------- one step
 
-    def train_step(self, batch) -> tuple[float | None, int]:
-        """Forward, backward, clip, update. Returns (summed loss, target tokens); loss None if skipped."""
+    def train_step(self, batch: Batch) -> StepResult:
+        """Forward, backward, clip, update, without waiting for the device.
+
+        Reading a number off a GPU makes the host wait until the GPU has caught up, and
+        the GPU then idles while the host builds and launches the next batch. So the
+        loss stays on the device (``settle_steps`` reads many steps at once), the token
+        count comes from the batch while it is still on the host, and a step with a non-finite loss or gradient is skipped on the device: fused
+        Adam's ``found_inf`` leaves weights and moments as they were. Optimizers that
+        cannot do that (Adadelta) make the host look, one sync per step.
+        """
         self.model.train()
+        n_tokens = batch.n_tgt_tokens
         batch = batch.to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss_sum, n_tokens = self.loss_fn(
-                batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, self.opt.label_smoothing
-            )
+            loss_sum, _ = self.loss_fn(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                                       self.opt.label_smoothing, n_tokens)
         self.optimizer.zero_grad(set_to_none=True)
         (loss_sum / n_tokens).backward()
         if self.opt.clip_norm:
@@ -328,36 +358,80 @@ class Trainer:
             grad_norm = torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(p.grad) for p in self.model.parameters() if p.grad is not None])
             )
-        # One host sync per step: a non-finite loss or gradient must not reach the weights.
-        loss_value, norm_value = torch.stack([loss_sum.detach().float(), grad_norm.float()]).tolist()
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None, int(n_tokens)
-        self.optimizer.step()
-        return loss_value, int(n_tokens)
+        loss_sum = loss_sum.detach().float()
+        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
+        if skips_on_device(self.optimizer):
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+        elif finite.item():
+            self.optimizer.step()
+        return StepResult(loss_sum, n_tokens, finite)
+
+    def settle_steps(self) -> None:
+        """Read the losses of the steps trained since the last call (one device sync) and
+        book them in ``progress``: losses and tokens of finite steps, skipped steps.
+
+        Called every ``train.log_every`` steps and before any validation or checkpoint.
+        ``train.max_nonfinite_steps`` skipped steps in a row stop training here, with a
+        checkpoint (the weights are those of the last finite step: skipped steps moved none).
+        """
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        start = time.perf_counter()
+        values = torch.stack([torch.stack([r.loss_sum, r.finite.float()]) for _, r in pending]).tolist()
+        waited = time.perf_counter() - start  # the device finishing the queued steps: training time
+        p = self.progress
+        p.seconds += waited
+        p.interval_seconds += waited
+        failed_at = None
+        for (step, result), (loss, finite) in zip(pending, values):
+            if finite:
+                p.nonfinite_in_a_row = 0
+                p.train_loss_sum += loss
+                p.train_tokens += result.n_tokens
+                self.log_loss += loss
+                self.log_tokens += result.n_tokens
+                continue
+            p.nonfinite_in_a_row += 1
+            p.nonfinite_total += 1
+            log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)", step, p.nonfinite_in_a_row)
+            if p.nonfinite_in_a_row >= self.opt.max_nonfinite_steps and failed_at is None:
+                failed_at = step
+        if failed_at is not None:
+            self.save_step_checkpoints()
+            limit = self.opt.max_nonfinite_steps
+            raise TrainingError(
+                f"{limit} consecutive steps had a non-finite loss or gradient (steps {failed_at - limit + 1}-"
+                f"{failed_at}); stopped at step {p.step} with a checkpoint in {self.run_dir} (weights of the "
+                "last finite step). Lower train.lr, enable train.clip_norm, or check the data."
+            )
 
     # ----------------------------------------------------------------- validation
 
     @torch.no_grad()
     def validation_loss(self) -> float:
         self.model.eval()
-        total, tokens = 0.0, 0
+        losses, tokens = [], 0
         for rows in token_batches(self.val_data.src_lengths, self.val_data.tgt_lengths,
                                   max(self.opt.val_batch_tokens, int(max(self.val_data.src_lengths.max(),
                                                                           self.val_data.tgt_lengths.max()))),
                                   shuffle=False):
-            batch = self.val_data.collate(rows).to(self.device)
+            batch = self.val_data.collate(rows)
+            n_tokens = batch.n_tgt_tokens
+            batch = batch.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss_sum, n = self.model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-            total += float(loss_sum)
-            tokens += int(n)
-        return total / max(tokens, 1)
+                loss_sum, _ = self.model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, n_tokens=n_tokens)
+            losses.append(loss_sum.float())
+            tokens += n_tokens
+        return float(torch.stack(losses).double().sum()) / max(tokens, 1) if losses else 0.0
 
     def validation_translations(self, src_ids: list[list[int]], decode: DecodeConfig) -> list[str]:
         hyps = decode_ids(self.model, src_ids, decode, self.device)
         return self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
 
     def validate(self) -> dict:
+        self.settle_steps()
         start = time.perf_counter()
         val_loss = self.validation_loss()
         hyps = self.validation_translations(self.val_src_ids, DecodeConfig())
@@ -415,8 +489,7 @@ class Trainer:
         reason = "max_epochs"
         bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
                    desc="training", mininterval=1.0)
-        log_loss, log_tokens, log_start = 0.0, 0, time.perf_counter()
-        session_start = log_start
+        log_start = session_start = time.perf_counter()
         try:
             while p.epoch < opt.max_epochs:
                 batches = token_batches(self.train_data.src_lengths, self.train_data.tgt_lengths,
@@ -431,43 +504,29 @@ class Trainer:
                     if opt.max_minutes and time.perf_counter() - session_start >= 60 * opt.max_minutes:
                         return "max_minutes"
                     step_start = time.perf_counter()
+                    # While the device runs the step launched last, the host builds this batch.
                     batch = self.train_data.collate(batches[p.batch_in_epoch])
                     if self.device.type == "cuda":
                         batch = batch.pin_memory()
                     lr = self.schedule.step(p.step + 1)
-                    loss, n_tokens = self.train_step(batch)
+                    self.pending.append((p.step + 1, self.train_step(batch)))
                     p.batch_in_epoch += 1
                     p.step += 1
-                    if loss is None:
-                        p.nonfinite_in_a_row += 1
-                        p.nonfinite_total += 1
-                        log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)",
-                                    p.step, p.nonfinite_in_a_row)
-                        if p.nonfinite_in_a_row >= opt.max_nonfinite_steps:
-                            self.save_step_checkpoints()
-                            raise TrainingError(
-                                f"{p.nonfinite_in_a_row} consecutive steps had a non-finite loss or gradient "
-                                f"(step {p.step}); stopped with a checkpoint in {self.run_dir}. "
-                                "Lower train.lr, enable train.clip_norm, or check the data."
-                            )
-                    else:
-                        p.nonfinite_in_a_row = 0
-                        p.train_loss_sum += loss
-                        p.train_tokens += n_tokens
-                        log_loss += loss
-                        log_tokens += n_tokens
                     elapsed = time.perf_counter() - step_start
                     p.seconds += elapsed
                     p.interval_seconds += elapsed
                     bar.update(1)
-                    if p.step % opt.log_every == 0 and log_tokens:
+                    if p.step % opt.log_every == 0:
+                        self.settle_steps()
                         now = time.perf_counter()
-                        p.history.append((p.step, log_loss / log_tokens))
-                        bar.set_postfix(loss=f"{log_loss / log_tokens:.3f}", tok_s=f"{log_tokens / (now - log_start):.0f}",
-                                        lr=f"{lr:.2g}", epoch=p.epoch + 1, refresh=False)
-                        if self.writer is not None:
-                            self.writer.add_scalar("train_loss_step", log_loss / log_tokens, p.step)
-                        log_loss, log_tokens, log_start = 0.0, 0, now
+                        if self.log_tokens:
+                            loss = self.log_loss / self.log_tokens
+                            p.history.append((p.step, loss))
+                            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{self.log_tokens / (now - log_start):.0f}",
+                                            lr=f"{lr:.2g}", epoch=p.epoch + 1, refresh=False)
+                            if self.writer is not None:
+                                self.writer.add_scalar("train_loss_step", loss, p.step)
+                        self.log_loss, self.log_tokens, log_start = 0.0, 0, now
                     if opt.val_every and p.step % opt.val_every == 0:
                         self.validate()
                         if self.should_stop_early():

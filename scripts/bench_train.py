@@ -31,7 +31,9 @@ Throughput counts non-padding target tokens (EOS included) over the timed
 epoch; device work is synchronized before the clock is read. One JSON line per
 measurement, then one comparison line per configuration with the speedup and
 the targets. ``collate_share`` is the part of the wall time spent building
-batches on the CPU (``Trainer.fit`` does it between steps, not overlapped);
+batches on the CPU (on a GPU this overlaps the device's work on the step
+before: ``Trainer.train_step`` reads nothing back, losses are read once per
+timed chunk as ``Trainer.settle_steps`` reads them every ``train.log_every`` steps);
 ``--profile`` prints where the device time of a few nmt steps goes.
 """
 
@@ -55,7 +57,7 @@ from nmt.batching import Batch, ParallelIds, token_batches  # noqa: E402
 from nmt.config import OptimConfig  # noqa: E402
 from nmt.model import build_model  # noqa: E402
 from nmt.tokenizer import PAD  # noqa: E402
-from nmt.train import Trainer, build_optimizer  # noqa: E402
+from nmt.train import StepResult, Trainer, build_optimizer  # noqa: E402
 
 # Configurations. lengths: target tokens per sentence incl. EOS (low, high), sources
 # alike; batch: sentences per batch (fixed lengths, exact); max_tokens: nmt's token
@@ -130,23 +132,22 @@ def nmt_trainer(model: nn.Module, device: torch.device, compile_model: bool = Fa
     trainer = Trainer.__new__(Trainer)
     trainer.opt, trainer.device, trainer.model = opt, device, model
     trainer.loss_fn = torch.compile(model.loss) if opt.compile else model.loss
-    trainer.optimizer = build_optimizer(opt, model.parameters())
+    trainer.optimizer = build_optimizer(opt, model.parameters(), device)
     trainer.amp = opt.amp and device.type == "cuda"
     return trainer
 
 
-def nmt_fit_step(trainer: Trainer, data: ParallelIds, rows: np.ndarray) -> tuple[float | None, int, float]:
-    """One iteration of ``Trainer.fit``'s loop: collate, pin, ``train_step``.
+def nmt_fit_step(trainer: Trainer, data: ParallelIds, rows: np.ndarray) -> tuple[StepResult, float]:
+    """One iteration of ``Trainer.fit``'s loop: collate, pin, ``train_step`` (nothing read back).
 
-    Returns (summed loss, target tokens, seconds spent collating).
+    Returns the step's result, still on the device, and the seconds spent collating.
     """
     start = time.perf_counter()
     batch = data.collate(rows)
     if trainer.device.type == "cuda":
         batch = batch.pin_memory()
     collate_seconds = time.perf_counter() - start
-    loss, n_tokens = trainer.train_step(batch)
-    return loss, n_tokens, collate_seconds
+    return trainer.train_step(batch), collate_seconds
 
 
 def reference_optimizer(model: nn.Module) -> torch.optim.Optimizer:
@@ -201,20 +202,27 @@ class Contender:
         return self.done >= len(self.batches)
 
     def run(self, device: torch.device, n_steps: int) -> None:
-        """Time the next ``n_steps`` batches (device synchronized at both ends)."""
+        """Time the next ``n_steps`` batches (device synchronized at both ends).
+
+        The losses are read once, at the end, as ``Trainer.settle_steps`` reads them.
+        """
         bc.set_matmul_tf32(device, self.tf32)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         chunk = self.batches[self.done: self.done + n_steps]
+        results = []
         with bc.Timer(device) as timer:
             for rows in chunk:
-                loss, n_tokens, collate_seconds = self.step(rows)
-                self.tokens += n_tokens
+                result, collate_seconds = self.step(rows)
+                results.append(result)
                 self.collate_seconds += collate_seconds
-                if loss is None:
-                    self.skipped += 1
-                else:
-                    self.loss_sum += loss
+            values = torch.stack([torch.stack([r.loss_sum, r.finite.float()]) for r in results]).tolist()
+        for result, (loss, finite) in zip(results, values):
+            self.tokens += result.n_tokens
+            if finite:
+                self.loss_sum += loss
+            else:
+                self.skipped += 1
         self.seconds += timer.seconds
         self.done += len(chunk)
         if device.type == "cuda":
@@ -278,8 +286,9 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
             batch = data.collate(rows)
             collate_seconds = time.perf_counter() - start
             batch_tokens = batch.n_tgt_tokens
-            mean = reference_train_step(reference, optimizer, batch, device)
-            return mean * batch_tokens, batch_tokens, collate_seconds
+            mean = reference_train_step(reference, optimizer, batch, device)  # reads the loss: loss.item()
+            finite = torch.tensor(np.isfinite(mean))
+            return StepResult(torch.tensor(mean * batch_tokens, dtype=torch.float32), batch_tokens, finite), collate_seconds
 
         contenders.append(Contender(
             "reference", ref_step, reference_batches(n, ref_batch, seed=0),

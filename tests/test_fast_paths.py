@@ -8,6 +8,8 @@
 (c) batched greedy / beam search (``decode_ids``, ``nmt.search``) == the same search
     run one sentence at a time, by ``nmt.search`` and by the reference search of
     scripts/bench_decode.py;
+(a') the training step's sync-free pieces: the loss given a host-counted token count,
+    the encoder's last states gathered instead of packed, fused Adam;
 (d) the reference implementations of scripts/bench_train.py compute the same loss,
     gradients and training step as nmt's model and ``Trainer.train_step``, given the
     same weights: the benchmarks compare like with like.
@@ -117,6 +119,58 @@ def test_fast_loss_equals_plain_loss_and_gradients(cell, output_rank, label_smoo
     assert fast_grads.keys() == plain_grads.keys()
     for name in plain_grads:
         assert_relative_close(fast_grads[name], plain_grads[name], 1e-5, name)
+
+
+@pytest.mark.parametrize("cell", ["cudnn", "paper"])
+def test_loss_with_a_host_token_count_equals_boolean_indexing(cell):
+    """``n_tokens`` (nonzero_static, no device sync) picks the same positions in the same order."""
+    model = tiny_model(cell)
+    data = random_pairs(9, 11, seed=11)
+    batch = data.collate(np.arange(len(data)))
+    counted, n = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, 0.1, batch.n_tgt_tokens)
+    counted_grads = gradients(model, counted)
+    indexed, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, 0.1)
+    indexed_grads = gradients(model, indexed)
+    assert int(n) == batch.n_tgt_tokens
+    assert torch.equal(counted.detach(), indexed.detach())
+    for name in indexed_grads:
+        assert torch.equal(counted_grads[name], indexed_grads[name]), name
+
+
+def test_encoder_last_states_equal_a_packed_gru():
+    """Gathering the state at each sentence's last real token == running a packed sequence."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = tiny_model("cudnn")
+    data = random_pairs(9, 11, seed=12)
+    batch = data.collate(np.arange(len(data)))
+    assert len(set(batch.src_lengths.tolist())) > 2
+    summary = model.encode(batch.src, batch.src_lengths).summary
+    embedded = model.src_embed(batch.src)
+    packed = pack_padded_sequence(embedded, batch.src_lengths, batch_first=True, enforce_sorted=False)
+    _, last = model.encoder.rnn(packed, embedded.new_zeros(1, len(data), model.config.hidden_size))
+    assert_relative_close(summary.detach(), torch.tanh(model.summary(last[0])).detach(), 1e-6, "summary")
+
+
+def test_fused_adam_makes_the_same_update_as_plain_adam():
+    """Trainer's optimizer (fused, which can skip a step on the device) == PyTorch's default Adam."""
+    from nmt.config import OptimConfig
+    from nmt.train import build_optimizer, skips_on_device
+
+    fused_model, plain_model = tiny_model(dtype=torch.float64), tiny_model(dtype=torch.float64)
+    fused = build_optimizer(OptimConfig(), fused_model.parameters(), CPU)
+    plain = build_optimizer(OptimConfig(), plain_model.parameters())
+    assert skips_on_device(fused) and not skips_on_device(plain)
+    data = random_pairs(20, 9, seed=13)
+    for rows in token_batches(data.src_lengths, data.tgt_lengths, 40, shuffle=True, seed=2, epoch=0)[:4]:
+        batch = data.collate(rows)
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            loss, n = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
+            (loss / n).backward()
+            optimizer.step()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
 
 
 # --------------------------------------------------------------------------- (b) batching
@@ -254,10 +308,11 @@ def test_benchmarked_training_steps_are_the_same_update(bench_train):
     optimizer = bench_train.reference_optimizer(reference)
     data = random_pairs(30, 12, seed=8)
     for rows in token_batches(data.src_lengths, data.tgt_lengths, 60, shuffle=True, seed=1, epoch=0)[:3]:
-        loss, n, _ = bench_train.nmt_fit_step(trainer, data, rows)
+        result, _ = bench_train.nmt_fit_step(trainer, data, rows)
         ref_mean = bench_train.reference_train_step(reference, optimizer, data.collate(rows), CPU)
+        assert bool(result.finite) and result.n_tokens == data.collate(rows).n_tgt_tokens
         # model.loss takes the cross-entropy in float32 (logits.float()): float32 agreement.
-        assert ref_mean == pytest.approx(loss / n, rel=1e-6)
+        assert ref_mean == pytest.approx(float(result.loss_sum) / result.n_tokens, rel=1e-6)
     params = dict(model.named_parameters())
     for ref_name, param in reference.named_parameters():
         nmt_name = bench_train.ReferenceSeq2Seq.nmt_names()[ref_name]

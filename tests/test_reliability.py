@@ -129,6 +129,16 @@ def test_resume_is_exact(straight, tmp_path, word_corpus, cache_dir):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["max_steps"] == N
 
 
+def test_reading_losses_less_often_changes_nothing(straight, tmp_path, word_corpus, cache_dir):
+    """The host reads the device's losses every log_every steps: how often changes no number."""
+    train(run_config(word_corpus, cache_dir, f"train.max_steps={N}", "train.log_every=5"), tmp_path)
+    assert_same_parameters(model_of(tmp_path), model_of(straight))
+    assert losses(tmp_path) == losses(straight)
+    ours, theirs = progress_of(tmp_path), progress_of(straight)
+    for key in ("train_loss_sum", "train_tokens", "nonfinite_total", "best_value"):
+        assert ours[key] == theirs[key], key
+
+
 @pytest.fixture
 def no_default_sigterm():
     """Where training did not catch SIGTERM, this records it instead of killing pytest."""
@@ -328,7 +338,7 @@ def _inject(monkeypatch, nan_loss_calls=(), inf_grad_calls=(), snapshots=None):
         if snapshots is not None:
             after = self.model.state_dict()
             snapshots.append({
-                "call": calls["step"], "skipped": out[0] is None,
+                "call": calls["step"], "skipped": not bool(out.finite),
                 "unchanged": all(torch.equal(before[k], after[k]) for k in before),
                 "optimizer_unchanged": all(
                     all(torch.equal(a[k], b[k]) for k in a)
@@ -362,19 +372,37 @@ def test_nonfinite_steps_are_skipped_counted_and_logged(tmp_path, word_corpus, c
 
 
 def test_too_many_nonfinite_steps_in_a_row_stop_with_a_checkpoint(tmp_path, word_corpus, cache_dir, monkeypatch):
+    """Steps are read every log_every steps (and before a validation): the run of 3 skipped
+    steps (3-5) is found at the first read after step 5; training stops there, and the
+    checkpoint holds the weights of step 2, the last finite one."""
     snapshots = []
     _inject(monkeypatch, nan_loss_calls=set(range(3, 100)), snapshots=snapshots)
     cfg = run_config(word_corpus, cache_dir, "train.max_steps=50", "train.max_nonfinite_steps=3",
+                     "train.log_every=4", "train.val_every=0",  # read at step 4, then 7 (epoch end) or 8
                      "train.clip_norm=0")  # the unclipped path computes its own gradient norm
     with pytest.raises(TrainingError) as err:
         train(cfg, tmp_path)
-    message = str(err.value)
-    assert "3 consecutive steps had a non-finite loss or gradient (step 5)" in message
-    assert str(tmp_path) in message
-    assert [s["skipped"] for s in snapshots] == [False, False, True, True, True]
     saved = load_checkpoint(tmp_path / "last.pt")
-    assert saved["step"] == 5 and saved["train_state"]["progress"]["nonfinite_total"] == 3
+    stopped = saved["step"]
+    assert 5 < stopped <= 8
+    message = str(err.value)
+    assert f"3 consecutive steps had a non-finite loss or gradient (steps 3-5); stopped at step {stopped}" in message
+    assert str(tmp_path) in message
+    assert [s["skipped"] for s in snapshots] == [False, False] + [True] * (stopped - 2)
+    assert saved["train_state"]["progress"]["nonfinite_total"] == stopped - 2
     assert_same_parameters(saved["model"], snapshots[1]["params"])  # the weights after step 2, finite
+
+
+def test_nonfinite_steps_are_skipped_by_the_host_for_optimizers_that_cannot(
+        tmp_path, word_corpus, cache_dir, monkeypatch):
+    """Adadelta has no fused form: the host reads the finite flag (one sync) and skips the update."""
+    snapshots = []
+    _inject(monkeypatch, nan_loss_calls={2}, snapshots=snapshots)
+    cfg = run_config(word_corpus, cache_dir, "train.max_steps=3", "train.optimizer=adadelta", "train.lr=1.0")
+    summary = train(cfg, tmp_path)
+    assert summary["skipped_steps"] == 1
+    assert [(s["skipped"], s["unchanged"]) for s in snapshots] == [(False, False), (True, True), (False, False)]
+    assert snapshots[1]["optimizer_unchanged"]
 
 
 # --------------------------------------------------------------------------- reproducibility
