@@ -104,10 +104,10 @@ class OptimConfig:
     seed: int = 1
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     tf32: bool = True
-    compile: bool = False  # torch.compile the model (CUDA)
+    compile: bool = False  # torch.compile model.loss (graph breaks at the GRUs; the output head and loss fuse)
     deterministic: bool = False  # cuDNN deterministic kernels + CUBLAS_WORKSPACE_CONFIG
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 50
+    log_every: int = 50  # steps between reads of the loss from the device (and progress-bar updates)
     keep_last: int = 2  # step checkpoints kept besides best.pt and last.pt
     save_every: int = 0  # steps between step checkpoints; 0 = at each validation
     max_nonfinite_steps: int = 10  # consecutive skipped steps before training stops

@@ -34,7 +34,9 @@ the targets. ``collate_share`` is the part of the wall time spent building
 batches on the CPU (on a GPU this overlaps the device's work on the step
 before: ``Trainer.train_step`` reads nothing back, losses are read once per
 timed chunk as ``Trainer.settle_steps`` reads them every ``train.log_every`` steps);
-``--profile`` prints where the device time of a few nmt steps goes.
+``--profile`` prints where the device time of a few nmt steps goes. On CUDA
+the nmt line also carries ``host_syncs_per_step``: the synchronizing calls of
+a few steps, counted by ``torch.cuda.set_sync_debug_mode`` (0 is the aim).
 """
 
 from __future__ import annotations
@@ -299,6 +301,7 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
     rounds = args.rounds or (3 if device.type == "cuda" else 1)
     take_turns(contenders, device, block, rounds)
 
+    syncs = count_host_syncs(contenders[0].step, contenders[0].warmup, device) if "nmt" in args.impls else None
     shape = (f"{max_tokens // high} sentences x {low} target tokens" if low == high
              else f"token budget {max_tokens}, lengths {low}-{high}")
     sizes = {**bc.size_record(size), "data": shape, "sentences": n}
@@ -322,6 +325,8 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
             "mean_loss": bc.rounded(c.loss_sum / max(1, c.tokens)),
             "skipped_steps": c.skipped,
         }
+        if c.name == "nmt" and syncs is not None:
+            record["host_syncs_per_step"] = syncs  # torch.cuda.set_sync_debug_mode over the warm-up batches
         if device.type == "cuda":  # both models and optimizer states are resident throughout
             record["peak_memory_gb"] = bc.rounded(c.peak_bytes / 2**30, 3)
         out.emit(record)
@@ -333,6 +338,28 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return results
+
+
+def count_host_syncs(step, batches, device: torch.device) -> float | None:
+    """Host-device synchronizations per nmt training step, as CUDA's sync debug mode
+    reports them (a warning per synchronizing call); None off CUDA."""
+    if device.type != "cuda" or not batches:
+        return None
+    import warnings
+
+    bc.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for rows in batches:
+                step(rows)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    if syncs:
+        print(f"--- synchronizing calls in {len(batches)} nmt steps: {syncs[:3]}", file=sys.stderr)
+    return len(syncs) / len(batches)
 
 
 def profile_steps(step, batches, device: torch.device, name: str) -> None:
