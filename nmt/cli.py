@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
@@ -39,3 +40,20 @@ def run_cli(command, cfg) -> None:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)
+
+
+def command_line_overrides(argv: list[str]) -> dict[str, str]:
+    """``key=value`` arguments as a dict (Hydra's ``+``/``++``/``~`` prefixes dropped), for
+    checks that must happen before Hydra composes the config or creates a folder."""
+    overrides = {}
+    for arg in argv:
+        if "=" in arg and not arg.startswith("-"):
+            key, value = arg.split("=", 1)
+            overrides[key.lstrip("+~")] = value
+    return overrides
+
+
+def refuse(message: str) -> NoReturn:
+    """Exit 1 with ``message`` as one line on stderr."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -10,6 +10,7 @@ Writes report.md, report.json, hypotheses.txt and bleu_by_length.png into report
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -110,6 +111,14 @@ def _hydra_main(cfg) -> None:
 
 
 def main() -> None:
+    from nmt.cli import command_line_overrides, refuse
+
+    overrides = command_line_overrides(sys.argv[1:])
+    corpus_settings = [key for key in overrides if key.startswith("data.")]
+    if corpus_settings and "data" not in overrides:
+        # Without data=, the checkpoint's corpus is used and there is no group to set keys in.
+        refuse(f"{corpus_settings[0]}=... needs a corpus group: add data=files (plain-text files in data.path), "
+               "data=hub, or another conf/data name; leave data.* out to evaluate on the checkpoint's own corpus")
     _hydra_main()
 
 

@@ -651,11 +651,27 @@ RESUMABLE_SETTINGS = {
 }
 
 
+def resume_folder_problem(run_dir: str | Path) -> str | None:
+    """Why ``resume=run_dir`` cannot work, or None."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        parent = run_dir.parent
+        hint = f"; to continue that run: resume={parent}" if (parent / "config.yaml").exists() else ""
+        return (f"resume={run_dir} is a file: resume takes an nmt-train run folder and continues from its "
+                f"newest intact checkpoint{hint}")
+    if not run_dir.is_dir():
+        return f"resume={run_dir}: no such folder; pass the folder of an nmt-train run"
+    if not (run_dir / "config.yaml").exists():
+        return f"resume={run_dir}: no config.yaml there; is it an nmt-train run folder?"
+    return None
+
+
 def resume_config(run_dir: Path, overrides: list[str]) -> TrainRunConfig:
     """The run's own config.yaml, with overrides of ``RESUMABLE_SETTINGS`` (e.g. more epochs) applied."""
     path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise CheckpointError(f"resume={run_dir}: no config.yaml there; is it an nmt-train run folder?")
+    problem = resume_folder_problem(run_dir)
+    if problem:
+        raise CheckpointError(problem)
     changes = [o for o in overrides if not o.startswith("resume=") and not o.startswith("hydra.")]
     bad = [o for o in changes if o.split("=", 1)[0].removeprefix("train.") not in RESUMABLE_SETTINGS
            or not o.startswith("train.")]
@@ -697,6 +713,15 @@ def _hydra_main(cfg) -> None:
 
 
 def main() -> None:
+    import sys
+
+    from nmt.cli import command_line_overrides, refuse
+
+    resume = command_line_overrides(sys.argv[1:]).get("resume")
+    if resume and resume != "null":  # checked before Hydra creates the run folder
+        problem = resume_folder_problem(resume)
+        if problem:
+            refuse(problem)
     _hydra_main()
 
 

@@ -149,3 +149,25 @@ def test_interactive_prompt_on_a_terminal(trained_run):
     assert process.returncode == 0, stderr.decode()
     assert b"type a sentence" in stderr and b"> " in stderr
     assert len(stdout.decode().splitlines()) == 1 and stdout.strip()
+
+
+def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(trained_run):
+    result = run_cli("nmt.evaluate", f"ckpt={trained_run}", "data.path=/somewhere")
+    assert result.returncode == 1
+    err = result.stderr.decode().strip()
+    assert err.startswith("error: data.path=... needs a corpus group: add data=files") and "\n" not in err
+
+
+@pytest.mark.parametrize("what", ["missing", "file", "not a run"])
+def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(
+        tmp_path, trained_run, what):
+    target = {"missing": tmp_path / "no" / "such", "file": trained_run / "best.pt", "not a run": tmp_path}[what]
+    result = run_cli("nmt.train", f"resume={target}")
+    assert result.returncode == 1
+    err = result.stderr.decode().strip()
+    assert "\n" not in err and err.startswith(f"error: resume={target}")
+    expected = {"missing": "no such folder", "file": f"is a file: resume takes an nmt-train run folder and "
+                f"continues from its newest intact checkpoint; to continue that run: resume={trained_run}",
+                "not a run": "no config.yaml there"}[what]
+    assert expected in err
+    assert not (tmp_path / "no").exists() and not (tmp_path / ".hydra").exists()
