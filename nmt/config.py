@@ -55,6 +55,7 @@ class DataConfig:
     max_words: int = 250  # pairs with a side longer than this (whitespace words) are dropped
     max_length_ratio: float = 4.0  # ... or whose word counts differ by more than this factor
     max_train_pairs: int = 0  # 0 = all; >0 keeps the first N (quick experiments)
+    num_proc: int = 0  # processes for cleaning and tokenizing; 0 = one per core for splits of >= 200 000 pairs
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     cache_dir: str = field(default_factory=lambda: os.environ.get("NMT_CACHE_DIR", "~/.cache/nmt"))
 

@@ -174,3 +174,53 @@ def test_files_and_hub_require_path_and_languages(group):
     cfg = compose_config("train", [f"data={group}", "data.path=/x"]).data
     with pytest.raises(CorpusError, match="data.src_lang is required"):
         load_corpus(cfg)
+
+
+def test_cleaning_in_several_processes_gives_the_same_corpus(tmp_path, caplog):
+    """data.num_proc > 1 (what large corpora get by default): the same pairs, order and counts."""
+    long = " ".join(["palabra"] * 30)
+    rows = [(f"frase {i}", f"sentence {i}") for i in range(40)] + [(long, long), ("", "x")] * 3
+    pairs = {"train": rows, "validation": rows[:5], "test": rows[:5]}
+    folder = write_text_corpus(tmp_path / "c", pairs)
+    with caplog.at_level(logging.INFO, logger="nmt.data"):
+        one = load_corpus(files_config(folder, max_words=20, num_proc=1))
+        logged = caplog.text
+        caplog.clear()
+        two = load_corpus(files_config(folder, max_words=20, num_proc=2))
+    for split in one:
+        assert one[split].to_dict() == two[split].to_dict(), split
+    assert len(one["train"]) == 40
+    assert "3 empty, 3 longer than 20 words" in logged and "3 empty, 3 longer than 20 words" in caplog.text
+
+
+def test_worker_processes_only_for_large_splits():
+    from nmt.data import worker_processes
+
+    assert worker_processes(0, 1_000) is None  # starting processes costs more than it saves
+    assert worker_processes(1, 10_000_000) is None
+    assert worker_processes(3, 10) == 3  # asked for explicitly
+    auto = worker_processes(0, 10_000_000)
+    assert auto is None or 2 <= auto <= 16
+
+
+def test_hub_missing_texts_count_as_empty(tmp_path, caplog):
+    """A null text in an Arrow column is an empty side: dropped and counted, never a crash."""
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [{"es": "hola", "en": "hello"}, {"es": None, "en": "lost"}, {"es": "adiós", "en": "goodbye"}]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="nmt.data"):
+        corpus = load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en",
+                                        layout="flat"))
+    assert list(corpus["train"]["src"]) == ["hola", "adiós"]
+    assert "h train: kept 2 pairs, dropped 1 empty" in caplog.text
+
+
+def test_describe_counts_words_in_arrow(tmp_path):
+    from nmt.data import describe
+
+    corpus = load_corpus(files_config(write_text_corpus(tmp_path / "c")))
+    stats = describe(corpus)
+    assert stats["train"] == {"pairs": 2, "src_words": 4, "tgt_words": 4}
+    assert stats["validation"] == {"pairs": 1, "src_words": 1, "tgt_words": 2}

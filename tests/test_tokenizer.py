@@ -101,3 +101,30 @@ def test_large_corpora_are_sampled_before_training(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=400, max_training_sentences=50), tmp_path)
     assert seen["lines"] == 50
+
+
+def test_text_fingerprint_reads_content_not_chunking():
+    """The cache key hashes the texts' bytes and lengths from Arrow buffers: the same texts give
+    the same key as a list, in one chunk or several, as string or large_string; any change of a
+    character or of a boundary between texts gives another."""
+    import pyarrow as pa
+
+    texts = ["hola", "", "niño", "¿qué?"]
+    key = tok._fingerprint({"v": 1}, texts)
+    assert tok._fingerprint({"v": 1}, pa.chunked_array([pa.array(texts[:1]), pa.array(texts[1:])])) == key
+    assert tok._fingerprint({"v": 1}, pa.array(texts, type=pa.large_string())) == key
+    assert tok._fingerprint({"v": 1}, pa.array(texts).slice(0, 4)) == key
+    assert tok._fingerprint({"v": 1}, pa.array(["x"] + texts).slice(1)) == key  # a slice with an offset
+    assert tok._fingerprint({"v": 1}, ["hola", "", "niña", "¿qué?"]) != key
+    assert tok._fingerprint({"v": 1}, ["hol", "a", "niño", "¿qué?"]) != key
+    assert tok._fingerprint({"v": 2}, texts) != key
+
+
+def test_tokenizing_in_several_processes_gives_the_same_ids(tmp_path, tokenizer):
+    import datasets
+
+    corpus = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"src": SPANISH, "tgt": ENGLISH})})
+    one = tokenize_corpus(corpus, tokenizer, tmp_path / "one", num_proc=1)
+    two = tokenize_corpus(corpus, tokenizer, tmp_path / "two", num_proc=2)
+    assert one["train"]["src_ids"] == two["train"]["src_ids"]
+    assert one["train"]["tgt_ids"] == two["train"]["tgt_ids"]
