@@ -112,9 +112,9 @@ class CudnnGRU(nn.Module):
         # A forward GRU is causal: its output at a sentence's last real token is the state
         # after that token, whatever padding follows. Gathering it needs no packing, whose
         # sort indices would travel to the GPU with a blocking copy every batch.
-        last_real = (lengths.to(outputs.device, non_blocking=True) - 1).clamp(min=0)
-        last = outputs[torch.arange(outputs.size(0), device=outputs.device), last_real]
-        return outputs, last
+        lengths = lengths.to(outputs.device, non_blocking=True)
+        last = outputs[torch.arange(outputs.size(0), device=outputs.device), (lengths - 1).clamp(min=0)]
+        return outputs, torch.where((lengths > 0).unsqueeze(1), last, hidden)  # empty: the start state
 
     def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         _, new_hidden = self.rnn(inputs.unsqueeze(1), hidden.unsqueeze(0))
@@ -226,7 +226,7 @@ class RNNEncoderDecoder(nn.Module):
         ``torch.compile`` a shape it can trace.
         """
         encoder_out = self.encode(src, src_lengths)
-        states, prev_embedded, _ = self.decoder_features(tgt_in, encoder_out)
+        states, prev_embedded, summary = self.decoder_features(tgt_in, encoder_out)
         real = (tgt_out != PAD).flatten()
         if n_tokens is None:
             positions = real.nonzero().squeeze(1)  # row-major: sentence by sentence
@@ -236,8 +236,10 @@ class RNNEncoderDecoder(nn.Module):
         def pick(features):  # (B, T, ...) -> (n_tokens, ...)
             return features.flatten(0, 1).index_select(0, positions)
 
-        summary = encoder_out.summary.index_select(0, positions // tgt_in.size(1))  # c of each position's sentence
-        logits = self._logits(pick(states), pick(prev_embedded), summary)
+        # c is picked from its (B, T) expansion, not by sentence from (B, hidden): with no index
+        # repeated, the backward pass adds no two gradients into one row, and CUDA's result
+        # does not depend on the order of atomic additions.
+        logits = self._logits(pick(states), pick(prev_embedded), pick(summary))
         if logits.dtype in (torch.float16, torch.bfloat16):  # the softmax in float32 under autocast
             logits = logits.float()
         targets = tgt_out.flatten().index_select(0, positions)

@@ -34,7 +34,7 @@ from nmt.checkpoint import (
     CheckpointError, link_checkpoint, load_for_resume, prune_step_checkpoints, save_checkpoint,
 )
 from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig
-from nmt.data import describe, load_corpus
+from nmt.data import describe, load_corpus, text_column
 from nmt.model import build_model, count_parameters
 from nmt.tokenizer import build_tokenizer, flat_ids, tokenize_corpus
 from nmt.translate import decode_ids, pick_device
@@ -107,6 +107,26 @@ def build_optimizer(cfg: OptimConfig, params, device: torch.device | None = None
     raise ValueError(f"train.optimizer={cfg.optimizer!r}: expected 'adam' or 'adadelta'")
 
 
+def restore_optimizer_kind(optimizer: torch.optim.Optimizer, fused: list) -> None:
+    """After ``load_state_dict``: keep the implementation ``build_optimizer`` chose.
+
+    ``load_state_dict`` takes ``fused`` / ``foreach`` from the saved param groups, so a
+    checkpoint from a non-fused optimizer (older versions, or another device) would
+    bring the host-checked path back. Fused Adam keeps its step counts as float32 on
+    the parameters' device; the plain one as CPU tensors.
+    """
+    for group, want in zip(optimizer.param_groups, fused):
+        if group.get("fused") == want:
+            continue
+        group["fused"], group["foreach"] = want, None
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                state["step"] = (state["step"].to(param.device, torch.float32) if want
+                                 else state["step"].to("cpu", torch.float32))
+        log.info("optimizer state loaded into %s Adam", "fused" if want else "plain")
+
+
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer.step()`` honours ``optimizer.found_inf`` (fused Adam does: it then
     leaves weights, moments and step count as they were, without the host looking)."""
@@ -138,6 +158,8 @@ class Progress:
     nonfinite_total: int = 0
     train_loss_sum: float = 0.0  # since the last validation
     train_tokens: int = 0
+    log_loss_sum: float = 0.0  # since the last log line
+    log_tokens: int = 0
     interval_seconds: float = 0.0  # step time behind train_tokens
     seconds: float = 0.0  # training wall time across resumes
     history: list = field(default_factory=list)  # train loss per log interval: (step, loss)
@@ -236,9 +258,10 @@ class Trainer:
             log.info("%s %s: %d pairs, %d / %d words", cfg.data.name, split, stats["pairs"],
                      stats["src_words"], stats["tgt_words"])
         cache = Path(cfg.data.cache_dir).expanduser()
-        self.tokenizer = build_tokenizer(list(corpus["train"]["src"]), list(corpus["train"]["tgt"]), cfg.data.tokenizer, cache)
+        train = corpus["train"]
+        self.tokenizer = build_tokenizer(text_column(train, "src"), text_column(train, "tgt"), cfg.data.tokenizer, cache)
         self.tokenizer.save(self.run_dir)
-        tokenized = tokenize_corpus(corpus, self.tokenizer, cache)
+        tokenized = tokenize_corpus(corpus, self.tokenizer, cache, cfg.data.num_proc)
         self.train_data = self._split_ids(tokenized["train"], limit=self.opt.max_subwords)
         self.val_data = self._split_ids(tokenized["validation"])
         self.val_refs = list(tokenized["validation"]["tgt"])
@@ -257,7 +280,6 @@ class Trainer:
         self.amp = self.opt.amp and self.device.type == "cuda"
         self.progress = Progress()
         self.pending: list[tuple[int, StepResult]] = []  # (step, result) trained but not yet read
-        self.log_loss, self.log_tokens = 0.0, 0  # since the last log line
         self.writer = None  # TensorBoard, opened by fit()
         self._epoch_batches = 1
         log.info("model: %s, %.1fM parameters, %s cell, on %s%s", cfg.model.name,
@@ -325,7 +347,9 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         train_state = state["train_state"]
+        fused = [group.get("fused") for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(train_state["optimizer"])
+        restore_optimizer_kind(self.optimizer, fused)
         self.schedule.load_state_dict(train_state["schedule"])
         self.progress = Progress(**train_state["progress"])
         set_rng_state(train_state["rng"], self.device)
@@ -340,9 +364,10 @@ class Trainer:
         Reading a number off a GPU makes the host wait until the GPU has caught up, and
         the GPU then idles while the host builds and launches the next batch. So the
         loss stays on the device (``settle_steps`` reads many steps at once), the token
-        count comes from the batch while it is still on the host, and a step with a non-finite loss or gradient is skipped on the device: fused
-        Adam's ``found_inf`` leaves weights and moments as they were. Optimizers that
-        cannot do that (Adadelta) make the host look, one sync per step.
+        count comes from the batch while it is still on the host, and a step with a
+        non-finite loss or gradient is skipped on the device: fused Adam's ``found_inf``
+        leaves weights, moments and step count as they were. Optimizers that cannot do
+        that (Adadelta) make the host look, one sync per step.
         """
         self.model.train()
         n_tokens = batch.n_tgt_tokens
@@ -362,7 +387,10 @@ class Trainer:
         finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
         if skips_on_device(self.optimizer):
             self.optimizer.found_inf = (~finite).float()
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # non-fused Adam refuses a step while it is set
         elif finite.item():
             self.optimizer.step()
         return StepResult(loss_sum, n_tokens, finite)
@@ -371,7 +399,8 @@ class Trainer:
         """Read the losses of the steps trained since the last call (one device sync) and
         book them in ``progress``: losses and tokens of finite steps, skipped steps.
 
-        Called every ``train.log_every`` steps and before any validation or checkpoint.
+        Called every ``min(train.log_every, train.max_nonfinite_steps)`` steps and before
+        any validation or checkpoint.
         ``train.max_nonfinite_steps`` skipped steps in a row stop training here, with a
         checkpoint (the weights are those of the last finite step: skipped steps moved none).
         """
@@ -390,8 +419,8 @@ class Trainer:
                 p.nonfinite_in_a_row = 0
                 p.train_loss_sum += loss
                 p.train_tokens += result.n_tokens
-                self.log_loss += loss
-                self.log_tokens += result.n_tokens
+                p.log_loss_sum += loss
+                p.log_tokens += result.n_tokens
                 continue
             p.nonfinite_in_a_row += 1
             p.nonfinite_total += 1
@@ -490,6 +519,9 @@ class Trainer:
         bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
                    desc="training", mininterval=1.0)
         log_start = session_start = time.perf_counter()
+        # The host reads the device's losses at each log line, and often enough that a run
+        # of non-finite steps stops training within max_nonfinite_steps more.
+        read_every = max(1, min(opt.log_every, opt.max_nonfinite_steps))
         try:
             while p.epoch < opt.max_epochs:
                 batches = token_batches(self.train_data.src_lengths, self.train_data.tgt_lengths,
@@ -516,17 +548,18 @@ class Trainer:
                     p.seconds += elapsed
                     p.interval_seconds += elapsed
                     bar.update(1)
-                    if p.step % opt.log_every == 0:
+                    if p.step % read_every == 0:
                         self.settle_steps()
+                    if p.step % opt.log_every == 0:
                         now = time.perf_counter()
-                        if self.log_tokens:
-                            loss = self.log_loss / self.log_tokens
+                        if p.log_tokens:
+                            loss = p.log_loss_sum / p.log_tokens
                             p.history.append((p.step, loss))
-                            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{self.log_tokens / (now - log_start):.0f}",
+                            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{p.log_tokens / (now - log_start):.0f}",
                                             lr=f"{lr:.2g}", epoch=p.epoch + 1, refresh=False)
                             if self.writer is not None:
                                 self.writer.add_scalar("train_loss_step", loss, p.step)
-                        self.log_loss, self.log_tokens, log_start = 0.0, 0, now
+                        p.log_loss_sum, p.log_tokens, log_start = 0.0, 0, now
                     if opt.val_every and p.step % opt.val_every == 0:
                         self.validate()
                         if self.should_stop_early():

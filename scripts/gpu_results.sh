@@ -16,8 +16,12 @@ pack() { tar -czf "$OUT/results.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='t
 
 { date -u; nvidia-smi -L 2>/dev/null || echo "no GPU"; python -c "import torch; print('torch', torch.__version__)"; } | tee "$OUT/device.txt"
 
-echo "=== bench_train"
-timeout 80 python scripts/bench_train.py --configs yardstick-b1024,yardstick-b128,small-var --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -20
+echo "=== bench_train (the nmt line carries host_syncs_per_step; the profile goes to profile.txt)"
+timeout 80 python scripts/bench_train.py --configs yardstick-b1024,yardstick-b128,small-var --profile \
+  --out "$OUT/bench.jsonl" $BENCH_ARGS 2> "$OUT/profile.txt" | tail -20
+echo "=== bench_train, train.compile=true (yardstick sizes)"
+timeout 120 python scripts/bench_train.py --configs yardstick-b1024 --impls nmt --compile \
+  --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -3
 
 echo "=== training: paper recipe and tuned recipe side by side ($TRAIN_MINUTES min each)"
 python -m nmt.train model=cho2014 train=paper train.max_minutes="$TRAIN_MINUTES" \

@@ -129,14 +129,47 @@ def test_resume_is_exact(straight, tmp_path, word_corpus, cache_dir):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["max_steps"] == N
 
 
-def test_reading_losses_less_often_changes_nothing(straight, tmp_path, word_corpus, cache_dir):
-    """The host reads the device's losses every log_every steps: how often changes no number."""
-    train(run_config(word_corpus, cache_dir, f"train.max_steps={N}", "train.log_every=5"), tmp_path)
-    assert_same_parameters(model_of(tmp_path), model_of(straight))
-    assert losses(tmp_path) == losses(straight)
-    ours, theirs = progress_of(tmp_path), progress_of(straight)
-    for key in ("train_loss_sum", "train_tokens", "nonfinite_total", "best_value"):
+def test_reading_losses_less_often_changes_nothing(tmp_path, word_corpus, cache_dir):
+    """The host reads the device's losses every min(log_every, max_nonfinite_steps) steps:
+    how often changes no number (here across an epoch boundary, no validation in between)."""
+    runs = {}
+    for every in (1, 5):
+        run_dir = tmp_path / f"every-{every}"
+        train(run_config(word_corpus, cache_dir, f"train.max_steps={N}", "train.val_every=0",
+                         f"train.log_every={every}", f"train.max_nonfinite_steps={max(every, 2)}"), run_dir)
+        runs[every] = run_dir
+    assert_same_parameters(model_of(runs[5]), model_of(runs[1]))
+    assert losses(runs[5]) == losses(runs[1])
+    assert progress_of(runs[1])["epoch"] >= 1, "the run should cross an epoch boundary"
+    ours, theirs = progress_of(runs[5]), progress_of(runs[1])
+    for key in ("train_loss_sum", "train_tokens", "nonfinite_total", "best_value", "epoch", "batch_in_epoch"):
         assert ours[key] == theirs[key], key
+    a, b = (load_checkpoint(d / "last.pt")["train_state"]["optimizer"]["state"] for d in (runs[5], runs[1]))
+    for x, y in zip(a.values(), b.values()):
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+
+
+def test_resume_from_a_plain_adam_checkpoint_continues_with_fused_adam(straight, tmp_path, word_corpus, cache_dir):
+    """Checkpoints from before Adam was fused (fused: None, CPU step counts) resume into the fused
+    optimizer, which then skips non-finite steps on the device, and the run stays exact."""
+    from nmt.train import skips_on_device
+
+    train(run_config(word_corpus, cache_dir, f"train.max_steps={N // 2}"), tmp_path)
+    for name in ("last.pt",) + tuple(p.name for p in tmp_path.glob("step-*.pt")):
+        state = load_checkpoint(tmp_path / name)
+        optimizer = state["train_state"]["optimizer"]
+        for group in optimizer["param_groups"]:
+            group["fused"], group["foreach"] = None, None
+        for param_state in optimizer["state"].values():
+            param_state["step"] = param_state["step"].cpu()
+        torch.save(state, tmp_path / name)
+    trainer = Trainer(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), tmp_path)
+    trainer.resume()
+    assert skips_on_device(trainer.optimizer)
+    resumed = train(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), tmp_path, resume=True)
+    assert resumed["steps"] == N
+    assert_same_parameters(model_of(tmp_path), model_of(straight))
 
 
 @pytest.fixture
@@ -326,7 +359,7 @@ def _inject(monkeypatch, nan_loss_calls=(), inf_grad_calls=(), snapshots=None):
     def train_step(self, batch):
         calls["step"] += 1
         before = {k: v.clone() for k, v in self.model.state_dict().items()}
-        opt_before = [dict(s) for s in self.optimizer.state.values()]
+        opt_before = [{k: v.clone() for k, v in s.items()} for s in self.optimizer.state.values()]
         hook = None
         if calls["step"] in inf_grad_calls:
             hook = self.model.tgt_embed.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
