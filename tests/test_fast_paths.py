@@ -348,3 +348,76 @@ def test_synthetic_training_corpus_has_the_requested_lengths(bench_train):
     assert varied.tgt_lengths.min() >= 10 and varied.tgt_lengths.max() <= 50
     assert varied.src_lengths.min() >= 10 and varied.src_lengths.max() <= 50
     assert varied.src_values.min() >= 4 and varied.tgt_values.max() < 100
+
+
+# --------------------------------------------------------------------------- no host reads in a step
+
+
+class HostReads:
+    """Records the aten operators of a training step that read a tensor's value on the host
+    (``.item()``, ``int()``, ``bool()`` and ``.tolist()`` go through ``_local_scalar_dense``; boolean
+    indexing is ``index`` with a bool mask, a ``nonzero`` inside): each is a host-device
+    synchronization on a GPU."""
+
+    READS = ("_local_scalar_dense", "nonzero.", "masked_select", "equal.")
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        reads = self.reads = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = str(func)
+                if any(name.startswith(f"aten.{r}") for r in HostReads.READS):
+                    reads.append(name)
+                elif name.startswith(("aten.index.", "aten.index_put")) and any(  # x[mask]: nonzero inside
+                        isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
+                    reads.append(f"{name} with a boolean mask")
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+
+@pytest.mark.parametrize("optimizer,expected", [("adam", []), ("adadelta", ["aten._local_scalar_dense.default"])])
+def test_a_training_step_reads_nothing_back_from_the_device(bench_train, monkeypatch, optimizer, expected):
+    """Trainer.train_step (fused Adam) calls no operator that reads a value on the host, so on a
+    GPU it never waits; Adadelta, which cannot skip a step by itself, reads one flag."""
+    from nmt.batching import Batch
+    from nmt.config import OptimConfig
+    from nmt.train import build_optimizer
+
+    model = tiny_model()
+    trainer = bench_train.nmt_trainer(model, CPU)
+    trainer.optimizer = build_optimizer(OptimConfig(optimizer=optimizer, lr=1.0 if optimizer == "adadelta" else 1e-3),
+                                        model.parameters(), CPU)
+    data = random_pairs(20, 9, seed=15)
+    batch = data.collate(np.arange(12))
+    n_tokens = batch.n_tgt_tokens  # counted on the host, before the batch goes to the device
+    monkeypatch.setattr(Batch, "n_tgt_tokens", property(lambda self: n_tokens))
+    trainer.train_step(batch)  # the first step creates the optimizer state
+    recorder = HostReads()
+    with recorder.mode:
+        result = trainer.train_step(batch)
+    assert recorder.reads == expected
+    assert bool(result.finite) and result.n_tokens == n_tokens
+
+
+def test_the_host_read_detector_sees_boolean_indexing_and_item():
+    recorder = HostReads()
+    x = torch.arange(6.0)
+    with recorder.mode:
+        x[x > 2].sum().item()
+    assert any("boolean mask" in r or r.startswith("aten.nonzero") for r in recorder.reads)
+    assert "aten._local_scalar_dense.default" in recorder.reads
+
+
+def test_the_loss_reads_nothing_on_the_host_only_when_given_the_token_count():
+    model = tiny_model()
+    batch = random_pairs(9, 11, seed=16).collate(np.arange(9))
+    n_tokens = batch.n_tgt_tokens
+    for given, expect_reads in ((None, True), (n_tokens, False)):
+        recorder = HostReads()
+        with recorder.mode:
+            model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, n_tokens=given)
+        assert bool(recorder.reads) == expect_reads, (given, recorder.reads)
