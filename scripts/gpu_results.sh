@@ -35,7 +35,8 @@ pack
 
 echo "=== nmt-evaluate, beam 5, test split"
 for run in tuned paper; do
-  timeout 90 python -m nmt.evaluate ckpt="$RUNS/$run" decode=beam report_dir="$RUNS/$run/report" 2>&1 | tail -1
+  timeout 90 python -m nmt.evaluate ckpt="$RUNS/$run" decode=beam report_dir="$RUNS/$run/report" 2>&1 \
+    | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
 done
 pack
 
