@@ -133,9 +133,9 @@ def worker_processes(num_proc: int, rows: int) -> int | None:
 # --------------------------------------------------------------------------- sources
 
 
-def _read_embedded(folder: Path, cfg: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
+def _read_embedded(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[list[str], list[str]]]:
     pairs = {}
-    for split in SPLITS:
+    for split in splits:
         path = folder / f"{split}.jsonl.gz"
         if not path.exists():
             raise CorpusError(f"{path}: missing; rebuild it with scripts/prepare_bible.py")
@@ -155,9 +155,9 @@ def _read_embedded(folder: Path, cfg: DataConfig) -> dict[str, tuple[list[str], 
     return pairs
 
 
-def _read_files(folder: Path, cfg: DataConfig) -> dict[str, tuple[list[str], list[str]]]:
+def _read_files(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[list[str], list[str]]]:
     pairs = {}
-    for split in SPLITS:
+    for split in splits:
         name = getattr(cfg.splits, split)
         if cfg.format == "tsv":
             path = folder / f"{name}.tsv"
@@ -196,7 +196,7 @@ def _require(path: Path) -> None:
         )
 
 
-def _read_hub(cfg: DataConfig) -> dict[str, datasets.Dataset]:
+def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
     """``datasets.load_dataset(path, name)``: a Hub id, or a local folder of the same layout."""
     try:
         loaded = datasets.load_dataset(cfg.path, cfg.hub_name)
@@ -206,7 +206,7 @@ def _read_hub(cfg: DataConfig) -> dict[str, datasets.Dataset]:
             f"({type(err).__name__}: {err})"
         ) from err
     pairs = {}
-    for split in SPLITS:
+    for split in splits:
         name = getattr(cfg.splits, split)
         if name not in loaded:
             raise CorpusError(
@@ -246,21 +246,24 @@ def _read_hub(cfg: DataConfig) -> dict[str, datasets.Dataset]:
 # --------------------------------------------------------------------------- entry point
 
 
-def load_corpus(cfg: DataConfig) -> datasets.DatasetDict:
-    """Load, normalize and filter a corpus; log what was dropped and why."""
+def load_corpus(cfg: DataConfig, splits: tuple[str, ...] = SPLITS) -> datasets.DatasetDict:
+    """Load, normalize and filter a corpus (``splits`` of it); log what was dropped and why."""
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise CorpusError(f"split={unknown[0]!r}: expected one of {list(SPLITS)}")
     for setting in ("path", "src_lang", "tgt_lang"):
         if not getattr(cfg, setting):
             raise CorpusError(f"data.{setting} is required for data={cfg.name} (e.g. data.{setting}="
                               f"{ {'path': '/corpora/de-en', 'src_lang': 'de', 'tgt_lang': 'en'}[setting]})")
     if cfg.source == "embedded":
-        raw = _read_embedded(Path(cfg.path), cfg)
+        raw = _read_embedded(Path(cfg.path), cfg, splits)
     elif cfg.source == "files":
         folder = Path(cfg.path).expanduser()
         if not folder.is_dir():
             raise CorpusError(f"data.path={cfg.path!r}: not a folder")
-        raw = _read_files(folder, cfg)
+        raw = _read_files(folder, cfg, splits)
     elif cfg.source == "hub":
-        raw = _read_hub(cfg)
+        raw = _read_hub(cfg, splits)
     else:
         raise CorpusError(f"data.source={cfg.source!r}: expected 'embedded', 'files' or 'hub'")
 

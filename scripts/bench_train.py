@@ -188,7 +188,7 @@ class Contender:
         self.name, self.step, self.batches, self.warmup = name, step, batches, warmup
         self.tf32, self.batching, self.precision = tf32, batching, precision
         self.seconds = self.collate_seconds = self.loss_sum = 0.0
-        self.tokens = self.skipped = self.done = 0
+        self.tokens = self.finite_tokens = self.skipped = self.done = 0
         self.peak_bytes = 0
         self.rounds: list[tuple[float, int]] = []  # (seconds, target tokens) of each epoch
         self._mark = (0.0, 0)
@@ -223,6 +223,7 @@ class Contender:
             self.tokens += result.n_tokens
             if finite:
                 self.loss_sum += loss
+                self.finite_tokens += result.n_tokens
             else:
                 self.skipped += 1
         self.seconds += timer.seconds
@@ -322,7 +323,7 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
             "epochs": rounds,
             "epochs_tgt_tokens_per_s": [bc.rounded(t / s) for s, t in c.rounds],
             "collate_share": bc.rounded(c.collate_seconds / c.seconds, 3),
-            "mean_loss": bc.rounded(c.loss_sum / max(1, c.tokens)),
+            "mean_loss": bc.rounded(c.loss_sum / max(1, c.finite_tokens)),  # over the steps not skipped
             "skipped_steps": c.skipped,
         }
         if c.name == "nmt" and syncs is not None:

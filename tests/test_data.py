@@ -224,3 +224,14 @@ def test_describe_counts_words_in_arrow(tmp_path):
     stats = describe(corpus)
     assert stats["train"] == {"pairs": 2, "src_words": 4, "tgt_words": 4}
     assert stats["validation"] == {"pairs": 1, "src_words": 1, "tgt_words": 2}
+
+
+def test_loading_one_split_reads_only_that_split(tmp_path):
+    """nmt-evaluate loads the split it scores, never a large training split."""
+    folder = write_text_corpus(tmp_path / "c")
+    (folder / "train.es").unlink()  # would be an error if it were read
+    (folder / "train.en").unlink()
+    corpus = load_corpus(files_config(folder), splits=("test",))
+    assert list(corpus) == ["test"] and list(corpus["test"]["tgt"]) == ["goodbye"]
+    with pytest.raises(CorpusError, match="split='dev': expected one of"):
+        load_corpus(files_config(folder), splits=("dev",))
