@@ -32,6 +32,8 @@ class Batch(NamedTuple):
 
     @property
     def n_tgt_tokens(self) -> int:
+        """Real target tokens. Count them while the batch is on the host: on a GPU batch
+        reading the count would make the host wait for the device."""
         return int((self.tgt_out != PAD).sum())
 
 
