@@ -43,13 +43,24 @@ def run_cli(command, cfg) -> None:
 
 
 def command_line_overrides(argv: list[str]) -> dict[str, str]:
-    """``key=value`` arguments as a dict (Hydra's ``+``/``++``/``~`` prefixes dropped), for
-    checks that must happen before Hydra composes the config or creates a folder."""
+    """Plain ``key=value`` overrides among ``argv``, parsed as Hydra parses them (quotes,
+    escapes, ``null``), for checks that must happen before Hydra composes the config or
+    creates a folder. Deletions (``~key``), sweeps (``a,b``), nulls and interpolations are
+    left out; anything Hydra cannot parse is left to Hydra to report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     overrides = {}
     for arg in argv:
-        if "=" in arg and not arg.startswith("-"):
-            key, value = arg.split("=", 1)
-            overrides[key.lstrip("+~")] = value
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+            continue
+        value = None if override.is_delete() or override.is_sweep_override() else override.value()
+        if value is not None and "${" not in str(value):
+            overrides[override.key_or_group] = value if isinstance(value, str) else str(value)
     return overrides
 
 

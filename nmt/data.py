@@ -13,6 +13,8 @@ as there are cores (``data.num_proc``) and cached beside the download.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import inspect
 import json
 import logging
 import os
@@ -113,12 +115,26 @@ def clean_pairs(
     return kept_src, kept_tgt, dropped
 
 
-def _clean_batch(batch: dict, max_words: int, max_length_ratio: float) -> dict:
-    """``datasets.map`` body: normalized ``src`` / ``tgt`` and a ``drop`` reason per pair."""
+def _clean_batch(batch: dict, max_words: int, max_length_ratio: float, rules: str = "") -> dict:
+    """``datasets.map`` body: normalized ``src`` / ``tgt`` and a ``drop`` reason per pair.
+
+    ``rules`` (``_cleaning_rules()``) is unused here: passed in, it enters the cache key.
+    """
     src = [normalize_text(text or "") for text in batch["src"]]  # a missing text (null) is empty
     tgt = [normalize_text(text or "") for text in batch["tgt"]]
     return {"src": src, "tgt": tgt,
             "drop": [drop_reason(s, t, max_words, max_length_ratio) for s, t in zip(src, tgt)]}
+
+
+def _cleaning_rules() -> str:
+    """A digest of the code and data that decide cleaning: part of ``datasets``' cache key.
+
+    ``datasets`` names an importable function in its cache key, not its code, so a cached
+    cleaned corpus would outlive a change to these rules (or to Python's Unicode tables).
+    """
+    parts = [inspect.getsource(f) for f in (normalize_text, drop_reason, _clean_batch)]
+    parts += [_CONTROL.pattern, _SPACES.pattern, unicodedata.unidata_version]
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 def worker_processes(num_proc: int, rows: int) -> int | None:
@@ -280,8 +296,10 @@ def _clean_split(table: datasets.Dataset, split: str, cfg: DataConfig) -> datase
     # Length limits shape what the model learns from; the evaluation splits
     # stay whole, or scores would not be comparable with other systems'.
     is_train = split == "train"
+    if not len(table):
+        raise CorpusError(f"{cfg.name} [{split}]: the split is empty; check data.path / data.splits.{split}")
     limits = {"max_words": cfg.max_words if is_train else 0,
-              "max_length_ratio": cfg.max_length_ratio if is_train else 0.0}
+              "max_length_ratio": cfg.max_length_ratio if is_train else 0.0, "rules": _cleaning_rules()}
     cleaned = table.map(_clean_batch, batched=True, batch_size=10_000, fn_kwargs=limits,
                         num_proc=worker_processes(cfg.num_proc, len(table)),
                         remove_columns=[c for c in table.column_names if c not in ("src", "tgt")],

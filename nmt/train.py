@@ -705,7 +705,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> TrainRunConfig:
     problem = resume_folder_problem(run_dir)
     if problem:
         raise CheckpointError(problem)
-    changes = [o for o in overrides if not o.startswith("resume=") and not o.startswith("hydra.")]
+    changes = [o for o in overrides if o.lstrip("+").split("=", 1)[0] != "resume" and not o.startswith("hydra.")]
     bad = [o for o in changes if o.split("=", 1)[0].removeprefix("train.") not in RESUMABLE_SETTINGS
            or not o.startswith("train.")]
     if bad:
@@ -751,7 +751,7 @@ def main() -> None:
     from nmt.cli import command_line_overrides, refuse
 
     resume = command_line_overrides(sys.argv[1:]).get("resume")
-    if resume and resume != "null":  # checked before Hydra creates the run folder
+    if resume:  # checked before Hydra creates the run folder
         problem = resume_folder_problem(resume)
         if problem:
             refuse(problem)

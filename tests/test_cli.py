@@ -171,3 +171,22 @@ def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_fold
                 "not a run": "no config.yaml there"}[what]
     assert expected in err
     assert not (tmp_path / "no").exists() and not (tmp_path / ".hydra").exists()
+
+
+def test_command_line_overrides_are_read_as_hydra_reads_them():
+    from nmt.cli import command_line_overrides
+
+    got = command_line_overrides([
+        'resume="/runs/a b"', "data=files", "data.path='/x y'", "decode.beam_size=5", "--multirun",
+        "resume2=NULL", "~gone=/x", "sweep=a,b", "++forced=/f", "env=${oc.env:HOME}", "esc=/a\\,b", "bad=[",
+    ])
+    assert got == {"resume": "/runs/a b", "data": "files", "data.path": "/x y", "decode.beam_size": "5",
+                   "forced": "/f", "esc": "/a,b"}
+
+
+def test_resume_of_a_quoted_run_folder_passes_the_check(trained_run, tmp_path):
+    """A quoted path (Hydra needs quotes around some characters) is the folder, not an error."""
+    from nmt.train import resume_folder_problem
+    from nmt.cli import command_line_overrides
+
+    assert resume_folder_problem(command_line_overrides([f'resume="{trained_run}"'])["resume"]) is None

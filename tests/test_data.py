@@ -235,3 +235,37 @@ def test_loading_one_split_reads_only_that_split(tmp_path):
     assert list(corpus) == ["test"] and list(corpus["test"]["tgt"]) == ["goodbye"]
     with pytest.raises(CorpusError, match="split='dev': expected one of"):
         load_corpus(files_config(folder), splits=("dev",))
+
+
+def test_an_empty_split_is_a_corpus_error(tmp_path):
+    folder = write_text_corpus(tmp_path / "c")
+    (folder / "test.es").write_text("", encoding="utf-8")
+    (folder / "test.en").write_text("", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"\[test\]: the split is empty"):
+        load_corpus(files_config(folder))
+
+
+def test_cached_cleaning_is_redone_when_the_cleaning_rules_change(tmp_path, monkeypatch):
+    """A Hub corpus's cleaned splits are cached by datasets; the cache key holds a digest of the
+    cleaning code (datasets itself keys an importable function by its name only)."""
+    import nmt.data as data
+
+    folder = write_hub_folder(tmp_path / "hub", "translation")
+    cfg = DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en")
+    calls = []
+    original = data.drop_reason
+    monkeypatch.setattr(data, "drop_reason", lambda *a: calls.append(1) or original(*a))
+    for rules, recomputed in (("A", True), ("A", False), ("B", True)):
+        monkeypatch.setattr(data, "_cleaning_rules", lambda rules=rules: rules)
+        calls.clear()
+        load_corpus(cfg)
+        assert bool(calls) == recomputed, rules
+
+
+def test_cleaning_rules_digest_changes_with_the_cleaning_code(monkeypatch):
+    import nmt.data as data
+
+    before = data._cleaning_rules()
+    assert before == data._cleaning_rules()
+    monkeypatch.setattr(data, "_SPACES", __import__("re").compile(r"[ \t]+"))  # another rule
+    assert data._cleaning_rules() != before

@@ -128,3 +128,21 @@ def test_tokenizing_in_several_processes_gives_the_same_ids(tmp_path, tokenizer)
     two = tokenize_corpus(corpus, tokenizer, tmp_path / "two", num_proc=2)
     assert one["train"]["src_ids"] == two["train"]["src_ids"]
     assert one["train"]["tgt_ids"] == two["train"]["tgt_ids"]
+
+
+def test_tokenized_train_split_keeps_only_int32_ids(tmp_path, tokenizer):
+    import datasets
+
+    table = datasets.Dataset.from_dict({"src": SPANISH[:6], "tgt": ENGLISH[:6]})
+    out = tokenize_corpus(datasets.DatasetDict({"train": table, "test": table}), tokenizer, tmp_path)
+    assert out["train"].column_names == ["src_ids", "tgt_ids"]
+    assert out["test"].column_names == ["src", "tgt", "src_ids", "tgt_ids"]
+    assert str(out["train"].features["src_ids"].feature.dtype) == "int32"
+    assert out["train"]["src_ids"][0] == tokenizer.encode_src([SPANISH[0]])[0]
+
+
+def test_text_fingerprint_of_empty_and_null_texts():
+    import pyarrow as pa
+
+    assert tok._fingerprint(pa.array([], type=pa.string())) == tok._fingerprint([])
+    assert tok._fingerprint(pa.array(["a", None])) == tok._fingerprint(["a", ""])
