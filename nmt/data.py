@@ -142,7 +142,12 @@ def worker_processes(num_proc: int, rows: int) -> int | None:
     for splits of 200 000 pairs or more, where starting processes pays off."""
     if num_proc > 0:
         return num_proc if num_proc > 1 else None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+: the CPUs this process may use
+        cores = os.process_cpu_count() or 1
+    elif hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     return min(cores, 16) if rows >= 200_000 and cores > 1 else None
 
 

@@ -43,7 +43,8 @@ def decode_split(cfg: EvaluateConfig):
     data = corpus_for(cfg, translator.checkpoint)
     if cfg.split not in SPLITS:
         raise report.ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
-    table = load_corpus(data, splits=(cfg.split,))[cfg.split]  # not the training split of a 40 M-pair corpus
+    # Only the split scored is read and cleaned (a Hub dataset is still prepared whole on first use).
+    table = load_corpus(data, splits=(cfg.split,))[cfg.split]
     sources, refs = list(table["src"]), list(table["tgt"])
     if cfg.max_sentences:
         sources, refs = sources[: cfg.max_sentences], refs[: cfg.max_sentences]
