@@ -37,8 +37,7 @@ def run_cli(command, cfg) -> None:
             message = f"{err.full_key} is required: add {err.full_key}=... to the command line"
         else:
             message = str(err)
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        refuse(message)
     sys.exit(code or 0)
 
 

@@ -103,16 +103,12 @@ def clean_pairs(
 
     Returns the kept sources and targets and a Counter of dropped pairs by reason.
     """
-    kept_src, kept_tgt, dropped = [], [], Counter()
-    for src, tgt in zip(sources, targets, strict=True):
-        src, tgt = normalize_text(src or ""), normalize_text(tgt or "")
-        reason = drop_reason(src, tgt, max_words, max_length_ratio)
-        if reason:
-            dropped[reason] += 1
-        else:
-            kept_src.append(src)
-            kept_tgt.append(tgt)
-    return kept_src, kept_tgt, dropped
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+    cleaned = _clean_batch({"src": sources, "tgt": targets}, max_words, max_length_ratio)
+    kept = [i for i, reason in enumerate(cleaned["drop"]) if not reason]
+    dropped = Counter(reason for reason in cleaned["drop"] if reason)
+    return [cleaned["src"][i] for i in kept], [cleaned["tgt"][i] for i in kept], dropped
 
 
 def _clean_batch(batch: dict, max_words: int, max_length_ratio: float, rules: str = "") -> dict:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
+from nmt.data import text_column, worker_processes
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +223,6 @@ def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_di
     evaluation splits keep their text for BLEU. ``num_proc``: processes (``data.num_proc``;
     0 = one per core for large splits).
     """
-    from nmt.data import text_column, worker_processes
-
     cache_dir = Path(cache_dir).expanduser() / "tokenized"
     cache_dir.mkdir(parents=True, exist_ok=True)
     model_key = tokenizer.fingerprint()

@@ -122,8 +122,7 @@ def restore_optimizer_kind(optimizer: torch.optim.Optimizer, fused: list) -> Non
         for param in group["params"]:
             state = optimizer.state.get(param, {})
             if "step" in state:
-                state["step"] = (state["step"].to(param.device, torch.float32) if want
-                                 else state["step"].to("cpu", torch.float32))
+                state["step"] = state["step"].to(param.device if want else "cpu", torch.float32)
         log.info("optimizer state loaded into %s Adam", "fused" if want else "plain")
 
 
