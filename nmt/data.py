@@ -5,9 +5,11 @@ test and columns ``src`` and ``tgt``. Lines are never shifted or silently lost:
 files are split on "\\n" only, a line-count mismatch is an error, and every pair
 that cleaning drops is counted in the log.
 
-A Hub corpus stays in Arrow from start to end (no Python object per sentence):
-WMT'14 En-Fr's 40 M pairs are cleaned by ``datasets.map`` in as many processes
-as there are cores (``data.num_proc``) and cached beside the download.
+Hub corpora and plain-text files stay in Arrow from start to end (no Python
+object per sentence): files are converted block by block into memory-mapped
+Arrow files under ``data.cache_dir``, and WMT'14 En-Fr's 40 M pairs are cleaned
+by ``datasets.map`` in as many processes as there are cores (``data.num_proc``),
+the result cached beside the Arrow data.
 """
 
 from __future__ import annotations
@@ -134,17 +136,22 @@ def _cleaning_rules() -> str:
 
 
 def worker_processes(num_proc: int, rows: int) -> int | None:
-    """Processes for ``datasets.map``: ``data.num_proc``, or with 0 one per core (up to 16)
-    for splits of 200 000 pairs or more, where starting processes pays off."""
-    if num_proc > 0:
-        return num_proc if num_proc > 1 else None
+    """Processes for ``datasets.map`` over ``rows`` rows (None: this process).
+
+    ``data.num_proc``, or with 0 one per core (up to 16) for splits of 200 000 pairs or
+    more, where starting processes pays off. Never more than the cores this machine
+    lets us use (a checkpoint's setting may come from a bigger machine), nor than one
+    per 10 000 rows: a process costs about a second to start.
+    """
     if hasattr(os, "process_cpu_count"):  # Python 3.13+: the CPUs this process may use
         cores = os.process_cpu_count() or 1
     elif hasattr(os, "sched_getaffinity"):
         cores = len(os.sched_getaffinity(0))
     else:
         cores = os.cpu_count() or 1
-    return min(cores, 16) if rows >= 200_000 and cores > 1 else None
+    wanted = num_proc if num_proc > 0 else (min(cores, 16) if rows >= 200_000 else 1)
+    processes = min(wanted, cores, -(-rows // 10_000))
+    return processes if processes > 1 else None
 
 
 # --------------------------------------------------------------------------- sources
@@ -172,37 +179,115 @@ def _read_embedded(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[lis
     return pairs
 
 
-def _read_files(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[list[str], list[str]]]:
+def _read_files(folder: Path, cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
+    """Each split's files, converted once into memory-mapped Arrow (``_lines_to_arrow``)."""
+    if cfg.format not in ("text", "tsv"):
+        raise CorpusError(f"data.format={cfg.format!r}: expected 'text' or 'tsv'")
+    cache = Path(cfg.cache_dir).expanduser() / "files"
     pairs = {}
     for split in splits:
         name = getattr(cfg.splits, split)
         if cfg.format == "tsv":
             path = folder / f"{name}.tsv"
             _require(path)
-            src, tgt = [], []
-            for number, line in enumerate(read_lines(path), start=1):
-                fields = line.split("\t")
-                if len(fields) != 2:
-                    raise CorpusError(
-                        f"{path}:{number}: expected 2 tab-separated fields (source, target), "
-                        f"found {len(fields)}"
-                    )
-                src.append(fields[0])
-                tgt.append(fields[1])
-        elif cfg.format == "text":
-            src_path, tgt_path = folder / f"{name}.{cfg.src_lang}", folder / f"{name}.{cfg.tgt_lang}"
-            _require(src_path)
-            _require(tgt_path)
-            src, tgt = read_lines(src_path), read_lines(tgt_path)
-            if len(src) != len(tgt):
-                raise CorpusError(
-                    f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: "
-                    "parallel files must have the same number of lines"
-                )
-        else:
-            raise CorpusError(f"data.format={cfg.format!r}: expected 'text' or 'tsv'")
-        pairs[split] = (src, tgt)
+            pairs[split] = datasets.Dataset.from_file(str(_lines_to_arrow(path, cache, tsv=True)))
+            continue
+        src_path, tgt_path = folder / f"{name}.{cfg.src_lang}", folder / f"{name}.{cfg.tgt_lang}"
+        _require(src_path)
+        _require(tgt_path)
+        src = datasets.Dataset.from_file(str(_lines_to_arrow(src_path, cache))).rename_column("text", "src")
+        tgt = datasets.Dataset.from_file(str(_lines_to_arrow(tgt_path, cache))).rename_column("text", "tgt")
+        if len(src) != len(tgt):
+            raise CorpusError(
+                f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: "
+                "parallel files must have the same number of lines"
+            )
+        pairs[split] = datasets.concatenate_datasets([src, tgt], axis=1)
     return pairs
+
+
+# A file is read this many bytes at a time, so memory stays flat whatever its size.
+_BLOCK_BYTES = 1 << 24
+# Part of the converted files' cache key: change it when the conversion changes.
+_FILES_FORMAT = "lines-v1"
+
+
+def _lines_to_arrow(path: Path, cache: Path, tsv: bool = False) -> Path:
+    """A UTF-8 file's lines as an Arrow file (column ``text``, or ``src`` / ``tgt`` for TSV).
+
+    The lines are exactly ``split_lines``' (split on "\\n" only, a trailing "\\r"
+    dropped), read block by block without a Python object per line. The result is
+    cached under ``cache`` by the file's path, size and change times, so a
+    corpus of tens of millions of lines is converted once and then memory-mapped;
+    ``datasets`` caches the cleaned split beside it.
+    """
+    stat = path.stat()  # the change time too: a copy may carry over an older modification time
+    identity = (_FILES_FORMAT, tsv, path.resolve(), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    key = hashlib.sha256(repr(identity).encode()).hexdigest()[:20]
+    target = cache / f"{path.name}-{key}.arrow"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("src", pa.string()), ("tgt", pa.string())] if tsv else [("text", pa.string())])
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for first_line, lines in _line_blocks(path):
+                columns = _tsv_fields(lines, path, first_line) if tsv else [lines]
+                writer.write_batch(pa.record_batch(columns, schema=schema))
+        os.replace(partial, target)  # whole or absent, even if two runs convert at once
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _line_blocks(path: Path):
+    """Yield (number of the first line, Arrow array of lines) for each block of whole lines."""
+    line_number, carry, at_start = 1, b"", True
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(_BLOCK_BYTES)
+            if chunk:
+                raw = carry + chunk
+                end = raw.rfind(b"\n")
+                if end < 0:  # no line ends in this block yet: read on
+                    carry = raw
+                    continue
+                raw, carry = raw[:end], raw[end + 1:]
+            elif carry:  # the last line, without a final newline
+                raw, carry = carry, b""
+            else:
+                return
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line = line_number + raw.count(b"\n", 0, err.start)
+                raise CorpusError(
+                    f"{path}:{line}: invalid UTF-8 ({err.reason}); re-encode the file as UTF-8"
+                ) from None
+            if at_start:
+                text, at_start = text.removeprefix("\ufeff"), False
+                if not text and not chunk:  # a file holding only a byte-order mark
+                    return
+            lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten().cast(pa.string())
+            if "\r" in text:  # CRLF: drop the "\r" that ends a line, keep any other
+                lines = pc.if_else(pc.ends_with(lines, "\r"), pc.utf8_slice_codeunits(lines, 0, -1), lines)
+            yield line_number, lines
+            line_number += len(lines)
+
+
+def _tsv_fields(lines: pa.Array, path: Path, first_line: int) -> list[pa.Array]:
+    """The source and target fields of ``source<TAB>target`` lines; any other line is an error."""
+    fields = pc.split_pattern(lines, "\t")
+    counts = pc.list_value_length(fields)
+    wrong = pc.not_equal(counts, 2)
+    if pc.any(wrong).as_py():
+        index = pc.index(wrong, True).as_py()
+        raise CorpusError(
+            f"{path}:{first_line + index}: expected 2 tab-separated fields (source, target), "
+            f"found {counts[index].as_py()}"
+        )
+    return [pc.list_element(fields, 0), pc.list_element(fields, 1)]
 
 
 def _require(path: Path) -> None:
@@ -286,7 +371,7 @@ def load_corpus(cfg: DataConfig, splits: tuple[str, ...] = SPLITS) -> datasets.D
 
     splits = {}
     for split, table in raw.items():
-        if not isinstance(table, datasets.Dataset):  # (sources, targets) read from files
+        if not isinstance(table, datasets.Dataset):  # (sources, targets) of the embedded corpus
             table = datasets.Dataset.from_dict({"src": table[0], "tgt": table[1]})
         splits[split] = _clean_split(table, split, cfg)
     return datasets.DatasetDict(splits)

@@ -25,6 +25,7 @@ def write_text_corpus(folder, pairs=PAIRS, src="es", tgt="en"):
 
 
 def files_config(folder, **kw):
+    kw.setdefault("cache_dir", str(folder.parent / "cache"))
     return DataConfig(name="test", source="files", path=str(folder), src_lang="es", tgt_lang="en", **kw)
 
 
@@ -193,14 +194,21 @@ def test_cleaning_in_several_processes_gives_the_same_corpus(tmp_path, caplog):
     assert "3 empty, 3 longer than 20 words" in logged and "3 empty, 3 longer than 20 words" in caplog.text
 
 
-def test_worker_processes_only_for_large_splits():
+@pytest.mark.parametrize("cores", [1, 4, 32])
+def test_worker_processes_only_for_large_splits_and_never_more_than_the_cores(monkeypatch, cores):
+    import os
+
     from nmt.data import worker_processes
 
-    assert worker_processes(0, 1_000) is None  # starting processes costs more than it saves
-    assert worker_processes(1, 10_000_000) is None
-    assert worker_processes(3, 10) == 3  # asked for explicitly
-    auto = worker_processes(0, 10_000_000)
-    assert auto is None or 2 <= auto <= 16
+    monkeypatch.setattr(os, "process_cpu_count", lambda: cores, raising=False)
+    one_process = None
+    assert worker_processes(0, 1_000) is one_process  # starting processes costs more than it saves
+    assert worker_processes(0, 10_000_000) == (min(cores, 16) if cores > 1 else one_process)
+    assert worker_processes(1, 10_000_000) is one_process
+    assert worker_processes(2, 10_000_000) == (2 if cores > 1 else one_process)  # asked for explicitly
+    assert worker_processes(64, 10_000_000) == (cores if cores > 1 else one_process)  # a bigger machine's setting
+    assert worker_processes(8, 900) is one_process  # a small split: nmt-evaluate with a checkpoint's setting
+    assert worker_processes(8, 15_000) == (2 if cores > 1 else one_process)  # one process per 10 000 rows at most
 
 
 def test_hub_missing_texts_count_as_empty(tmp_path, caplog):
@@ -269,3 +277,59 @@ def test_cleaning_rules_digest_changes_with_the_cleaning_code(monkeypatch):
     assert before == data._cleaning_rules()
     monkeypatch.setattr(data, "_SPACES", __import__("re").compile(r"[ \t]+"))  # another rule
     assert data._cleaning_rules() != before
+
+
+TRICKY_LINES = "\ufeffuno\r\ndos\u2028tres\r\n\r\ncuatro\rcinco\n\nseis €😀\nsiete\r".encode("utf-8")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3, 7, 1 << 24])
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
+def test_files_are_converted_block_by_block_into_exactly_their_lines(tmp_path, monkeypatch, block_bytes, ending):
+    """Plain-text files go to Arrow a block at a time; whatever the block boundaries (inside a
+    line, a CRLF, a multi-byte character), the lines are those of ``split_lines``."""
+    import datasets
+
+    import nmt.data as data
+
+    monkeypatch.setattr(data, "_BLOCK_BYTES", block_bytes)
+    raw = TRICKY_LINES + ending
+    path = tmp_path / "x.txt"
+    path.write_bytes(raw)
+    converted = datasets.Dataset.from_file(str(data._lines_to_arrow(path, tmp_path / "cache")))
+    assert converted["text"] == data.split_lines(raw, "x.txt")
+    for raw in (b"", b"\n", "\ufeff".encode(), "\ufeff\n".encode(), b"\n\n"):  # the edge cases
+        path.write_bytes(raw)
+        converted = datasets.Dataset.from_file(str(data._lines_to_arrow(path, tmp_path / "cache")))
+        assert converted["text"] == data.split_lines(raw, "x.txt"), raw
+
+
+def test_file_errors_name_the_line_whatever_block_it_is_in(tmp_path, monkeypatch):
+    import nmt.data as data
+
+    monkeypatch.setattr(data, "_BLOCK_BYTES", 8)  # many blocks
+    folder = write_text_corpus(tmp_path / "c")
+    (folder / "train.es").write_bytes(b"hola mundo\nbuenos dias\nuno\nbuenos d\xedas\n")
+    with pytest.raises(CorpusError, match=r"train\.es:4: invalid UTF-8"):
+        load_corpus(files_config(folder))
+    (folder / "train.tsv").write_text("uno\tone\ndos\ttwo\ntres\tthree\ncuatro four\n", encoding="utf-8")
+    for split in ("validation", "test"):
+        (folder / f"{split}.tsv").write_text("uno\tone\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"train\.tsv:4: expected 2 tab-separated fields .* found 1"):
+        load_corpus(files_config(folder, format="tsv"))
+
+
+def test_converted_files_are_reused_until_a_file_changes(tmp_path, monkeypatch):
+    """A file is converted to Arrow once; changed, it is converted again (the key holds its
+    size and modification time), and the corpus follows the new text."""
+    import nmt.data as data
+
+    folder = write_text_corpus(tmp_path / "c")
+    cfg = files_config(folder)
+    load_corpus(cfg)
+    calls = []
+    original = data._line_blocks
+    monkeypatch.setattr(data, "_line_blocks", lambda path: calls.append(path.name) or original(path))
+    assert list(load_corpus(cfg)["test"]["src"]) == ["adiós"] and calls == []
+    (folder / "test.es").write_text("hasta luego\n", encoding="utf-8")
+    assert list(load_corpus(cfg)["test"]["src"]) == ["hasta luego"] and calls == ["test.es"]
+    assert not list((tmp_path / "cache" / "files").glob("*.partial"))
