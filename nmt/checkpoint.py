@@ -97,6 +97,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive (older PyTorch: a raw pickle, which starts with the
+    # PROTO opcode and goes on to torch.load's safety check); anything else, a text file
+    # say, is plainly not a checkpoint.
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":
+        raise CheckpointError(f"{path}: not an nmt checkpoint; nmt-train writes best.pt, last.pt "
+                              "and step-N.pt in its run folder (ckpt= takes the folder too)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -64,6 +64,19 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
 
 
 def refuse(message: str) -> NoReturn:
-    """Exit 1 with ``message`` as one line on stderr."""
+    """Exit 1 with ``message`` as one line on stderr (and in the run's log file, if any)."""
     print(f"error: {message}", file=sys.stderr)
+    copy_to_log_files(f"error: {message}", logging.ERROR)
     sys.exit(1)
+
+
+def copy_to_log_files(message: str, level: int = logging.INFO) -> None:
+    """Write ``message`` to the log files only (Hydra's job log, e.g. a run's train.log).
+
+    For lines the console already shows through ``tqdm.write`` or ``print`` (validation
+    results, the closing summary, errors), so that the log file holds them too."""
+    root = logging.getLogger()
+    record = root.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -9,6 +9,8 @@ never a raw DictConfig.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +201,34 @@ register_configs()
 
 
 def to_object(cfg: DictConfig | Any) -> Any:
-    """Resolve a composed DictConfig into its dataclass instance."""
+    """Resolve a composed DictConfig into its dataclass instance.
+
+    Raises ValueError for a key the schema lacks: Hydra rejects ``train.max_stpes=5``
+    itself, but ``+train.max_stpes=5`` adds the key, and OmegaConf would carry it as an
+    attribute that nothing reads."""
     if isinstance(cfg, DictConfig):
+        unknown = unknown_keys(cfg)
+        if unknown:
+            raise ValueError(" | ".join(unknown))
         return OmegaConf.to_object(cfg)
     return cfg
+
+
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """One message per key of ``cfg`` (nested) that its dataclass schema does not declare."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    known = [f.name for f in dataclasses.fields(schema)]
+    problems = []
+    for key in cfg.keys():
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
+            problems.append(f"{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}")
+        elif not OmegaConf.is_missing(cfg, key) and not OmegaConf.is_interpolation(cfg, key):
+            child = cfg[key]
+            if isinstance(child, DictConfig):
+                problems += unknown_keys(child, f"{name}.")
+    return problems

@@ -162,7 +162,10 @@ def _read_embedded(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[lis
     for split in splits:
         path = folder / f"{split}.jsonl.gz"
         if not path.exists():
-            raise CorpusError(f"{path}: missing; rebuild it with scripts/prepare_bible.py")
+            raise CorpusError(
+                f"{path}: missing; data.source=embedded reads the {{split}}.jsonl.gz files of "
+                f"scripts/prepare_bible.py (rebuild them with it). For plain-text files in {folder} "
+                "add data=files (data.format=tsv for {split}.tsv); for a Hugging Face dataset, data=hub")
         src, tgt = [], []
         with gzip.open(path, "rt", encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):

@@ -201,7 +201,7 @@ def build_tokenizer(train_src: Texts, train_tgt: Texts, cfg: TokenizerConfig, ca
         else:
             log.info("tokenizer: training joint %s model (%d subwords)", cfg.model_type, cfg.vocab_size)
             _train_model(pa.chunked_array(train_src.chunks + train_tgt.chunks, type=pa.large_string()), cfg, path)
-        return Tokenizer.from_files(path)
+        return _report_size(Tokenizer.from_files(path), cfg)
     paths = []
     for side, texts in (("src", train_src), ("tgt", train_tgt)):
         path = cache_dir / f"{side}-{_fingerprint(settings, texts)}.model"
@@ -211,7 +211,18 @@ def build_tokenizer(train_src: Texts, train_tgt: Texts, cfg: TokenizerConfig, ca
             log.info("tokenizer: training %s %s model (%d subwords)", side, cfg.model_type, cfg.vocab_size)
             _train_model(texts, cfg, path)
         paths.append(path)
-    return Tokenizer.from_files(*paths)
+    return _report_size(Tokenizer.from_files(*paths), cfg)
+
+
+def _report_size(tokenizer: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
+    """Say when the vocabulary is smaller than asked (``hard_vocab_limit=False``: a small
+    corpus gets what it supports), since the model's embedding tables follow the real size."""
+    sizes = {tokenizer.src_vocab_size, tokenizer.tgt_vocab_size}
+    if max(sizes) < cfg.vocab_size:
+        real = " / ".join(str(size) for size in sorted(sizes))
+        log.warning("tokenizer: %s subwords, not data.tokenizer.vocab_size=%d: the training text supports "
+                    "no more", real, cfg.vocab_size)
+    return tokenizer
 
 
 def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_dir: Path,

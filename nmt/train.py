@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from nmt.batching import Batch, ParallelIds, token_batches
 from nmt.checkpoint import (
     CheckpointError, link_checkpoint, load_for_resume, prune_step_checkpoints, save_checkpoint,
 )
+from nmt.cli import copy_to_log_files
 from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig
 from nmt.data import describe, load_corpus, text_column
 from nmt.model import build_model, count_parameters
@@ -499,10 +501,10 @@ class Trainer:
         if improved:
             self.save("best.pt", with_training_state=False)
         self.save_step_checkpoints()
-        tqdm.write(
-            f"step {p.step}: val loss {val_loss:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU {bleu:.2f}, "
-            f"chrF {chrf:.2f}{' *' if improved else ''}"
-        )
+        line = (f"step {p.step}: val loss {val_loss:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU {bleu:.2f}, "
+                f"chrF {chrf:.2f}{' *' if improved else ''}")
+        tqdm.write(line)
+        copy_to_log_files(line)
         return metrics
 
     # ----------------------------------------------------------------- the loop
@@ -725,23 +727,41 @@ def run_train(cfg: TrainRunConfig) -> int:
     else:
         summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
     if summary.get("exit_code") == PREEMPTED_EXIT_CODE:
-        print(f"nmt-train: stopped by a signal at step {summary['steps']}; checkpoint saved. "
-              f"Continue with: nmt-train resume={summary['run_dir']}")
-        return PREEMPTED_EXIT_CODE
-    metric = cfg.train.early_stopping_metric
-    best = summary.get(f"best_{metric}")
-    test = f", test BLEU {summary['test_bleu_greedy']:.2f} (greedy)" if "test_bleu_greedy" in summary else ""
-    print(f"nmt-train: {summary['steps']} steps, {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
-          f"({summary['reason']}); best {metric} {best:.2f} at step {summary['best_step']}{test}; "
-          f"run folder {summary['run_dir']}")
-    return 0
+        line = (f"nmt-train: stopped by a signal at step {summary['steps']}; checkpoint saved. "
+                f"Continue with: nmt-train resume={summary['run_dir']}")
+    else:
+        metric = cfg.train.early_stopping_metric
+        best = summary.get(f"best_{metric}")
+        test = f", test BLEU {summary['test_bleu_greedy']:.2f} (greedy)" if "test_bleu_greedy" in summary else ""
+        line = (f"nmt-train: {summary['steps']} steps, {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
+                f"({summary['reason']}); best {metric} {best:.2f} at step {summary['best_step']}{test}; "
+                f"run folder {summary['run_dir']}")
+    print(line)
+    copy_to_log_files(line)
+    return summary.get("exit_code", 0)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     from nmt.cli import run_cli
 
-    run_cli(run_train, cfg)
+    try:
+        run_cli(run_train, cfg)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None, PREEMPTED_EXIT_CODE):
+            hydra_cfg = HydraConfig.get()
+            remove_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log")
+        raise
+
+
+def remove_if_unused(run_dir: Path, log_name: str) -> None:
+    """Delete a run folder that Hydra created for a command that failed before writing
+    anything of its own (only ``.hydra/`` and the job log are there), so that failed
+    attempts leave no empty runs behind."""
+    if run_dir.is_dir() and set(os.listdir(run_dir)) <= {".hydra", log_name}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main() -> None:

@@ -60,3 +60,27 @@ def test_cli_reports_typo_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "hiden_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_added_keys_the_schema_lacks_are_errors():
+    """``+key=value`` skips Hydra's own check; nothing may silently ignore a misspelled setting."""
+    with pytest.raises(ValueError, match=r"train.max_stpes is not a setting .* did you mean train.max_steps\?"):
+        compose_config("train", ["+train.max_stpes=5"])
+    with pytest.raises(ValueError, match=r"data.tokenizer.vocab is .* did you mean data.tokenizer.vocab_size\?"):
+        compose_config("train", ["+data.tokenizer.vocab=100"])
+    with pytest.raises(ValueError, match=r"zzz is not a setting .* the settings there: data, model, train"):
+        compose_config("train", ["+zzz=1"])
+    with pytest.raises(ValueError, match=r"decode.beam is .* did you mean decode.beam_size\?"):
+        compose_config("translate", ["ckpt=x", "+decode.beam=5"])
+
+
+def test_a_failed_command_leaves_no_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.train", "+train.max_stpes=5", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: train.max_stpes is not a setting (OptimConfig in nmt/config.py); "
+                                     "did you mean train.max_steps?")
+    assert not run_dir.exists()

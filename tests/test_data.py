@@ -73,6 +73,13 @@ def test_embedded_source(tmp_path):
         load_corpus(DataConfig(name="e", source="embedded", path=str(tmp_path), tgt_lang="fr"))
 
 
+def test_plain_files_without_data_files_get_a_hint_to_add_it(tmp_path):
+    """data.path=FOLDER alone keeps the default embedded source: say how to read files."""
+    folder = write_text_corpus(tmp_path / "c")
+    with pytest.raises(CorpusError, match=r"train\.jsonl\.gz: missing; .* add data=files"):
+        load_corpus(DataConfig(path=str(folder)))
+
+
 def write_hub_folder(folder, layout):
     folder.mkdir()
     for split, rows in PAIRS.items():

@@ -299,6 +299,7 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus
     step = stopped["step"]
     assert step >= 2 and stopped["train_state"]["progress"]["step"] == step
     assert json.loads((run_dir / "summary.json").read_text())["reason"] == "signal"
+    assert "stopped by a signal at step" in (run_dir / "train.log").read_text()
 
     # No hydra.run.dir: ${nmt_or:${resume},...} makes the resumed run's folder the old one.
     proc = _nmt_train([f"resume={run_dir}", f"train.max_steps={step + 2}"], tmp_path)
@@ -308,6 +309,8 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus
     assert f"{step + 2} steps" in out
     assert load_checkpoint(run_dir / "last.pt")["step"] == step + 2
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == step + 2
+    log_file = (run_dir / "train.log").read_text()  # the console's validation and summary lines too
+    assert f"step {step + 2}: val loss" in log_file and f"nmt-train: {step + 2} steps" in log_file
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"] == step + 2
     assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())[0] == f"resume={run_dir}"
     assert not (tmp_path / "outputs").exists()  # nothing went to a fresh run folder

@@ -146,3 +146,15 @@ def test_text_fingerprint_of_empty_and_null_texts():
 
     assert tok._fingerprint(pa.array([], type=pa.string())) == tok._fingerprint([])
     assert tok._fingerprint(pa.array(["a", None])) == tok._fingerprint(["a", ""])
+
+
+def test_a_vocabulary_smaller_than_asked_is_a_warning_with_the_real_size(tmp_path, caplog):
+    """120 sentences support a few hundred pieces: training takes what there is, and says so."""
+    with caplog.at_level("WARNING", logger="nmt.tokenizer"):
+        small = build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=8000), tmp_path)
+    assert small.src_vocab_size < 8000
+    assert f"tokenizer: {small.src_vocab_size} subwords, not data.tokenizer.vocab_size=8000" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nmt.tokenizer"):
+        build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=small.src_vocab_size), tmp_path)
+    assert "subwords, not" not in caplog.text
