@@ -191,10 +191,6 @@ def register_configs() -> None:
     cs.store(name="translate_schema", node=TranslateConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="score_schema", node=ScoreConfig)
-    cs.store(group="data", name="schema", node=DataConfig)
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="train", name="schema", node=OptimConfig)
-    cs.store(group="decode", name="schema", node=DecodeConfig)
 
 
 register_configs()

@@ -712,7 +712,7 @@ def write_report(
     """Write ``report.json``, ``report.md``, ``hypotheses.txt`` and ``bleu_by_length.png``.
 
     Args:
-        report_dir: created if missing; existing report files are overwritten.
+        report_dir: created if missing; an earlier report there is replaced (with a warning).
         report: the dict from :func:`build_report`; written to JSON as given
             (it must contain at least :data:`REQUIRED_REPORT_KEYS`).
         hypotheses: the scored system outputs, one per line.
@@ -734,6 +734,8 @@ def write_report(
         report["examples"] = _jsonable(list(examples))
 
     out_dir = Path(report_dir)
+    if (out_dir / "report.json").exists():
+        log.warning("%s: replacing the report there (report_dir=... keeps reports apart)", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
 
@@ -756,6 +758,8 @@ def write_report(
             title += f" ({_corpus_text(report['corpus'])})"
         paths["plot"] = plot_bleu_by_length(rows, out_dir / "bleu_by_length.png", title)
         plot_name = paths["plot"].name
+    else:  # never leave an earlier report's plot beside this report
+        (out_dir / "bleu_by_length.png").unlink(missing_ok=True)
 
     paths["json"] = out_dir / "report.json"
     paths["json"].write_text(

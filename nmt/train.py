@@ -356,6 +356,12 @@ class Trainer:
         set_rng_state(train_state["rng"], self.device)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
                  self.progress.epoch + 1, self.progress.batch_in_epoch)
+        reached = [f"train.{name}={limit}" for name, limit, done in (
+            ("max_steps", self.opt.max_steps, self.progress.step),
+            ("max_epochs", self.opt.max_epochs, self.progress.epoch)) if limit and done >= limit]
+        if reached:
+            log.warning("the run has already reached %s: nothing left to train; raise it on the command "
+                        "line (resume=%s %s=...)", reached[0], self.run_dir, reached[0].split("=")[0])
 
     # ----------------------------------------------------------------- one step
 

@@ -7,7 +7,8 @@ An empty or whitespace-only line gives an empty line; a line longer than
 ``max_source_subwords`` is cut to that length (and counted in a warning);
 invalid UTF-8 is an error naming the line unless ``replace_invalid_utf8=true``.
 With ``nbest=K`` (or ``decode.nbest=K``) the output is TSV, K rows per input line:
-``line<TAB>rank<TAB>normalized_score<TAB>log_prob<TAB>translation`` (line and rank from 0).
+``line<TAB>rank<TAB>normalized_score<TAB>log_prob<TAB>translation`` (line and rank from 0);
+an empty line gets one row, with an empty translation.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def decode_ids(
     nonempty = [i for i, ids in enumerate(src_ids) if ids]
     for i in range(len(src_ids)):
         if not src_ids[i]:
-            results[i] = [Hypothesis([], 0.0, 0.0)] * decode.nbest
+            results[i] = [Hypothesis([], 0.0, 0.0)]  # the one hypothesis there is: K copies would be noise
     if not nonempty:
         return results
     data = ParallelIds.from_lists([src_ids[i] for i in nonempty])
@@ -136,6 +137,14 @@ def format_output(results: list[list[tuple[str, Hypothesis]]], nbest: int) -> li
     return rows
 
 
+def check_input(path: str | None) -> None:
+    """Fail on a missing input= file before the checkpoint is loaded, naming the setting."""
+    if path is not None and not Path(path).is_file():
+        where = "a folder" if Path(path).is_dir() else "no such file"
+        raise ValueError(f"input={path}: {where}; give a text file, one sentence per line (or leave "
+                         "input= out and pipe the text to stdin)")
+
+
 def read_input(path: str | None, replace_invalid: bool) -> list[str]:
     if path is not None:
         return read_lines(Path(path), replace_invalid)
@@ -163,6 +172,7 @@ def run_translate(cfg: TranslateConfig) -> int:
     if cfg.nbest is not None:  # nbest=K: K hypotheses need a beam of at least K
         cfg.decode.nbest = cfg.nbest
         cfg.decode.beam_size = max(cfg.decode.beam_size, cfg.nbest)
+    check_input(cfg.input)
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.input is None and sys.stdin.isatty():
         interactive(translator, cfg)

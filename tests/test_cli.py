@@ -46,6 +46,14 @@ def test_translate_files_beam_and_nbest_tsv(tmp_path, trained_run, word_corpus):
         assert normalized == sorted(normalized, reverse=True)
         assert all(float(r[3]) <= 0 for r in group)
 
+    with_blank = tmp_path / "blank.es"
+    with_blank.write_text("\n".join([read_lines(source)[0], "", "  ", read_lines(source)[1]]) + "\n")
+    cfg.input, cfg.output = str(with_blank), str(tmp_path / "blank.tsv")
+    assert run_translate(cfg) == 0
+    rows = [row.split("\t") for row in read_lines(tmp_path / "blank.tsv")]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(0, 0), (0, 1), (0, 2), (1, 0), (2, 0), (3, 0), (3, 1), (3, 2)]
+    assert [r[4] for r in rows if r[0] in "12"] == ["", ""]  # one empty row per blank line, not K copies
+
 
 def test_translate_cuts_overlong_lines_with_a_warning(trained_run, caplog):
     translator = load_translator(trained_run, "cpu")
@@ -71,6 +79,14 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     no_ckpt = run_cli("nmt.score", stdin=b"uno\tone\n")
     assert no_ckpt.returncode == 1 and b"Traceback" not in no_ckpt.stderr
     assert "ckpt" in no_ckpt.stderr.decode()
+
+
+@pytest.mark.parametrize("command", [run_translate, run_score])
+def test_a_missing_input_file_names_the_setting_before_loading_anything(tmp_path, command):
+    config = TranslateConfig if command is run_translate else ScoreConfig
+    cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(tmp_path / "nope.txt"))
+    with pytest.raises(ValueError, match=r"input=.*nope\.txt: no such file; give a text file"):
+        command(cfg)
 
 
 def test_evaluate_unknown_split_is_a_clear_error(tmp_path, trained_run):

@@ -84,3 +84,12 @@ def test_a_failed_command_leaves_no_run_folder(tmp_path):
     assert result.stderr.strip() == ("error: train.max_stpes is not a setting (OptimConfig in nmt/config.py); "
                                      "did you mean train.max_steps?")
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "score"])
+def test_help_names_the_command_its_groups_and_examples(command):
+    result = subprocess.run([sys.executable, "-m", f"nmt.{command}", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"nmt-{command}: ") and f"  nmt-{command} " in result.stdout  # an example
+    assert "model: cho2014, small" in result.stdout and "schema" not in result.stdout

@@ -150,6 +150,17 @@ def test_reading_losses_less_often_changes_nothing(tmp_path, word_corpus, cache_
             assert torch.equal(x[key], y[key]), key
 
 
+def test_resuming_a_run_at_its_limit_says_which_setting_to_raise(straight, tmp_path, word_corpus, cache_dir,
+                                                                caplog):
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir)
+    with caplog.at_level(logging.WARNING, logger="nmt.train"):
+        summary = train(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), run_dir, resume=True)
+    assert summary["steps"] == N
+    assert f"already reached train.max_steps={N}: nothing left to train" in caplog.text
+    assert f"(resume={run_dir} train.max_steps=...)" in caplog.text
+
+
 def test_resume_from_a_plain_adam_checkpoint_continues_with_fused_adam(straight, tmp_path, word_corpus, cache_dir):
     """Checkpoints from before Adam was fused (fused: None, CPU step counts) resume into the fused
     optimizer, which then skips non-finite steps on the device, and the run stays exact."""

@@ -283,3 +283,15 @@ def test_write_report_without_lengths_or_extras(tmp_path):
     assert "Not available" in md and "| BLEU |" in md
     with pytest.raises(ReportError, match="bleu_by_length"):
         write_report(tmp_path, {k: v for k, v in report.items() if k != "bleu_by_length"}, [], None)
+
+
+def test_a_second_report_replaces_the_first_with_a_warning_and_no_stale_plot(tmp_path, caplog):
+    hyps, refs = ["a b c", "d e"], ["a b c", "d f"]
+    with_lengths = build_report(corpus_scores(hyps, refs, bootstrap_samples=0), bleu_by_length([3, 2], hyps, refs))
+    with caplog.at_level("WARNING", logger="nmt.report"):
+        assert "plot" in write_report(tmp_path, with_lengths, hyps, None)
+    assert "replacing" not in caplog.text
+    with caplog.at_level("WARNING", logger="nmt.report"):
+        write_report(tmp_path, build_report(corpus_scores(hyps, refs, bootstrap_samples=0)), hyps, None)
+    assert f"{tmp_path}: replacing the report there" in caplog.text
+    assert not (tmp_path / "bleu_by_length.png").exists()
