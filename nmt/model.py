@@ -11,6 +11,8 @@
 Training feeds the decoder the whole teacher-forced input ``[e(y_{t-1}); c]`` at
 once, so with ``cell="cudnn"`` it is a single fused GRU call. Search calls
 ``decode_step`` one token at a time; a test checks that both give the same logits.
+Since c is the same at every step, ``for_decoding`` computes its terms (in the GRU's
+input projection and in the deep output) once per sentence, not once per token.
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ class EncoderOutput(NamedTuple):
     summary: torch.Tensor  # c: (batch, hidden)
     states: torch.Tensor  # h_1..h_N: (batch, src_len, hidden)
     mask: torch.Tensor  # (batch, src_len), True on real tokens
+    # Filled by RNNEncoderDecoder.for_decoding: the parts of each decoder step that
+    # depend on c alone, W_c c + b (batch, 3 * hidden) and O_c c + b (batch, 2 * maxout).
+    gate_terms: torch.Tensor | None = None
+    output_terms: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> "EncoderOutput":
         """Rows ``index`` of every field (beam expansion, dropping finished sentences)."""
-        return EncoderOutput(*(field.index_select(0, index) for field in self))
+        return EncoderOutput(*(None if field is None else field.index_select(0, index) for field in self))
 
 
 class PaperGRU(nn.Module):
@@ -69,7 +75,12 @@ class PaperGRU(nn.Module):
     def recurrent_matrices(self) -> list[torch.Tensor]:
         return [*self.gate_proj.weight.chunk(2, 0), self.candidate_proj.weight]
 
+    def input_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) of the input's projection ``W x + b``, which ``cell`` takes precomputed."""
+        return self.input_proj.weight, self.input_proj.bias
+
     def cell(self, projected_input: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """One step from the projected input ``W x + b``."""
         x_reset, x_update, x_candidate = projected_input.chunk(3, dim=-1)
         h_reset, h_update = self.gate_proj(hidden).chunk(2, dim=-1)
         reset = torch.sigmoid(x_reset + h_reset)
@@ -104,6 +115,20 @@ class CudnnGRU(nn.Module):
 
     def recurrent_matrices(self) -> list[torch.Tensor]:
         return list(self.rnn.weight_hh_l0.chunk(3, 0))
+
+    def input_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) of the input's projection ``W x + b``, which ``cell`` takes precomputed."""
+        return self.rnn.weight_ih_l0, self.rnn.bias_ih_l0
+
+    def cell(self, projected_input: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """One step from the projected input ``W x + b``, in nn.GRU's equations
+        (reset gate applied to ``U h + b``) and with its weights."""
+        x_reset, x_update, x_candidate = projected_input.chunk(3, dim=-1)
+        h_reset, h_update, h_candidate = F.linear(hidden, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0).chunk(3, dim=-1)
+        reset = torch.sigmoid(x_reset + h_reset)
+        update = torch.sigmoid(x_update + h_update)
+        candidate = torch.tanh(x_candidate + reset * h_candidate)
+        return candidate + update * (hidden - candidate)  # = z h + (1 - z) h~
 
     def forward(self, inputs, hidden, lengths=None):
         outputs, last = self.rnn(inputs, hidden.unsqueeze(0))
@@ -189,16 +214,43 @@ class RNNEncoderDecoder(nn.Module):
 
     def _logits(self, decoder_states, prev_embedded, summary) -> torch.Tensor:
         """Deep output and softmax layer: (..., hidden), (..., emb), (..., hidden) -> (..., vocab)."""
-        pre_maxout = self.deep_output(torch.cat([decoder_states, prev_embedded, summary], dim=-1))
+        return self._maxout_output(self.deep_output(torch.cat([decoder_states, prev_embedded, summary], dim=-1)))
+
+    def _maxout_output(self, pre_maxout: torch.Tensor) -> torch.Tensor:
         maxout = pre_maxout.unflatten(-1, (-1, 2)).amax(dim=-1)  # pools of 2 neighbouring units
         return self.output(self.dropout(maxout))
+
+    def for_decoding(self, encoder_out: EncoderOutput) -> EncoderOutput:
+        """``encoder_out`` with the terms of every decoder step that depend on c alone
+        computed once: the c columns of the GRU's input projection and of the deep output.
+        On a 2-core CPU that made beam-5 decoding about 30 % faster (README: Speed). On
+        CUDA ``encoder_out`` is returned as it is: there the fused cuDNN step, one launch,
+        was measured, and this path has not run on a GPU yet.
+        """
+        if encoder_out.summary.is_cuda:
+            return encoder_out
+        split = self.config.embed_size  # the GRU's input is [e(y); c], the deep output's [h'; e(y); c]
+        weight, bias = self.decoder.input_projection()
+        gate_terms = F.linear(encoder_out.summary, weight[:, split:], bias)
+        split = self.config.hidden_size + self.config.embed_size
+        output_terms = F.linear(encoder_out.summary, self.deep_output.weight[:, split:], self.deep_output.bias)
+        return encoder_out._replace(gate_terms=gate_terms, output_terms=output_terms)
 
     def decode_step(self, prev_tokens: torch.Tensor, state: torch.Tensor, encoder_out: EncoderOutput):
         """One decoder step. prev_tokens: (B,), state: (B, hidden) -> logits (B, V), new state."""
         prev_embedded = self.dropout(self.tgt_embed(prev_tokens))
-        summary = encoder_out.summary
-        state = self.decoder.step(torch.cat([prev_embedded, summary], dim=-1), state)
-        return self._logits(state, prev_embedded, summary), state
+        if encoder_out.gate_terms is None:  # as the equations read
+            summary = encoder_out.summary
+            state = self.decoder.step(torch.cat([prev_embedded, summary], dim=-1), state)
+            return self._logits(state, prev_embedded, summary), state
+        # The same, with the terms in c taken from for_decoding.
+        weight, _ = self.decoder.input_projection()
+        state = self.decoder.cell(
+            torch.addmm(encoder_out.gate_terms, prev_embedded, weight[:, : self.config.embed_size].t()), state)
+        split = self.config.hidden_size + self.config.embed_size
+        pre_maxout = torch.addmm(encoder_out.output_terms, torch.cat([state, prev_embedded], dim=-1),
+                                 self.deep_output.weight[:, :split].t())
+        return self._maxout_output(pre_maxout), state
 
     def decoder_features(self, tgt_in: torch.Tensor, encoder_out: EncoderOutput):
         """Teacher-forced decoder over the whole target in one GRU call.

@@ -60,7 +60,7 @@ def greedy_search(
 ) -> list[Hypothesis]:
     """The most probable next token at every step. src: (B, S), src_lengths: (B,)."""
     batch, device = src.size(0), src.device
-    encoder_out = model.encode(src, src_lengths)
+    encoder_out = model.for_decoding(model.encode(src, src_lengths))
     state = model.init_state(encoder_out)
     max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
     earliest_limit = int(max_lengths.min())
@@ -133,7 +133,7 @@ def beam_search(
         raise ValueError(f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size} "
                          "(nmt-translate's nbest=K raises the beam to K)")
     batch, beam, device = src.size(0), beam_size, src.device
-    encoder_out = model.encode(src, src_lengths)
+    encoder_out = model.for_decoding(model.encode(src, src_lengths))
     encoder_out = encoder_out.select(torch.arange(batch, device=device).repeat_interleave(beam))
     state = model.init_state(encoder_out)  # (N*K, hidden)
     max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b)

@@ -44,8 +44,11 @@ def test_low_rank_output_has_rank_factorization():
     assert [layer.weight.shape for layer in model.output] == [(4, 6), (17, 4)]
 
 
-def unrolled_logits(model, src, src_lengths, tgt_in):
+def unrolled_logits(model, src, src_lengths, tgt_in, precomputed=False):
     encoder_out = model.encode(src, src_lengths)
+    if precomputed:  # the terms in c computed once (what search does on a CPU)
+        encoder_out = model.for_decoding(encoder_out)
+        assert encoder_out.gate_terms is not None and encoder_out.output_terms is not None
     state = model.init_state(encoder_out)
     steps = []
     for t in range(tgt_in.size(1)):
@@ -56,10 +59,28 @@ def unrolled_logits(model, src, src_lengths, tgt_in):
 
 def test_fused_forward_equals_unrolled_steps():
     for cell in ("cudnn", "paper"):
-        model = tiny_model(cell=cell, output_rank=3)
-        src, src_lengths, tgt_in = random_batch()
-        fused = model(src, src_lengths, tgt_in)
-        torch.testing.assert_close(fused, unrolled_logits(model, src, src_lengths, tgt_in), atol=1e-5, rtol=0)
+        for output_rank in (0, 3):
+            model = tiny_model(cell=cell, output_rank=output_rank)
+            src, src_lengths, tgt_in = random_batch()
+            fused = model(src, src_lengths, tgt_in)
+            for precomputed in (False, True):
+                unrolled = unrolled_logits(model, src, src_lengths, tgt_in, precomputed)
+                torch.testing.assert_close(fused, unrolled, atol=1e-5, rtol=0)
+
+
+def test_precomputed_decoding_terms_follow_selected_rows():
+    """Beam expansion and dropping finished sentences select rows of every field."""
+    model = tiny_model()
+    src, src_lengths, tgt_in = random_batch()
+    encoder_out = model.for_decoding(model.encode(src, src_lengths))
+    index = torch.tensor([2, 2, 0])
+    picked = encoder_out.select(index)
+    again = model.for_decoding(model.encode(src[index], src_lengths[index]))
+    for field in ("summary", "gate_terms", "output_terms"):
+        torch.testing.assert_close(getattr(picked, field), getattr(again, field))
+    state = model.init_state(picked)
+    torch.testing.assert_close(model.decode_step(tgt_in[index, 0], state, picked)[0],
+                               model.decode_step(tgt_in[index, 0], state, picked._replace(gate_terms=None))[0])
 
 
 def test_encoder_summary_ignores_padding():
