@@ -99,6 +99,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         magic = f.read(4)
+    if len(magic) < 4:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({len(magic)} bytes)")
     # torch.save writes a zip archive (older PyTorch: a raw pickle, which starts with the
     # PROTO opcode and goes on to torch.load's safety check); anything else, a text file
     # say, is plainly not a checkpoint.

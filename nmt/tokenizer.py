@@ -218,7 +218,7 @@ def _report_size(tokenizer: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
     """Say when the vocabulary is smaller than asked (``hard_vocab_limit=False``: a small
     corpus gets what it supports), since the model's embedding tables follow the real size."""
     sizes = {tokenizer.src_vocab_size, tokenizer.tgt_vocab_size}
-    if max(sizes) < cfg.vocab_size:
+    if min(sizes) < cfg.vocab_size:  # separate models: either side may fall short
         real = " / ".join(str(size) for size in sorted(sizes))
         log.warning("tokenizer: %s subwords, not data.tokenizer.vocab_size=%d: the training text supports "
                     "no more", real, cfg.vocab_size)

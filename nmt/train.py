@@ -756,18 +756,30 @@ def _hydra_main(cfg) -> None:
     try:
         run_cli(run_train, cfg)
     except SystemExit as exit_:
-        if exit_.code not in (0, None, PREEMPTED_EXIT_CODE):
-            hydra_cfg = HydraConfig.get()
+        hydra_cfg = HydraConfig.get()
+        # Only a folder Hydra named (outputs/.../TIMESTAMP) is new for sure; one chosen
+        # with hydra.run.dir=... may have existed (or be the current directory).
+        named_by_user = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
+        if exit_.code not in (0, None, PREEMPTED_EXIT_CODE) and not named_by_user:
             remove_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log")
         raise
 
 
 def remove_if_unused(run_dir: Path, log_name: str) -> None:
-    """Delete a run folder that Hydra created for a command that failed before writing
-    anything of its own (only ``.hydra/`` and the job log are there), so that failed
-    attempts leave no empty runs behind."""
-    if run_dir.is_dir() and set(os.listdir(run_dir)) <= {".hydra", log_name}:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    """Delete a fresh run folder of a command that failed before writing anything of its
+    own (only ``.hydra/`` and the job log are there), and the parents it left empty
+    (``outputs/DATA/MODEL``), so that failed attempts leave no empty runs behind."""
+    run_dir = run_dir.resolve()
+    if run_dir == Path.cwd().resolve() or not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", log_name}:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:
+        if parent == Path.cwd().resolve():
+            break
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
 
 
 def main() -> None:

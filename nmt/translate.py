@@ -139,7 +139,7 @@ def format_output(results: list[list[tuple[str, Hypothesis]]], nbest: int) -> li
 
 def check_input(path: str | None) -> None:
     """Fail on a missing input= file before the checkpoint is loaded, naming the setting."""
-    if path is not None and not Path(path).is_file():
+    if path is not None and (Path(path).is_dir() or not Path(path).exists()):  # a pipe is fine
         where = "a folder" if Path(path).is_dir() else "no such file"
         raise ValueError(f"input={path}: {where}; give a text file, one sentence per line (or leave "
                          "input= out and pipe the text to stdin)")

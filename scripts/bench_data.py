@@ -13,6 +13,8 @@ nmt        ``nmt.data.load_corpus`` with ``data.source=files``: every file conve
            block by block into a memory-mapped Arrow file under the cache, then
            cleaned by ``datasets.map`` (cached beside it). Measured twice: the first
            load, then a second one that finds both caches.
+           Both clean in one process (``data.num_proc=1``), so that the peak memory
+           of this process is that of the whole load.
 reference  how a corpus is commonly read, and how this project read it before: each
            file into memory whole, split into a Python list of lines
            (``nmt.data.read_lines``), ``datasets.Dataset.from_dict``, then the same
@@ -79,8 +81,9 @@ def measure(impl: str, corpus: Path, cache: Path) -> dict:
     from nmt.data import SPLITS, _clean_split, read_lines
 
     datasets.disable_progress_bars()
+    # One process each: VmHWM sees this process only, not datasets.map's workers.
     cfg = DataConfig(name="synthetic", source="files", path=str(corpus), src_lang="es", tgt_lang="en",
-                     cache_dir=str(cache))
+                     cache_dir=str(cache), num_proc=1)
     start = time.perf_counter()
     if impl == "nmt":
         from nmt.data import load_corpus

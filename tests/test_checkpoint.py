@@ -273,6 +273,9 @@ def test_foreign_and_missing_files_are_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "cut.pt").write_bytes(b"PK")  # a checkpoint cut short
+    with pytest.raises(CheckpointError, match="cut.pt: truncated or corrupt checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
     (tmp_path / "README.md").write_text("# not a checkpoint\n")  # a text file: not a security refusal
     with pytest.raises(CheckpointError, match="README.md: not an nmt checkpoint; nmt-train writes best.pt"):
         load_checkpoint(tmp_path / "README.md")

@@ -87,6 +87,17 @@ def test_a_missing_input_file_names_the_setting_before_loading_anything(tmp_path
     cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(tmp_path / "nope.txt"))
     with pytest.raises(ValueError, match=r"input=.*nope\.txt: no such file; give a text file"):
         command(cfg)
+    cfg.input = str(tmp_path)
+    with pytest.raises(ValueError, match=r"input=.*: a folder"):
+        command(cfg)
+
+
+def test_input_may_be_a_pipe(trained_run, tmp_path):
+    """input=<(...) or /dev/stdin: not a regular file, still something to read."""
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m nmt.score ckpt={trained_run} "
+                             "input=<(printf 'uno dos\\tone two\\n')"], capture_output=True, timeout=180)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout.decode().splitlines()) == 1
 
 
 def test_evaluate_unknown_split_is_a_clear_error(tmp_path, trained_run):

@@ -74,22 +74,36 @@ def test_added_keys_the_schema_lacks_are_errors():
         compose_config("translate", ["ckpt=x", "+decode.beam=5"])
 
 
-def test_a_failed_command_leaves_no_run_folder(tmp_path):
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.train", "+train.max_stpes=5", f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, timeout=120,
-    )
+def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tmp_path):
+    def failing_train(*args):
+        return subprocess.run([sys.executable, "-m", "nmt.train", "+train.max_stpes=5", *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    result = failing_train()
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: train.max_stpes is not a setting (OptimConfig in nmt/config.py); "
                                      "did you mean train.max_steps?")
-    assert not run_dir.exists()
+    assert list(tmp_path.iterdir()) == []  # outputs/bible_es_en/small/TIMESTAMP and its parents: gone
+    chosen = tmp_path / "mine"
+    chosen.mkdir()
+    for run_dir in (chosen, "."):  # folders the user named may be theirs: the error stays in train.log
+        assert failing_train(f"hydra.run.dir={run_dir}").returncode == 1
+        assert "did you mean train.max_steps?" in (tmp_path / run_dir / "train.log").read_text()
 
 
-@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "score"])
-def test_help_names_the_command_its_groups_and_examples(command):
+@pytest.mark.parametrize("command, groups", [
+    ("train", ["data", "model", "train"]), ("translate", ["decode"]), ("evaluate", ["data", "decode"]), ("score", []),
+])
+def test_help_names_the_command_its_own_groups_and_examples(command, groups):
+    """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""
     result = subprocess.run([sys.executable, "-m", f"nmt.{command}", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"nmt-{command}: ") and f"  nmt-{command} " in result.stdout  # an example
-    assert "model: cho2014, small" in result.stdout and "schema" not in result.stdout
+    listed = {}
+    section = result.stdout.split("== Config ")[0]
+    for line in section.splitlines():
+        group, _, rest = line.partition(": ")
+        if rest and (CONF_DIR / group).is_dir():
+            listed[group] = rest.split(", ")
+    assert listed == {group: options(group) for group in groups}

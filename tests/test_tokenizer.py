@@ -158,3 +158,9 @@ def test_a_vocabulary_smaller_than_asked_is_a_warning_with_the_real_size(tmp_pat
     with caplog.at_level("WARNING", logger="nmt.tokenizer"):
         build_tokenizer(SPANISH, ENGLISH, TokenizerConfig(vocab_size=small.src_vocab_size), tmp_path)
     assert "subwords, not" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nmt.tokenizer"):  # separate models: only the target falls short
+        separate = build_tokenizer(SPANISH, ["yes no", "no yes"] * 60, TokenizerConfig(vocab_size=310, joint=False),
+                                   tmp_path)
+    assert separate.src_vocab_size == 310 > separate.tgt_vocab_size
+    assert f"tokenizer: {separate.tgt_vocab_size} / 310 subwords, not data.tokenizer.vocab_size=310" in caplog.text
