@@ -306,9 +306,14 @@ def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
     try:
         loaded = datasets.load_dataset(cfg.path, cfg.hub_name)
     except Exception as err:  # the Hub raises many types: name the setting at fault
+        hint = ""
+        if "ConnectionError" in type(err).__name__:
+            hint = "; without a network, point data.path at a local copy (a folder of the same layout)"
+            if not os.environ.get("HF_HUB_OFFLINE"):
+                hint += ", or set HF_HUB_OFFLINE=1 to use the datasets cache at once instead of retrying"
         raise CorpusError(
             f"data.path={cfg.path!r} data.hub_name={cfg.hub_name!r}: could not load "
-            f"({type(err).__name__}: {err})"
+            f"({type(err).__name__}: {err}){hint}"
         ) from err
     pairs = {}
     for split in splits:

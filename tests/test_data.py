@@ -113,6 +113,20 @@ def test_hub_errors_name_the_setting(tmp_path):
         load_corpus(DataConfig(name="h", source="hub", path=str(tmp_path / "nowhere")))
 
 
+def test_an_unreachable_hub_says_how_to_work_offline(monkeypatch):
+    def unreachable(path, name):
+        raise ConnectionError(f"Couldn't reach '{path}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    config = DataConfig(name="w", source="hub", path="wmt14", hub_name="fr-en", src_lang="en", tgt_lang="fr")
+    with pytest.raises(CorpusError, match=r"data.path='wmt14' .* point data.path at a local copy .* HF_HUB_OFFLINE=1"):
+        load_corpus(config)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # already offline: only the local copy helps
+    with pytest.raises(CorpusError, match=r"a local copy \(a folder of the same layout\)$"):
+        load_corpus(config)
+
+
 def test_line_count_mismatch_names_both_files_and_counts(tmp_path):
     folder = write_text_corpus(tmp_path / "c")
     (folder / "validation.en").write_text("thank you\nextra line\n", encoding="utf-8")
