@@ -176,6 +176,9 @@ class RNNEncoderDecoder(nn.Module):
         else:
             self.output = nn.Linear(maxout, tgt_vocab_size)
         self.dropout = nn.Dropout(config.dropout)
+        # for_decoding: precompute the terms in c? None = on a CPU only (measured there);
+        # scripts/bench_decode.py --summary-terms sets it to measure either way on a GPU.
+        self.precompute_summary_terms: bool | None = None
         if config.paper_init:
             self.reset_parameters_as_in_paper()
 
@@ -224,10 +227,12 @@ class RNNEncoderDecoder(nn.Module):
         """``encoder_out`` with the terms of every decoder step that depend on c alone
         computed once: the c columns of the GRU's input projection and of the deep output.
         On a 2-core CPU that made beam-5 decoding about 30 % faster (README: Speed). On
-        CUDA ``encoder_out`` is returned as it is: there the fused cuDNN step, one launch,
-        was measured, and this path has not run on a GPU yet.
+        CUDA ``encoder_out`` is returned as it is (unless ``precompute_summary_terms``
+        says otherwise): there the fused cuDNN step, one launch, was measured, and this
+        path has not run on a GPU yet.
         """
-        if encoder_out.summary.is_cuda:
+        precompute = self.precompute_summary_terms
+        if not (precompute if precompute is not None else not encoder_out.summary.is_cuda):
             return encoder_out
         split = self.config.embed_size  # the GRU's input is [e(y); c], the deep output's [h'; e(y); c]
         weight, bias = self.decoder.input_projection()

@@ -248,6 +248,13 @@ def prepare_model(args, device: torch.device, train_src, train_tgt):
     return model, tokenizer, sizes
 
 
+def summary_terms_mode(model, device: torch.device) -> str:
+    """When nmt's search computes c's terms (``model.for_decoding`` decides), for the JSON."""
+    with torch.inference_mode():
+        probe = model.for_decoding(model.encode(torch.full((1, 1), 4, device=device), torch.ones(1, dtype=torch.long)))
+    return "once per sentence" if probe.gate_terms is not None else "every step"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="a run folder or checkpoint file (default: a random model)")
@@ -269,6 +276,9 @@ def main(argv=None) -> int:
                         help="train the on-the-fly tokenizer on this many train pairs (default: all; --quick: 5000)")
     parser.add_argument("--cache-dir", default=None, help="tokenizer cache (default: DataConfig().cache_dir)")
     parser.add_argument("--seed", type=int, default=0, help="random weights and sentence subsets")
+    parser.add_argument("--summary-terms", choices=["auto", "on", "off"], default="auto",
+                        help="nmt: compute c's terms once per sentence (on), at every step (off), or as "
+                             "nmt does by default: on a CPU only (auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -287,6 +297,8 @@ def main(argv=None) -> int:
 
     train_src, train_tgt, test_src, data_desc = load_sentences(args.seed)
     model, tokenizer, sizes = prepare_model(args, device, train_src, train_tgt)
+    model.precompute_summary_terms = {"auto": None, "on": True, "off": False}[args.summary_terms]
+    summary_terms = summary_terms_mode(model, device)
     texts = [normalize_text(line) for line in test_src]
     src_ids = [ids[:MAX_SOURCE_SUBWORDS] for ids in tokenizer.encode_src(texts)]
     rng = random.Random(args.seed)
@@ -313,6 +325,7 @@ def main(argv=None) -> int:
                 ids = src_ids
                 extra = {"precision": "bf16 autocast" if device.type == "cuda" else "float32",
                          "batch_tokens": decode.batch_tokens, "batching": "decode_ids: length-sorted token batches",
+                         "summary_terms": summary_terms,
                          "runs_seconds": [bc.rounded(t) for t in times]}
             else:
                 hyps, seconds, _ = time_decoding(lambda ids: reference_decode(reference, ids, decode, device),

@@ -42,5 +42,8 @@ pack
 
 echo "=== bench_decode (tuned checkpoint)"
 timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -12
+echo "=== bench_decode, c's terms once per sentence (for_decoding; off by default on CUDA until measured)"
+timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --summary-terms on --out "$OUT/bench.jsonl" $BENCH_ARGS \
+  2>&1 | grep -v '^\s*$' | grep '"nmt' | tail -4
 pack
 echo "=== done"; date -u

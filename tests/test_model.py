@@ -68,6 +68,18 @@ def test_fused_forward_equals_unrolled_steps():
                 torch.testing.assert_close(fused, unrolled, atol=1e-5, rtol=0)
 
 
+def test_precomputing_the_summary_terms_can_be_switched():
+    """Default: on a CPU (this test's device) only; bench_decode.py --summary-terms sets it either way."""
+    model = tiny_model()
+    src, src_lengths, _ = random_batch()
+    encoder_out = model.encode(src, src_lengths)
+    assert model.for_decoding(encoder_out).gate_terms is not None
+    model.precompute_summary_terms = False
+    assert model.for_decoding(encoder_out) is encoder_out
+    model.precompute_summary_terms = True
+    assert model.for_decoding(encoder_out).output_terms is not None
+
+
 def test_precomputed_decoding_terms_follow_selected_rows():
     """Beam expansion and dropping finished sentences select rows of every field."""
     model = tiny_model()
