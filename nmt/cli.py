@@ -10,7 +10,7 @@ from typing import NoReturn
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from nmt.checkpoint import CheckpointError
-from nmt.config import to_object
+from nmt.config import setting_problem, to_object
 from nmt.data import CorpusError
 from nmt.report import ReportError
 
@@ -60,6 +60,17 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
         value = None if override.is_delete() or override.is_sweep_override() else override.value()
         if value is not None and "${" not in str(value):
             overrides[override.key_or_group] = value if isinstance(value, str) else str(value)
+    return overrides
+
+
+def check_command_line(schema: type) -> dict[str, str]:
+    """The command line's plain overrides, after refusing (in one line, before Hydra makes
+    anything) any that cannot work with ``schema``: see ``nmt.config.setting_problem``."""
+    overrides = command_line_overrides(sys.argv[1:])
+    for key, value in overrides.items():
+        problem = setting_problem(key, value, schema)
+        if problem:
+            refuse(problem)
     return overrides
 
 

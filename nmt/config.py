@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -228,3 +230,66 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
             if isinstance(child, DictConfig):
                 problems += unknown_keys(child, f"{name}.")
     return problems
+
+
+def _dataclass_of(annotation: Any) -> type | None:
+    """The dataclass behind a field's type (``Optional[DataConfig]`` -> DataConfig), or None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _unknown(name: str, prefix: str, known: list[str], schema: type) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
+    return f"{prefix}{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}"
+
+
+def setting_problem(key: str, value: str, schema: type) -> str | None:
+    """Why ``key=value`` on the command line cannot work with ``schema``, in one line, or None.
+
+    Checked before Hydra, whose own messages span several lines and suggest ``+key``
+    for a misspelling: the key (with the closest real one), a group's option (with the
+    options in conf/), and the type of a number or flag. Anything else is left to Hydra.
+    """
+    if key.startswith("hydra"):  # hydra.run.dir=..., hydra/job_logging=...: Hydra's own
+        return None
+    schema_now, prefix = schema, ""
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(schema_now)
+        if part not in hints:
+            return _unknown(part, prefix, list(hints), schema_now)
+        nested = _dataclass_of(hints[part])
+        if depth < len(parts) - 1:
+            if nested is None:
+                return f"{prefix}{part} is one setting, not a group of settings: {key}=... cannot work"
+            schema_now, prefix = nested, f"{prefix}{part}."
+            continue
+        group = CONF_DIR / key.replace(".", "/")
+        if nested is not None and group.is_dir():  # e.g. model=small: a file in conf/model
+            options = sorted(path.stem for path in group.glob("*.yaml"))
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f" (did you mean {key}={close[0]}?)" if close else ""
+                if key == "data" and ("/" in value or Path(value).exists()):
+                    hint = f" (a folder of text files: data=files data.path={value})"
+                return f"{key}={value}: no such option; choose from {', '.join(options)}{hint}"
+        kinds = {int: "a whole number", float: "a number", bool: "true or false"}
+        hint = hints[part]  # a number, a flag, or Optional[one of them]; lists are left to Hydra
+        alternatives = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        kind = next((k for k in kinds if k in alternatives), None)
+        if kind is not None and not _parses_as(value, kind):
+            return f"{key}={value}: expected {kinds[kind]}"
+    return None
+
+
+def _parses_as(value: str, kind: type) -> bool:
+    if kind is bool:
+        return value.lower() in ("true", "false")
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return kind is not int or "." not in value

@@ -67,6 +67,8 @@ def decode_split(cfg: EvaluateConfig):
 
 
 def run_evaluate(cfg: EvaluateConfig) -> int:
+    if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
+        raise report.ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
     if cfg.hyps is not None:
         if cfg.refs is None:
             raise report.ReportError("hyps= needs refs= (the reference translations, one per line)")
@@ -111,9 +113,9 @@ def _hydra_main(cfg) -> None:
 
 
 def main() -> None:
-    from nmt.cli import command_line_overrides, refuse
+    from nmt.cli import check_command_line, refuse
 
-    overrides = command_line_overrides(sys.argv[1:])
+    overrides = check_command_line(EvaluateConfig)
     corpus_settings = [key for key in overrides if key.startswith("data.")]
     if corpus_settings and "data" not in overrides:
         # Without data=, the checkpoint's corpus is used and there is no group to set keys in.

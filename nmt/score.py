@@ -21,7 +21,7 @@ from nmt.batching import ParallelIds, token_batches
 from nmt.config import CONF_DIR, ScoreConfig
 from nmt.data import CorpusError, normalize_text
 from nmt.tokenizer import PAD
-from nmt.translate import Translator, _autocast, check_input, load_translator, read_input
+from nmt.translate import Translator, _autocast, check_input, check_output, load_translator, read_input
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def score_pairs(translator: Translator, pairs: list[tuple[str, str]], batch_toke
 
 
 def run_score(cfg: ScoreConfig) -> int:
-    check_input(cfg.input)
+    check_input(cfg.input, "a file of source<TAB>target lines")
+    check_output(cfg.output, cfg.input)
     translator = load_translator(cfg.ckpt, cfg.device)
     pairs = read_pairs(read_input(cfg.input, False), cfg.input or "<stdin>")
     scores = score_pairs(translator, pairs, cfg.batch_tokens, progress=cfg.input is not None)
@@ -86,6 +87,9 @@ def _hydra_main(cfg) -> None:
 
 
 def main() -> None:
+    from nmt.cli import check_command_line
+
+    check_command_line(ScoreConfig)
     _hydra_main()
 
 

@@ -663,8 +663,33 @@ def plot_curves(run_dir: Path) -> Path | None:
     return path
 
 
+def check_settings(cfg: TrainRunConfig) -> None:
+    """Reject impossible settings before the corpus is read (minutes, on a large one)."""
+    opt, model = cfg.train, cfg.model
+    higher_is_better(opt.early_stopping_metric)
+    choices = {"train.optimizer": (opt.optimizer, ("adam", "adadelta")),
+               "train.lr_schedule": (opt.lr_schedule, ("constant", "inverse_sqrt", "plateau")),
+               "model.cell": (model.cell, ("cudnn", "paper"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+    positive = {"train.lr": opt.lr, "train.max_tokens": opt.max_tokens, "train.max_epochs": opt.max_epochs,
+                "model.embed_size": model.embed_size,
+                "model.hidden_size": model.hidden_size, "model.maxout_size": model.maxout_size,
+                "data.tokenizer.vocab_size": cfg.data.tokenizer.vocab_size}
+    for key, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{key}={value}: must be greater than 0")
+    if not 0 <= model.dropout < 1:
+        raise ValueError(f"model.dropout={model.dropout}: must be at least 0 and below 1")
+
+
 def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
     """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary."""
+    check_settings(cfg)
+    local = Path(cfg.data.path).expanduser()
+    if cfg.data.path and local.exists():  # so that the saved config works from any folder
+        cfg.data.path = str(local.resolve())
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir)
@@ -785,13 +810,20 @@ def remove_if_unused(run_dir: Path, log_name: str) -> None:
 def main() -> None:
     import sys
 
-    from nmt.cli import command_line_overrides, refuse
+    from nmt.cli import check_command_line, refuse
 
-    resume = command_line_overrides(sys.argv[1:]).get("resume")
-    if resume:  # checked before Hydra creates the run folder
+    overrides = check_command_line(TrainRunConfig)
+    resume, run_dir = overrides.get("resume"), overrides.get("hydra.run.dir")
+    # Checked before Hydra creates the run folder (or writes into an existing one).
+    if resume:
         problem = resume_folder_problem(resume)
         if problem:
             refuse(problem)
+        if run_dir and Path(run_dir).resolve() != Path(resume).resolve():
+            refuse(f"resume={resume} continues in its own folder: leave hydra.run.dir={run_dir} out")
+    elif run_dir and (Path(run_dir) / "config.yaml").exists():
+        refuse(f"hydra.run.dir={run_dir} already holds an nmt-train run: continue it with resume={run_dir}, "
+               "or choose another folder")
     _hydra_main()
 
 

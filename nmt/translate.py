@@ -137,12 +137,24 @@ def format_output(results: list[list[tuple[str, Hypothesis]]], nbest: int) -> li
     return rows
 
 
-def check_input(path: str | None) -> None:
+def check_input(path: str | None, expected: str = "a text file, one sentence per line") -> None:
     """Fail on a missing input= file before the checkpoint is loaded, naming the setting."""
     if path is not None and (Path(path).is_dir() or not Path(path).exists()):  # a pipe is fine
         where = "a folder" if Path(path).is_dir() else "no such file"
-        raise ValueError(f"input={path}: {where}; give a text file, one sentence per line (or leave "
-                         "input= out and pipe the text to stdin)")
+        raise ValueError(f"input={path}: {where}; give {expected} (or leave input= out and pipe it to stdin)")
+
+
+def check_output(path: str | None, input_path: str | None = None, setting: str = "output") -> None:
+    """Fail on an output= that cannot be written before any decoding, naming the setting."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{setting}={path}: a folder; give a file name")
+    if not target.parent.is_dir():
+        raise ValueError(f"{setting}={path}: no folder {target.parent}; create it first")
+    if input_path is not None and target.exists() and target.resolve() == Path(input_path).resolve():
+        raise ValueError(f"{setting}={path} is the input file, which writing would destroy; choose another {setting}=")
 
 
 def read_input(path: str | None, replace_invalid: bool) -> list[str]:
@@ -173,6 +185,7 @@ def run_translate(cfg: TranslateConfig) -> int:
         cfg.decode.nbest = cfg.nbest
         cfg.decode.beam_size = max(cfg.decode.beam_size, cfg.nbest)
     check_input(cfg.input)
+    check_output(cfg.output, cfg.input)
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.input is None and sys.stdin.isatty():
         interactive(translator, cfg)
@@ -201,6 +214,9 @@ def _hydra_main(cfg) -> None:
 
 
 def main() -> None:
+    from nmt.cli import check_command_line
+
+    check_command_line(TranslateConfig)
     _hydra_main()
 
 

@@ -85,11 +85,32 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_a_missing_input_file_names_the_setting_before_loading_anything(tmp_path, command):
     config = TranslateConfig if command is run_translate else ScoreConfig
     cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(tmp_path / "nope.txt"))
-    with pytest.raises(ValueError, match=r"input=.*nope\.txt: no such file; give a text file"):
+    expected = "a text file, one sentence per line" if command is run_translate else "a file of source<TAB>target"
+    with pytest.raises(ValueError, match=rf"input=.*nope\.txt: no such file; give {expected}"):
         command(cfg)
     cfg.input = str(tmp_path)
     with pytest.raises(ValueError, match=r"input=.*: a folder"):
         command(cfg)
+
+
+@pytest.mark.parametrize("command", [run_translate, run_score])
+def test_an_output_that_cannot_be_written_is_refused_before_decoding(tmp_path, command):
+    config = TranslateConfig if command is run_translate else ScoreConfig
+    source = tmp_path / "source.txt"
+    source.write_text("uno\tone\n")
+    for output, problem in ((source, "is the input file, which writing would destroy"),
+                            (tmp_path / "no" / "out.txt", "no folder"), (tmp_path, "a folder; give a file name")):
+        cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(source), output=str(output))
+        with pytest.raises(ValueError, match=rf"output=.*{problem}"):
+            command(cfg)
+    assert source.read_text() == "uno\tone\n"
+
+
+def test_evaluate_report_dir_that_is_a_file_is_refused_before_decoding(tmp_path):
+    (tmp_path / "README.md").write_text("mine\n")
+    cfg = EvaluateConfig(ckpt=str(tmp_path / "not-loaded"), report_dir=str(tmp_path / "README.md"))
+    with pytest.raises(ReportError, match="report_dir=.*README.md: a file, not a folder"):
+        run_evaluate(cfg)
 
 
 def test_input_may_be_a_pipe(trained_run, tmp_path):

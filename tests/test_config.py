@@ -75,20 +75,19 @@ def test_added_keys_the_schema_lacks_are_errors():
 
 
 def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tmp_path):
-    def failing_train(*args):
-        return subprocess.run([sys.executable, "-m", "nmt.train", "+train.max_stpes=5", *args],
+    def failing_train(*args):  # fails inside the run, after Hydra has made the run folder
+        return subprocess.run([sys.executable, "-m", "nmt.train", "train.optimizer=sgd", *args],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
     result = failing_train()
     assert result.returncode == 1
-    assert result.stderr.strip() == ("error: train.max_stpes is not a setting (OptimConfig in nmt/config.py); "
-                                     "did you mean train.max_steps?")
+    assert result.stderr.strip() == "error: train.optimizer='sgd': expected one of adam, adadelta"
     assert list(tmp_path.iterdir()) == []  # outputs/bible_es_en/small/TIMESTAMP and its parents: gone
     chosen = tmp_path / "mine"
     chosen.mkdir()
     for run_dir in (chosen, "."):  # folders the user named may be theirs: the error stays in train.log
         assert failing_train(f"hydra.run.dir={run_dir}").returncode == 1
-        assert "did you mean train.max_steps?" in (tmp_path / run_dir / "train.log").read_text()
+        assert "expected one of adam, adadelta" in (tmp_path / run_dir / "train.log").read_text()
 
 
 @pytest.mark.parametrize("command, groups", [
@@ -107,3 +106,52 @@ def test_help_names_the_command_its_own_groups_and_examples(command, groups):
         if rest and (CONF_DIR / group).is_dir():
             listed[group] = rest.split(", ")
     assert listed == {group: options(group) for group in groups}
+
+
+def test_a_run_folder_is_never_trained_into_again_without_resume(tmp_path, trained_run):
+    """hydra.run.dir=RUN (without resume=) would overwrite RUN's checkpoints and mix two runs' metrics."""
+    before = sorted(p.name for p in trained_run.iterdir())
+    result = subprocess.run([sys.executable, "-m", "nmt.train", "train=debug", f"hydra.run.dir={trained_run}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: hydra.run.dir={trained_run} already holds an nmt-train run: "
+                                     f"continue it with resume={trained_run}, or choose another folder")
+    assert sorted(p.name for p in trained_run.iterdir()) == before
+    elsewhere = subprocess.run([sys.executable, "-m", "nmt.train", f"resume={trained_run}",
+                                f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert elsewhere.returncode == 1
+    assert "continues in its own folder: leave hydra.run.dir=" in elsewhere.stderr
+
+
+@pytest.mark.parametrize("command_line, problem", [
+    ("train.max_stpes=5", "train.max_stpes is not a setting (OptimConfig in nmt/config.py); did you mean train.max_steps?"),
+    ("modle=small", "modle is not a setting (TrainRunConfig in nmt/config.py); did you mean model?"),
+    ("model=smal", "model=smal: no such option; choose from cho2014, small (did you mean model=small?)"),
+    ("data=/corpora/de-en", "data=/corpora/de-en: no such option; choose from " + ", ".join(options("data"))
+     + " (a folder of text files: data=files data.path=/corpora/de-en)"),
+    ("train.max_steps=abc", "train.max_steps=abc: expected a whole number"),
+    ("train.lr=fast", "train.lr=fast: expected a number"),
+    ("train.amp=maybe", "train.amp=maybe: expected true or false"),
+    ("train.lr.warm=1", "train.lr is one setting, not a group of settings: train.lr.warm=... cannot work"),
+    ("data.tokenizer.vocab=8", "data.tokenizer.vocab is not a setting (TokenizerConfig in nmt/config.py); "
+     "did you mean data.tokenizer.vocab_size?"),
+])
+def test_command_line_mistakes_are_one_line_with_the_closest_setting(command_line, problem):
+    from nmt.cli import command_line_overrides
+    from nmt.config import setting_problem
+
+    ((key, value),) = command_line_overrides([command_line]).items()
+    assert setting_problem(key, value, TrainRunConfig) == problem
+
+
+@pytest.mark.parametrize("command_line", [
+    "model=cho2014", "data=files", "train.lr=3e-4", "train.max_steps=100", "train.amp=false", "resume=/runs/a",
+    "data.splits.validation=dev", "data.hub_name=fr-en", "train.betas=[0.9,0.99]", "hydra.run.dir=/x",
+    "hydra/job_logging=stderr", "+train.max_steps=5",
+])
+def test_good_command_lines_pass_the_check(command_line):
+    from nmt.cli import command_line_overrides
+    from nmt.config import setting_problem
+
+    for key, value in command_line_overrides([command_line]).items():
+        assert setting_problem(key, value, TrainRunConfig) is None

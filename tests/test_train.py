@@ -84,3 +84,32 @@ def test_long_training_pairs_are_skipped(tmp_path, word_corpus, cache_dir, caplo
     kept = trainer.train_data
     assert 0 < len(kept) < 400 and "training pairs longer than 5 subwords" in caplog.text
     assert max(kept.src_lengths.max(), kept.tgt_lengths.max()) <= 5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.optimizer=sgd", "train.optimizer='sgd': expected one of adam, adadelta"),
+    ("train.lr=-1", "train.lr=-1.0: must be greater than 0"),
+    ("train.lr_schedule=cosine", "train.lr_schedule='cosine': expected one of constant, inverse_sqrt, plateau"),
+    ("model.cell=lstm", "model.cell='lstm': expected one of cudnn, paper"),
+    ("model.hidden_size=0", "model.hidden_size=0: must be greater than 0"),
+    ("model.dropout=2", "model.dropout=2.0: must be at least 0 and below 1"),
+    ("train.max_epochs=0", "train.max_epochs=0: must be greater than 0"),
+])
+def test_impossible_settings_fail_before_the_corpus_is_read(tmp_path, override, message, monkeypatch):
+    import nmt.train
+
+    monkeypatch.setattr(nmt.train, "load_corpus", lambda *a, **k: pytest.fail("the corpus was read"))
+    cfg = compose_config("train", ["train=debug", override])
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_relative_corpus_path_is_saved_absolute(tmp_path, word_corpus, cache_dir, monkeypatch):
+    """The run's config.yaml must work from any folder (resume, nmt-evaluate)."""
+    monkeypatch.chdir(word_corpus.parent)
+    overrides = word_corpus_overrides(word_corpus, cache_dir)
+    overrides[1] = f"data.path={word_corpus.name}"
+    train(compose_config("train", overrides + ["train=debug", "train.max_steps=2", "evaluate_test=false"]),
+          tmp_path)
+    assert f"path: {word_corpus}\n" in (tmp_path / "config.yaml").read_text()
