@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 def corpus_for(cfg: EvaluateConfig, checkpoint: dict) -> DataConfig:
     """``data=...`` if given, else the corpus the checkpoint was trained on."""
+    trained = checkpoint["data_config"]
     if cfg.data is not None:
+        if (cfg.data.src_lang, cfg.data.tgt_lang) != (trained["src_lang"], trained["tgt_lang"]):
+            log.warning("the checkpoint translates %s -> %s, but data.src_lang=%s data.tgt_lang=%s: "
+                        "expect a meaningless score unless that is the point", trained["src_lang"],
+                        trained["tgt_lang"], cfg.data.src_lang, cfg.data.tgt_lang)
         return cfg.data
     data = DataConfig(**{k: v for k, v in checkpoint["data_config"].items() if k not in ("splits", "tokenizer")})
     data.splits = type(data.splits)(**checkpoint["data_config"]["splits"])
@@ -70,6 +75,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
         raise report.ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
     if cfg.hyps is not None:
+        if cfg.ckpt is not None:
+            log.warning("hyps= given: scoring that file; ckpt=%s is not used", cfg.ckpt)
         if cfg.refs is None:
             raise report.ReportError("hyps= needs refs= (the reference translations, one per line)")
         hyps, refs = report.read_lines(cfg.hyps), report.read_lines(cfg.refs)

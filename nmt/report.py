@@ -109,7 +109,7 @@ def check_parallel(
     if len(hyps) != len(refs):
         raise ReportError(
             f"{hyps_name} has {len(hyps)} lines but {refs_name} has {len(refs)} lines; "
-            "hypotheses and references must be line-parallel"
+            "the files must be line-parallel (line i of each: the same sentence)"
         )
 
 
@@ -629,7 +629,7 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
         out.append(f"| {label}{suffix} | {_num(report[name])} | {_ci_text(ci.get(name))} |")
     out.append("")
     if boot.get("samples"):
-        out += [f"95% CIs: percentile bootstrap, {boot['samples']} resamples of the test "
+        out += [f"95% CIs: percentile bootstrap, {boot['samples']} resamples of the scored "
                 f"sentences, seed {boot.get('seed')}.", ""]
     details = report.get("bleu_details")
     if details:

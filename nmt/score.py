@@ -45,6 +45,8 @@ def score_pairs(translator: Translator, pairs: list[tuple[str, str]], batch_toke
     model, device = translator.model.eval(), translator.device
     results: list[tuple[float, int]] = [(float("nan"), 0)] * len(pairs)
     rows = [i for i, (src, tgt) in enumerate(pairs) if src and tgt]
+    if len(rows) < len(pairs):
+        log.warning("%d pair(s) with an empty side: scored nan (their lines stay in place)", len(pairs) - len(rows))
     if not rows:
         return results
     data = ParallelIds.from_lists(translator.tokenizer.encode_src([pairs[i][0] for i in rows]),

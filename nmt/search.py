@@ -129,6 +129,8 @@ def beam_search(
     The device does the scoring and the choice of beams; the host keeps the
     token histories and the finished hypotheses, from one copy per step.
     """
+    if beam_size < 1:
+        raise ValueError(f"decode.beam_size={beam_size}: must be at least 1")
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size} "
                          "(nmt-translate's nbest=K raises the beam to K)")

@@ -742,7 +742,7 @@ def resume_config(run_dir: Path, overrides: list[str]) -> TrainRunConfig:
            or not o.startswith("train.")]
     if bad:
         allowed = ", ".join(f"train.{name}" for name in sorted(RESUMABLE_SETTINGS))
-        raise ValueError(f"resume: {bad} cannot change when resuming; these can: {allowed}")
+        raise ValueError(f"resume: {' '.join(bad)} cannot change when resuming; these can: {allowed}")
     merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), OmegaConf.load(path), OmegaConf.from_dotlist(changes))
     return OmegaConf.to_object(merged)
 

@@ -161,14 +161,16 @@ def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
         run_evaluate(EvaluateConfig(hyps=str(short), refs=str(refs), report_dir=str(tmp_path / "x")))
 
 
-def test_score_pairs(tmp_path, trained_run, word_corpus):
+def test_score_pairs(tmp_path, trained_run, word_corpus, caplog):
     pairs = tmp_path / "pairs.tsv"
     src, tgt = read_lines(word_corpus / "train.es")[:5], read_lines(word_corpus / "train.en")[:5]
     wrong = tgt[1:] + tgt[:1]
     rows = [f"{s}\t{t}" for s, t in zip(src, tgt)] + [f"{s}\t{w}" for s, w in zip(src, wrong)] + ["\tempty source", ""]
     pairs.write_text("\n".join(rows) + "\n")
     output = tmp_path / "scores.tsv"
-    assert run_score(ScoreConfig(ckpt=str(trained_run), input=str(pairs), output=str(output))) == 0
+    with caplog.at_level("WARNING", logger="nmt.score"):
+        assert run_score(ScoreConfig(ckpt=str(trained_run), input=str(pairs), output=str(output))) == 0
+    assert "2 pair(s) with an empty side: scored nan" in caplog.text
     scores = [line.split("\t") for line in read_lines(output)]
     assert len(scores) == 12
     right_scores = [float(s[0]) for s in scores[:5]]
@@ -238,3 +240,18 @@ def test_resume_of_a_quoted_run_folder_passes_the_check(trained_run, tmp_path):
     from nmt.cli import command_line_overrides
 
     assert resume_folder_problem(command_line_overrides([f'resume="{trained_run}"'])["resume"]) is None
+
+
+def test_evaluating_on_other_languages_than_the_checkpoint_warns(caplog):
+    from nmt.config import DataConfig
+    from nmt.evaluate import corpus_for
+
+    checkpoint = {"data_config": {"src_lang": "es", "tgt_lang": "en"}}
+    reversed_pair = EvaluateConfig(ckpt="x", data=DataConfig(src_lang="en", tgt_lang="es"))
+    with caplog.at_level("WARNING", logger="nmt.evaluate"):
+        assert corpus_for(reversed_pair, checkpoint).src_lang == "en"
+    assert "the checkpoint translates es -> en, but data.src_lang=en data.tgt_lang=es" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nmt.evaluate"):
+        corpus_for(EvaluateConfig(ckpt="x", data=DataConfig()), checkpoint)
+    assert not caplog.text

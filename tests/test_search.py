@@ -83,6 +83,14 @@ def test_beam_never_scores_below_greedy(translator, sources):
             assert math.isclose(b[0].score, model_score(model, src_ids, b[0].tokens), abs_tol=1e-3)
 
 
+def test_impossible_beam_settings_name_the_setting(translator, sources):
+    batch = batch_of(sources[:2])
+    with pytest.raises(ValueError, match=r"decode.beam_size=0: must be at least 1"):
+        beam_search(translator.model, batch.src, batch.src_lengths, beam_size=0)
+    with pytest.raises(ValueError, match=r"decode.nbest=3 must be between 1 and decode.beam_size=2"):
+        beam_search(translator.model, batch.src, batch.src_lengths, beam_size=2, nbest=3)
+
+
 def test_nbest_sorted_and_distinct(translator, sources):
     batch = batch_of(sources[:10])
     results = beam_search(translator.model, batch.src, batch.src_lengths, beam_size=5, nbest=5)
