@@ -79,9 +79,9 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
             log.warning("hyps= given: scoring that file; ckpt=%s is not used", cfg.ckpt)
         if cfg.refs is None:
             raise report.ReportError("hyps= needs refs= (the reference translations, one per line)")
-        hyps, refs = report.read_lines(cfg.hyps), report.read_lines(cfg.refs)
+        hyps, refs = report.read_lines(cfg.hyps, "hyps"), report.read_lines(cfg.refs, "refs")
         report.check_parallel(hyps, refs, cfg.hyps, cfg.refs)
-        sources = report.read_lines(cfg.srcs) if cfg.srcs else None
+        sources = report.read_lines(cfg.srcs, "srcs") if cfg.srcs else None
         if sources is not None:
             report.check_parallel(sources, refs, cfg.srcs, cfg.refs)
         speed = model = decoding = checkpoint = None
@@ -96,7 +96,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     by_length = report.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
     compare = None
     if cfg.compare is not None:
-        other = report.read_lines(cfg.compare)
+        other = report.read_lines(cfg.compare, "compare")
         report.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
         compare = report.paired_bootstrap(hyps, other, refs, cfg.bootstrap_samples,
                                           system_name="this system", other_name=Path(cfg.compare).name)

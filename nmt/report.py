@@ -78,9 +78,10 @@ class ReportError(ValueError):
 # --------------------------------------------------------------------------- #
 
 
-def read_lines(path: str | Path) -> list[str]:
+def read_lines(path: str | Path, setting: str | None = None) -> list[str]:
     """One segment per ``\\n``-terminated line (``nmt.data.read_lines``: never
     ``str.splitlines``, which would shift hypotheses against references).
+    ``setting`` (e.g. ``"refs"``) names the command-line setting in errors.
 
     Raises:
         ReportError: the file cannot be read, or is not valid UTF-8 (the
@@ -89,7 +90,8 @@ def read_lines(path: str | Path) -> list[str]:
     try:
         return data.read_lines(Path(path))
     except OSError as exc:
-        raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        where = f"{setting}={path}" if setting else str(path)
+        raise ReportError(f"cannot read {where}: {exc.strerror or exc}") from exc
     except data.CorpusError as exc:
         raise ReportError(str(exc)) from None
 

@@ -155,6 +155,9 @@ def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["bleu"] == pytest.approx(100.0)
     assert report["compare"]["bleu"]["significant"]
+    with pytest.raises(ReportError, match=r"cannot read compare=.*missing\.txt: No such file"):
+        run_evaluate(EvaluateConfig(hyps=str(good), refs=str(refs), compare=str(tmp_path / "missing.txt"),
+                                    report_dir=str(tmp_path / "x")))
     short = tmp_path / "short.txt"
     short.write_text("one\n")
     with pytest.raises(ReportError, match=r"short\.txt has 1 lines? but .*test\.en has 20"):
