@@ -222,9 +222,7 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     for key in cfg.keys():
         name = f"{prefix}{key}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
-            problems.append(f"{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}")
+            problems.append(_unknown(str(key), prefix, known, schema))
         elif not OmegaConf.is_missing(cfg, key) and not OmegaConf.is_interpolation(cfg, key):
             child = cfg[key]
             if isinstance(child, DictConfig):
@@ -277,8 +275,9 @@ def setting_problem(key: str, value: str, schema: type) -> str | None:
                     hint = f" (a folder of text files: data=files data.path={value})"
                 return f"{key}={value}: no such option; choose from {', '.join(options)}{hint}"
         kinds = {int: "a whole number", float: "a number", bool: "true or false"}
-        hint = hints[part]  # a number, a flag, or Optional[one of them]; lists are left to Hydra
-        alternatives = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        annotation = hints[part]  # a number, a flag, or Optional[one of them]; lists are left to Hydra
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        alternatives = typing.get_args(annotation) if union else (annotation,)
         kind = next((k for k in kinds if k in alternatives), None)
         if kind is not None and not _parses_as(value, kind):
             return f"{key}={value}: expected {kinds[kind]}"

@@ -232,7 +232,9 @@ class RNNEncoderDecoder(nn.Module):
         path has not run on a GPU yet.
         """
         precompute = self.precompute_summary_terms
-        if not (precompute if precompute is not None else not encoder_out.summary.is_cuda):
+        if precompute is None:
+            precompute = not encoder_out.summary.is_cuda
+        if not precompute:
             return encoder_out
         split = self.config.embed_size  # the GRU's input is [e(y); c], the deep output's [h'; e(y); c]
         weight, bias = self.decoder.input_projection()

@@ -37,7 +37,7 @@ from nmt.checkpoint import (
 from nmt.cli import copy_to_log_files
 from nmt.config import CONF_DIR, DecodeConfig, OptimConfig, TrainRunConfig
 from nmt.data import describe, load_corpus, text_column
-from nmt.model import build_model, count_parameters
+from nmt.model import CELLS, build_model, count_parameters
 from nmt.tokenizer import build_tokenizer, flat_ids, tokenize_corpus
 from nmt.translate import decode_ids, pick_device
 
@@ -55,6 +55,10 @@ class TrainingError(RuntimeError):
 # --------------------------------------------------------------------------- schedule
 
 
+OPTIMIZERS = ("adam", "adadelta")
+LR_SCHEDULES = ("constant", "inverse_sqrt", "plateau")
+
+
 class LearningRateSchedule:
     """constant | inverse_sqrt (linear warmup, then decay with 1/sqrt(step)) | plateau.
 
@@ -63,7 +67,7 @@ class LearningRateSchedule:
     """
 
     def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer):
-        if cfg.lr_schedule not in ("constant", "inverse_sqrt", "plateau"):
+        if cfg.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train.lr_schedule={cfg.lr_schedule!r}: expected constant, inverse_sqrt or plateau")
         if cfg.lr_schedule == "inverse_sqrt" and not cfg.warmup_steps:
             raise ValueError("train.lr_schedule=inverse_sqrt needs train.warmup_steps > 0 (it decays after warmup)")
@@ -356,12 +360,12 @@ class Trainer:
         set_rng_state(train_state["rng"], self.device)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
                  self.progress.epoch + 1, self.progress.batch_in_epoch)
-        reached = [f"train.{name}={limit}" for name, limit, done in (
-            ("max_steps", self.opt.max_steps, self.progress.step),
-            ("max_epochs", self.opt.max_epochs, self.progress.epoch)) if limit and done >= limit]
-        if reached:
-            log.warning("the run has already reached %s: nothing left to train; raise it on the command "
-                        "line (resume=%s %s=...)", reached[0], self.run_dir, reached[0].split("=")[0])
+        for name, limit, done in (("train.max_steps", self.opt.max_steps, self.progress.step),
+                                  ("train.max_epochs", self.opt.max_epochs, self.progress.epoch)):
+            if limit and done >= limit:
+                log.warning("the run has already reached %s=%d: nothing left to train; raise it on the "
+                            "command line (resume=%s %s=...)", name, limit, self.run_dir, name)
+                break
 
     # ----------------------------------------------------------------- one step
 
@@ -667,9 +671,8 @@ def check_settings(cfg: TrainRunConfig) -> None:
     """Reject impossible settings before the corpus is read (minutes, on a large one)."""
     opt, model = cfg.train, cfg.model
     higher_is_better(opt.early_stopping_metric)
-    choices = {"train.optimizer": (opt.optimizer, ("adam", "adadelta")),
-               "train.lr_schedule": (opt.lr_schedule, ("constant", "inverse_sqrt", "plateau")),
-               "model.cell": (model.cell, ("cudnn", "paper"))}
+    choices = {"train.optimizer": (opt.optimizer, OPTIMIZERS), "train.lr_schedule": (opt.lr_schedule, LR_SCHEDULES),
+               "model.cell": (model.cell, tuple(CELLS))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
@@ -794,12 +797,12 @@ def remove_if_unused(run_dir: Path, log_name: str) -> None:
     """Delete a fresh run folder of a command that failed before writing anything of its
     own (only ``.hydra/`` and the job log are there), and the parents it left empty
     (``outputs/DATA/MODEL``), so that failed attempts leave no empty runs behind."""
-    run_dir = run_dir.resolve()
-    if run_dir == Path.cwd().resolve() or not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", log_name}:
+    run_dir, here = run_dir.resolve(), Path.cwd().resolve()
+    if run_dir == here or not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", log_name}:
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     for parent in run_dir.parents:
-        if parent == Path.cwd().resolve():
+        if parent == here:
             break
         try:
             parent.rmdir()  # only if empty

@@ -144,17 +144,17 @@ def check_input(path: str | None, expected: str = "a text file, one sentence per
         raise ValueError(f"input={path}: {where}; give {expected} (or leave input= out and pipe it to stdin)")
 
 
-def check_output(path: str | None, input_path: str | None = None, setting: str = "output") -> None:
+def check_output(path: str | None, input_path: str | None = None) -> None:
     """Fail on an output= that cannot be written before any decoding, naming the setting."""
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
-        raise ValueError(f"{setting}={path}: a folder; give a file name")
+        raise ValueError(f"output={path}: a folder; give a file name")
     if not target.parent.is_dir():
-        raise ValueError(f"{setting}={path}: no folder {target.parent}; create it first")
+        raise ValueError(f"output={path}: no folder {target.parent}; create it first")
     if input_path is not None and target.exists() and target.resolve() == Path(input_path).resolve():
-        raise ValueError(f"{setting}={path} is the input file, which writing would destroy; choose another {setting}=")
+        raise ValueError(f"output={path} is the input file, which writing would destroy; choose another output=")
 
 
 def read_input(path: str | None, replace_invalid: bool) -> list[str]:
