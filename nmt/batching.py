@@ -14,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from nmt.tokenizer import BOS, EOS, PAD
+from nmt.errors import SettingError
+from nmt.tokens import BOS, EOS, PAD
 
 
 class Batch(NamedTuple):
@@ -117,7 +118,7 @@ def token_batches(
     n = len(src_lengths)
     longest = np.maximum(src_lengths, tgt_lengths)
     if longest.max(initial=0) > max_tokens:
-        raise ValueError(
+        raise SettingError(
             f"a sentence of {longest.max()} subwords does not fit a batch of {max_tokens} tokens; "
             "raise the token budget (train.max_tokens) or lower train.max_subwords"
         )

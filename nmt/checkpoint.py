@@ -1,4 +1,16 @@
-"""Checkpoints that survive crashes and cannot run code.
+"""Checkpoints: the one owner of their format, and files that survive crashes and cannot run code.
+
+``pack_checkpoint`` builds the dict that is saved and ``unpack_checkpoint`` reads it
+back into a ``Checkpoint``; no other module indexes that dict. Layout (format
+``nmt-checkpoint-1``, unchanged since the first release):
+
+    model         the state dict
+    model_config  {"config": ModelConfig as a dict, "src_vocab_size", "tgt_vocab_size"}
+    tokenizer     {"src": uint8 tensor, "tgt": uint8 tensor}: the SentencePiece protos
+    data_config   DataConfig as a dict
+    step, epoch, best_value
+    train_state   (resumable checkpoints only) {"optimizer", "schedule", "progress", "rng",
+                  "train_config"}
 
 Saving writes a temporary file in the same folder, flushes and fsyncs it, then
 ``os.replace``s it over the old name: a crash at any moment leaves the previous
@@ -13,17 +25,109 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from nmt.config import DataConfig, ModelConfig, from_dict
+from nmt.errors import CheckpointError
 
 FORMAT = "nmt-checkpoint-1"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read; the message names the file."""
+@dataclass
+class TrainingState:
+    """What a resumable checkpoint holds besides the model: training continues exactly from it."""
+
+    optimizer: dict
+    schedule: dict
+    progress: dict
+    rng: dict
+    train_config: dict  # OptimConfig as a dict
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as the rest of nmt sees it (``unpack_checkpoint``)."""
+
+    model_config: ModelConfig
+    src_vocab_size: int
+    tgt_vocab_size: int
+    model_state: dict
+    src_proto: bytes  # the SentencePiece models
+    tgt_proto: bytes
+    data_config: DataConfig
+    step: int | None = None
+    epoch: int | None = None
+    best_value: float | None = None
+    training: TrainingState | None = None
+    path: Path | None = None
+
+    def tokenizer(self):
+        from nmt.tokenizer import Tokenizer  # SentencePiece only where a tokenizer is wanted
+
+        return Tokenizer(self.src_proto, self.tgt_proto)
+
+    def build_model(self) -> torch.nn.Module:
+        """The model, with these weights, on the CPU."""
+        from nmt.architectures import build_model
+
+        model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
+        model.load_state_dict(self.model_state)
+        return model
+
+
+def _bytes_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def pack_checkpoint(model: torch.nn.Module, src_proto: bytes, tgt_proto: bytes, data_config: DataConfig,
+                    step: int, epoch: int, best_value: float | None,
+                    training: TrainingState | None = None) -> dict:
+    """The dict ``save_checkpoint`` writes: a model (of any registered architecture), its
+    tokenizer, the corpus settings and progress, and optionally the training state."""
+    state = {
+        "model": model.state_dict(),
+        "model_config": model.model_config(),
+        "tokenizer": {"src": _bytes_tensor(src_proto), "tgt": _bytes_tensor(tgt_proto)},
+        "data_config": asdict(data_config),
+        "step": step,
+        "epoch": epoch,
+        "best_value": best_value,
+    }
+    if training is not None:
+        state["train_state"] = {"optimizer": training.optimizer, "schedule": training.schedule,
+                                "progress": training.progress, "rng": training.rng,
+                                "train_config": training.train_config}
+    return state
+
+
+def unpack_checkpoint(state: dict, path: Path | None = None) -> Checkpoint:
+    """A loaded checkpoint dict as a ``Checkpoint``. Settings added since a checkpoint was
+    written take their defaults: a checkpoint without ``model.arch`` is ``cho2014``."""
+    try:
+        spec, tokenizer = state["model_config"], state["tokenizer"]
+        training = state.get("train_state")
+        return Checkpoint(
+            model_config=from_dict(ModelConfig, spec["config"]),
+            src_vocab_size=spec["src_vocab_size"], tgt_vocab_size=spec["tgt_vocab_size"],
+            model_state=state["model"],
+            src_proto=bytes(tokenizer["src"].numpy()), tgt_proto=bytes(tokenizer["tgt"].numpy()),
+            data_config=from_dict(DataConfig, state["data_config"]),
+            step=state.get("step"), epoch=state.get("epoch"), best_value=state.get("best_value"),
+            training=None if training is None else TrainingState(**training),
+            path=None if path is None else Path(path),
+        )
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{path or 'checkpoint'}: incomplete nmt checkpoint ({type(err).__name__}: {err})") from None
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """``load_checkpoint`` + ``unpack_checkpoint``."""
+    return unpack_checkpoint(load_checkpoint(Path(path)), Path(path))
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
@@ -142,19 +246,19 @@ def resume_candidates(run_dir: Path) -> list[Path]:
     return last + steps
 
 
-def load_for_resume(run_dir: Path, log=None) -> tuple[dict, Path]:
+def load_for_resume(run_dir: Path, log=None) -> Checkpoint:
     """The newest loadable training checkpoint in ``run_dir``, skipping corrupt ones."""
     errors = []
     for candidate in resume_candidates(run_dir):
         try:
-            state = load_checkpoint(candidate)
+            checkpoint = read_checkpoint(candidate)
         except CheckpointError as err:
             errors.append(str(err))
             if log:
                 log.warning("%s; trying an older checkpoint", err)
             continue
-        if "train_state" in state:
-            return state, candidate
+        if checkpoint.training is not None:
+            return checkpoint
     detail = ("; ".join(errors)) if errors else "no last.pt or step-*.pt found"
     raise CheckpointError(f"resume={run_dir}: no loadable training checkpoint ({detail})")
 

@@ -1,25 +1,19 @@
-"""Typed configuration schemas, registered in Hydra's ConfigStore.
+"""Typed settings: plain dataclasses, one per concern, with their defaults.
 
-Every YAML file under ``conf/`` is merged into one of these dataclasses, so a
-misspelled key or a value of the wrong type fails with Hydra's message
-("Key 'hiden_size' not in 'ModelConfig'") instead of a traceback deep in the
-code. Modules below the CLI layer take these dataclasses (or plain arguments),
-never a raw DictConfig.
+The command layer (``nmt.commands``) registers them as Hydra schemas, so every YAML
+file under ``conf/`` is merged into one of them and a misspelled key or a value of
+the wrong type fails before anything runs. The library takes these dataclasses (or
+plain arguments) and never imports Hydra or OmegaConf.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -66,7 +60,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """Shared by every architecture (``nmt.architectures``); each reads the fields it needs."""
+
     name: str = "small"
+    arch: str = "cho2014"  # the model class (nmt.architectures.ARCHITECTURES); checkpoints without it: cho2014
     embed_size: int = 256  # the paper: rank-100 word embeddings
     hidden_size: int = 512  # encoder and decoder GRU units; also the size of c
     maxout_size: int = 256  # maxout units (pools of 2 over 2x pre-activations)
@@ -177,118 +174,25 @@ class ScoreConfig:
     device: str = "auto"
 
 
-def _nmt_root() -> str:
-    return str(CONF_DIR.parent)
+def from_dict(schema: type, values: dict[str, Any]) -> Any:
+    """A dataclass (nested ones too) from plain data, e.g. a checkpoint's saved settings.
+
+    Keys the schema lacks (settings of another version) are dropped and missing ones
+    take their defaults, so checkpoints of older versions keep loading.
+    """
+    hints = typing.get_type_hints(schema)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        nested = dataclass_of(hints[key])
+        kwargs[key] = from_dict(nested, value) if nested is not None and isinstance(value, dict) else value
+    return schema(**kwargs)
 
 
-if not OmegaConf.has_resolver("nmt_root"):
-    OmegaConf.register_new_resolver("nmt_root", _nmt_root)
-if not OmegaConf.has_resolver("nmt_or"):  # ${nmt_or:a,b}: a unless it is null/empty, else b
-    OmegaConf.register_new_resolver("nmt_or", lambda first, fallback: first if first else fallback)
-
-
-def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainRunConfig)
-    cs.store(name="translate_schema", node=TranslateConfig)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    cs.store(name="score_schema", node=ScoreConfig)
-
-
-register_configs()
-
-
-def to_object(cfg: DictConfig | Any) -> Any:
-    """Resolve a composed DictConfig into its dataclass instance.
-
-    Raises ValueError for a key the schema lacks: Hydra rejects ``train.max_stpes=5``
-    itself, but ``+train.max_stpes=5`` adds the key, and OmegaConf would carry it as an
-    attribute that nothing reads."""
-    if isinstance(cfg, DictConfig):
-        unknown = unknown_keys(cfg)
-        if unknown:
-            raise ValueError(" | ".join(unknown))
-        return OmegaConf.to_object(cfg)
-    return cfg
-
-
-def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
-    """One message per key of ``cfg`` (nested) that its dataclass schema does not declare."""
-    schema = OmegaConf.get_type(cfg)
-    if not dataclasses.is_dataclass(schema):
-        return []
-    known = [f.name for f in dataclasses.fields(schema)]
-    problems = []
-    for key in cfg.keys():
-        name = f"{prefix}{key}"
-        if key not in known:
-            problems.append(_unknown(str(key), prefix, known, schema))
-        elif not OmegaConf.is_missing(cfg, key) and not OmegaConf.is_interpolation(cfg, key):
-            child = cfg[key]
-            if isinstance(child, DictConfig):
-                problems += unknown_keys(child, f"{name}.")
-    return problems
-
-
-def _dataclass_of(annotation: Any) -> type | None:
+def dataclass_of(annotation: Any) -> type | None:
     """The dataclass behind a field's type (``Optional[DataConfig]`` -> DataConfig), or None."""
     for candidate in (annotation, *typing.get_args(annotation)):
         if dataclasses.is_dataclass(candidate):
             return candidate
     return None
-
-
-def _unknown(name: str, prefix: str, known: list[str], schema: type) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
-    return f"{prefix}{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}"
-
-
-def setting_problem(key: str, value: str, schema: type) -> str | None:
-    """Why ``key=value`` on the command line cannot work with ``schema``, in one line, or None.
-
-    Checked before Hydra, whose own messages span several lines and suggest ``+key``
-    for a misspelling: the key (with the closest real one), a group's option (with the
-    options in conf/), and the type of a number or flag. Anything else is left to Hydra.
-    """
-    if key.startswith("hydra"):  # hydra.run.dir=..., hydra/job_logging=...: Hydra's own
-        return None
-    schema_now, prefix = schema, ""
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        hints = typing.get_type_hints(schema_now)
-        if part not in hints:
-            return _unknown(part, prefix, list(hints), schema_now)
-        nested = _dataclass_of(hints[part])
-        if depth < len(parts) - 1:
-            if nested is None:
-                return f"{prefix}{part} is one setting, not a group of settings: {key}=... cannot work"
-            schema_now, prefix = nested, f"{prefix}{part}."
-            continue
-        group = CONF_DIR / key.replace(".", "/")
-        if nested is not None and group.is_dir():  # e.g. model=small: a file in conf/model
-            options = sorted(path.stem for path in group.glob("*.yaml"))
-            if value not in options:
-                close = difflib.get_close_matches(value, options, n=1)
-                hint = f" (did you mean {key}={close[0]}?)" if close else ""
-                if key == "data" and ("/" in value or Path(value).exists()):
-                    hint = f" (a folder of text files: data=files data.path={value})"
-                return f"{key}={value}: no such option; choose from {', '.join(options)}{hint}"
-        kinds = {int: "a whole number", float: "a number", bool: "true or false"}
-        annotation = hints[part]  # a number, a flag, or Optional[one of them]; lists are left to Hydra
-        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        alternatives = typing.get_args(annotation) if union else (annotation,)
-        kind = next((k for k in kinds if k in alternatives), None)
-        if kind is not None and not _parses_as(value, kind):
-            return f"{key}={value}: expected {kinds[kind]}"
-    return None
-
-
-def _parses_as(value: str, kind: type) -> bool:
-    if kind is bool:
-        return value.lower() in ("true", "false")
-    try:
-        kind(value)
-    except ValueError:
-        return False
-    return kind is not int or "." not in value

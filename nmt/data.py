@@ -31,14 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nmt.config import DataConfig
+from nmt.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read as given; the message names the file and what to do."""
 
 
 # Unicode line and paragraph separators, NEL, and other controls would break a
@@ -106,7 +103,7 @@ def clean_pairs(
     Returns the kept sources and targets and a Counter of dropped pairs by reason.
     """
     if len(sources) != len(targets):
-        raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+        raise CorpusError(f"{len(sources)} sources but {len(targets)} targets")
     cleaned = _clean_batch({"src": sources, "tgt": targets}, max_words, max_length_ratio)
     kept = [i for i, reason in enumerate(cleaned["drop"]) if not reason]
     dropped = Counter(reason for reason in cleaned["drop"] if reason)

@@ -13,6 +13,9 @@ once, so with ``cell="cudnn"`` it is a single fused GRU call. Search calls
 ``decode_step`` one token at a time; a test checks that both give the same logits.
 Since c is the same at every step, ``for_decoding`` computes its terms (in the GRU's
 input projection and in the deep output) once per sentence, not once per token.
+
+Registered as ``model.arch=cho2014``; ``nmt.architectures`` has the contract every
+architecture meets (encode, init_state, decode_step, reorder hooks, loss).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nmt.architectures import register_architecture
 from nmt.config import ModelConfig
-from nmt.tokenizer import PAD
+from nmt.errors import check_choice
+from nmt.tokens import PAD
 
 
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -37,8 +42,8 @@ def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class EncoderOutput(NamedTuple):
-    """What the decoder may look at. ``states`` and ``mask`` are unused by Cho et al.'s
-    decoder (it sees only ``summary``) but kept so an attention decoder can join."""
+    """What this model's decoder may look at: the summary c (Cho et al.'s decoder sees
+    nothing else), and the encoder states with their mask, for inspection."""
 
     summary: torch.Tensor  # c: (batch, hidden)
     states: torch.Tensor  # h_1..h_N: (batch, src_len, hidden)
@@ -149,13 +154,17 @@ class CudnnGRU(nn.Module):
 CELLS = {"cudnn": CudnnGRU, "paper": PaperGRU}
 
 
+@register_architecture("cho2014")
 class RNNEncoderDecoder(nn.Module):
     """Cho et al. (2014)'s RNN Encoder–Decoder. Shapes: B batch, S source, T target length."""
 
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        check_choice("model.cell", config.cell, CELLS)
+
     def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
-        if config.cell not in CELLS:
-            raise ValueError(f"model.cell={config.cell!r}: expected one of {sorted(CELLS)}")
+        self.check_config(config)
         self.config = config
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         emb, hidden, maxout = config.embed_size, config.hidden_size, config.maxout_size
@@ -243,6 +252,12 @@ class RNNEncoderDecoder(nn.Module):
         output_terms = F.linear(encoder_out.summary, self.deep_output.weight[:, split:], self.deep_output.bias)
         return encoder_out._replace(gate_terms=gate_terms, output_terms=output_terms)
 
+    def reorder_encoder_out(self, encoder_out: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
+        return encoder_out.select(index)
+
+    def reorder_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return state.index_select(0, index)
+
     def decode_step(self, prev_tokens: torch.Tensor, state: torch.Tensor, encoder_out: EncoderOutput):
         """One decoder step. prev_tokens: (B,), state: (B, hidden) -> logits (B, V), new state."""
         prev_embedded = self.dropout(self.tgt_embed(prev_tokens))
@@ -313,12 +328,3 @@ class RNNEncoderDecoder(nn.Module):
             "tgt_vocab_size": self.tgt_vocab_size,
         }
 
-
-def build_model(config: ModelConfig | dict, src_vocab_size: int, tgt_vocab_size: int) -> RNNEncoderDecoder:
-    if isinstance(config, dict):
-        config = ModelConfig(**config)
-    return RNNEncoderDecoder(config, src_vocab_size, tgt_vocab_size)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

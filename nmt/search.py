@@ -1,6 +1,7 @@
 """Greedy and beam search, batched over sentences x beams, on GPU or CPU.
 
-Both encode the batch once, then call ``model.decode_step`` one token at a time;
+Both encode the batch once, then call ``model.decode_step`` one token at a time
+(any model of ``nmt.architectures``: the search never looks inside its states);
 a sentence leaves the batch as soon as it is finished, so the work per step
 shrinks instead of carrying dead rows to the longest sentence's end. The beam
 search follows the shape of fairseq's sequence generator: expand to batch x beam,
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nmt.tokenizer import BOS, EOS, PAD
+from nmt.errors import SettingError
+from nmt.tokens import BOS, EOS, PAD
 
 
 @dataclass
@@ -32,6 +34,13 @@ class Hypothesis:
 def max_output_lengths(src_lengths: torch.Tensor, max_len_a: float, max_len_b: int) -> torch.Tensor:
     """Per sentence, the most tokens (EOS included) search may produce; at least 1."""
     return (src_lengths.float() * max_len_a + max_len_b).floor().long().clamp(min=1)
+
+
+def _encode(model, src: torch.Tensor, src_lengths: torch.Tensor):
+    """The encoder's output, with the model's per-sentence precomputation if it has one."""
+    encoder_out = model.encode(src, src_lengths)
+    prepare = getattr(model, "for_decoding", None)
+    return encoder_out if prepare is None else prepare(encoder_out)
 
 
 def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, min_len: int,
@@ -60,7 +69,7 @@ def greedy_search(
 ) -> list[Hypothesis]:
     """The most probable next token at every step. src: (B, S), src_lengths: (B,)."""
     batch, device = src.size(0), src.device
-    encoder_out = model.for_decoding(model.encode(src, src_lengths))
+    encoder_out = _encode(model, src, src_lengths)
     state = model.init_state(encoder_out)
     max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b).to(device)
     earliest_limit = int(max_lengths.min())
@@ -83,8 +92,9 @@ def greedy_search(
         if len(keep) < len(rows):  # finished sentences leave the batch
             index = torch.tensor(keep, dtype=torch.long, device=device)
             rows = [rows[i] for i in keep]
-            prev, state, max_lengths = prev[index], state[index], max_lengths[index]
-            encoder_out = encoder_out.select(index)
+            prev, max_lengths = prev[index], max_lengths[index]
+            state = model.reorder_state(state, index)
+            encoder_out = model.reorder_encoder_out(encoder_out, index)
     totals = [0.0] * batch
     for step_rows, scores in step_scores:
         for row, score in zip(step_rows, scores.tolist()):
@@ -130,13 +140,13 @@ def beam_search(
     token histories and the finished hypotheses, from one copy per step.
     """
     if beam_size < 1:
-        raise ValueError(f"decode.beam_size={beam_size}: must be at least 1")
+        raise SettingError(f"decode.beam_size={beam_size}: must be at least 1")
     if not 1 <= nbest <= beam_size:
-        raise ValueError(f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size} "
-                         "(nmt-translate's nbest=K raises the beam to K)")
+        raise SettingError(f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size}: "
+                           "a beam of K keeps at most K hypotheses")
     batch, beam, device = src.size(0), beam_size, src.device
-    encoder_out = model.for_decoding(model.encode(src, src_lengths))
-    encoder_out = encoder_out.select(torch.arange(batch, device=device).repeat_interleave(beam))
+    encoder_out = _encode(model, src, src_lengths)
+    encoder_out = model.reorder_encoder_out(encoder_out, torch.arange(batch, device=device).repeat_interleave(beam))
     state = model.init_state(encoder_out)  # (N*K, hidden)
     max_lengths = max_output_lengths(src_lengths, max_len_a, max_len_b)
     row_limits = max_lengths.repeat_interleave(beam).to(device)  # per decoder row
@@ -161,7 +171,7 @@ def beam_search(
         # Continue with the best `beam` candidates that did not end in EOS.
         scores, pick = cand_scores.masked_fill(cand_tokens == EOS, -math.inf).topk(beam, dim=-1)
         beams, tokens = cand_beams.gather(1, pick), cand_tokens.gather(1, pick)
-        state = state.index_select(0, (beams + torch.arange(n, device=device).unsqueeze(1) * beam).view(-1))
+        state = model.reorder_state(state, (beams + torch.arange(n, device=device).unsqueeze(1) * beam).view(-1))
         prev = tokens.view(-1)
 
         # The step's one host sync. float64 holds the token ids exactly.
@@ -195,9 +205,9 @@ def beam_search(
             decoder_rows = (index.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
             rows, history = [rows[i] for i in keep], history[keep]
             scores = scores.index_select(0, index)
-            state, prev = state.index_select(0, decoder_rows), prev.index_select(0, decoder_rows)
+            state, prev = model.reorder_state(state, decoder_rows), prev.index_select(0, decoder_rows)
             row_limits = row_limits.index_select(0, decoder_rows)
-            encoder_out = encoder_out.select(decoder_rows)
+            encoder_out = model.reorder_encoder_out(encoder_out, decoder_rows)
 
     return [hyps[:nbest] for hyps in finished]
 

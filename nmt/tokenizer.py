@@ -23,12 +23,14 @@ import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
 from nmt.data import text_column, worker_processes
+from nmt.errors import CorpusError, SettingError, check_choice
+from nmt.tokens import BOS, EOS, PAD, UNK
 
 log = logging.getLogger(__name__)
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
 # What the tokenized cache holds (its key includes this): bump it when encode() or the columns change.
 TOKENIZED_FORMAT = "ids-int32-train-without-text-v2"
+MODEL_TYPES = ("unigram", "bpe")  # SentencePiece's model types this toolkit offers
 
 
 class Tokenizer:
@@ -46,7 +48,7 @@ class Tokenizer:
         for sp in (self.src, self.tgt):
             ids = (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id())
             if ids != (PAD, UNK, BOS, EOS):
-                raise ValueError(f"SentencePiece model has special ids {ids}, expected {(PAD, UNK, BOS, EOS)}")
+                raise CorpusError(f"SentencePiece model has special ids {ids}, expected {(PAD, UNK, BOS, EOS)}")
 
     @classmethod
     def from_files(cls, src_model: Path, tgt_model: Path | None = None) -> "Tokenizer":
@@ -152,7 +154,7 @@ def _train_model(texts: pa.ChunkedArray, cfg: TokenizerConfig, model_path: Path)
             _run_trainer(corpus, prefix, cfg)
         except RuntimeError as err:
             if "Vocabulary size is smaller than required_chars" in str(err):
-                raise ValueError(
+                raise SettingError(
                     f"data.tokenizer.vocab_size={cfg.vocab_size} is too small for this corpus's characters "
                     f"(plus 256 byte-fallback pieces): {str(err).split('. ')[-2]}; raise it"
                 ) from None
@@ -187,8 +189,7 @@ def build_tokenizer(train_src: Texts, train_tgt: Texts, cfg: TokenizerConfig, ca
 
     ``train_src`` / ``train_tgt``: lists of strings, or Arrow columns (``nmt.data.text_column``).
     """
-    if cfg.model_type not in ("unigram", "bpe"):
-        raise ValueError(f"data.tokenizer.model_type={cfg.model_type!r}: expected 'unigram' or 'bpe'")
+    check_choice("data.tokenizer.model_type", cfg.model_type, MODEL_TYPES)
     settings = {**asdict(cfg), "sentencepiece": spm.__version__}
     cache_dir = Path(cache_dir).expanduser() / "spm"
     spm.set_random_generator_seed(1)  # reproducible sampling of large corpora

@@ -1,10 +1,6 @@
 """Shared pieces of ``scripts/bench_train.py`` and ``scripts/bench_decode.py``.
 
 * the model sizes benchmarked (``SIZES``),
-* ``ReferenceSeq2Seq``: the same Cho et al. (2014) model written the way PyTorch
-  tutorials write it (encoder ``nn.GRU``, decoder ``nn.GRUCell`` unrolled one
-  step at a time, full logits), loadable with an ``nmt`` model's weights so that
-  both implementations compute the same function,
 * device set-up, timing and JSON-line output.
 """
 
@@ -18,12 +14,9 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from nmt.config import ModelConfig
-from nmt.tokenizer import PAD
-from nmt.translate import pick_device
+from nmt.runtime import pick_device
 
 # Model sizes. "yardstick": a common reference configuration for this model
 # (620-d embeddings, 1000 GRU units, 500 maxout units, a 15 000-word vocabulary,
@@ -44,95 +37,6 @@ def model_config(size: str) -> tuple[ModelConfig, int]:
 
 def size_record(size: str) -> dict:
     return {"model": size, **SIZES[size]}
-
-
-# --------------------------------------------------------------------------- the reference model
-
-
-class ReferenceSeq2Seq(nn.Module):
-    """Cho et al.'s RNN Encoder-Decoder in the usual tutorial style.
-
-    The encoder is one ``nn.GRU`` over the packed source; the decoder is an
-    ``nn.GRUCell`` fed ``[e(y_{t-1}); c]`` and unrolled in a Python loop, each step
-    followed by the maxout deep output and the full softmax layer; training
-    stacks the per-step logits of every position (padding included) and takes
-    ``nn.CrossEntropyLoss(ignore_index=PAD)``. Same equations and parameter shapes
-    as ``nmt.model.RNNEncoderDecoder`` with ``cell="cudnn"`` and ``output_rank=0``
-    (``nn.GRUCell`` and ``nn.GRU`` share the gate layout), hence ``from_nmt``.
-    """
-
-    def __init__(self, src_vocab: int, tgt_vocab: int, embed: int, hidden: int, maxout: int, dropout: float = 0.0,
-                 reverse_source: bool = False):
-        super().__init__()
-        self.maxout_size = maxout
-        self.reverse_source = reverse_source  # read each source backwards (ModelConfig.reverse_source)
-        self.src_embed = nn.Embedding(src_vocab, embed, padding_idx=PAD)
-        self.encoder = nn.GRU(embed, hidden, batch_first=True)
-        self.summary = nn.Linear(hidden, hidden)  # c = tanh(V h_N)
-        self.tgt_embed = nn.Embedding(tgt_vocab, embed, padding_idx=PAD)
-        self.decoder_init = nn.Linear(hidden, hidden)  # h'_0 = tanh(V' c)
-        self.decoder_cell = nn.GRUCell(embed + hidden, hidden)
-        self.deep_output = nn.Linear(hidden + embed + hidden, 2 * maxout)
-        self.output = nn.Linear(maxout, tgt_vocab)
-        self.dropout = nn.Dropout(dropout)
-
-    @classmethod
-    def from_nmt(cls, model) -> "ReferenceSeq2Seq":
-        """A reference model holding a copy of ``model``'s weights (same device and dtype)."""
-        cfg = model.config
-        if cfg.cell != "cudnn" or cfg.output_rank:
-            raise ValueError("the reference mirrors model.cell=cudnn with a full-rank output layer (output_rank=0)")
-        ref = cls(model.src_vocab_size, model.tgt_vocab_size, cfg.embed_size, cfg.hidden_size,
-                  cfg.maxout_size, cfg.dropout, getattr(cfg, "reverse_source", False))
-        ref.load_state_dict({name: model.state_dict()[src] for name, src in cls.nmt_names().items()})
-        first = next(model.parameters())
-        return ref.to(device=first.device, dtype=first.dtype)
-
-    @staticmethod
-    def nmt_names() -> dict[str, str]:
-        """Reference parameter name -> the ``nmt.model`` parameter it copies."""
-        names = {
-            "src_embed.weight": "src_embed.weight",
-            "tgt_embed.weight": "tgt_embed.weight",
-            "summary.weight": "summary.weight", "summary.bias": "summary.bias",
-            "decoder_init.weight": "decoder_init.weight", "decoder_init.bias": "decoder_init.bias",
-            "deep_output.weight": "deep_output.weight", "deep_output.bias": "deep_output.bias",
-            "output.weight": "output.weight", "output.bias": "output.bias",
-        }
-        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            names[f"encoder.{kind}_l0"] = f"encoder.rnn.{kind}_l0"
-            names[f"decoder_cell.{kind}"] = f"decoder.rnn.{kind}_l0"
-        return names
-
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
-        """src (B, S), src_lengths (B,) -> c (B, hidden), from the state after each last real token."""
-        if self.reverse_source:
-            src = torch.stack([torch.cat([row[:n].flip(0), row[n:]]) for row, n in zip(src, src_lengths.tolist())])
-        embedded = self.dropout(self.src_embed(src))
-        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, last = self.encoder(packed)
-        return torch.tanh(self.summary(last[0]))
-
-    def init_hidden(self, summary: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.decoder_init(summary))
-
-    def step(self, prev_tokens: torch.Tensor, hidden: torch.Tensor, summary: torch.Tensor):
-        """One decoder step: prev_tokens (B,), hidden (B, H), summary (B, H) -> logits (B, V), hidden."""
-        embedded = self.dropout(self.tgt_embed(prev_tokens))
-        hidden = self.decoder_cell(torch.cat([embedded, summary], dim=1), hidden)
-        pre_maxout = self.deep_output(torch.cat([hidden, embedded, summary], dim=1))
-        maxout = pre_maxout.view(-1, self.maxout_size, 2).max(dim=2).values
-        return self.output(self.dropout(maxout)), hidden
-
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V), one decoder step per target position."""
-        summary = self.encode(src, src_lengths)
-        hidden = self.init_hidden(summary)
-        outputs = []
-        for t in range(tgt_in.size(1)):
-            logits, hidden = self.step(tgt_in[:, t], hidden, summary)
-            outputs.append(logits)
-        return torch.stack(outputs, dim=1)
 
 
 # --------------------------------------------------------------------------- device, timing, output

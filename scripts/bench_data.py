@@ -39,35 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-SIDES = ("es", "en")
-
-
-def write_corpus(folder: Path, pairs: int, seed: int = 0) -> int:
-    """Synthetic parallel files (train: ``pairs`` lines; validation, test: 2 000); returns bytes written."""
-    rng = np.random.default_rng(seed)
-    syllables = np.array([c + v for c in "bcdfglmnprstvz" for v in "aeiou"])
-    words = np.unique(["".join(rng.choice(syllables, rng.integers(1, 5))) for _ in range(30_000)])
-    weights = 1.0 / np.arange(1, len(words) + 1)
-    weights /= weights.sum()
-    folder.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for split, n in (("train", pairs), ("validation", 2_000), ("test", 2_000)):
-        lengths = rng.integers(3, 41, size=n)
-        for side in SIDES:
-            # the target side a little longer or shorter, as translations are
-            side_lengths = lengths if side == "es" else np.maximum(1, lengths + rng.integers(-3, 4, size=n))
-            ids = rng.choice(len(words), size=int(side_lengths.sum()), p=weights)
-            with open(folder / f"{split}.{side}", "w", encoding="utf-8") as f:
-                for start in range(0, n, 100_000):  # in slices, so memory stays small
-                    stop = min(n, start + 100_000)
-                    offsets = np.concatenate([[0], np.cumsum(side_lengths[start:stop])]) + side_lengths[:start].sum()
-                    text = "".join(" ".join(words[ids[a:b]]) + "\n" for a, b in zip(offsets[:-1], offsets[1:]))
-                    f.write(text)
-            written += (folder / f"{split}.{side}").stat().st_size
-    return written
-
+from nmt.reference import write_text_corpus as write_corpus
 
 # --------------------------------------------------------------------------- one measurement (a child process)
 
@@ -75,10 +47,9 @@ def write_corpus(folder: Path, pairs: int, seed: int = 0) -> int:
 def measure(impl: str, corpus: Path, cache: Path) -> dict:
     """Load the corpus one way; return seconds, peak memory and a fingerprint of what was loaded."""
     import datasets
-    import pyarrow.compute as pc
 
     from nmt.config import DataConfig
-    from nmt.data import SPLITS, _clean_split, read_lines
+    from nmt.reference import reference_load_corpus, train_fingerprint
 
     datasets.disable_progress_bars()
     # One process each: VmHWM sees this process only, not datasets.map's workers.
@@ -90,18 +61,12 @@ def measure(impl: str, corpus: Path, cache: Path) -> dict:
 
         loaded = load_corpus(cfg)
     else:
-        loaded = {}
-        for split in SPLITS:
-            src, tgt = (read_lines(corpus / f"{split}.{side}") for side in SIDES)
-            loaded[split] = _clean_split(datasets.Dataset.from_dict({"src": src, "tgt": tgt}), split, cfg)
-            del src, tgt
+        loaded = reference_load_corpus(cfg)
     seconds = time.perf_counter() - start
     # Read before the check below, which pages every memory-mapped byte in.
     peak_rss_gb = peak_rss_bytes() / 1e9
     train = loaded["train"]
-    # What both must agree on: the rows kept and every character of them.
-    fingerprint = [len(train)] + [int(pc.sum(pc.utf8_length(train.data.column(side))).as_py()) for side in ("src", "tgt")]
-    return {"seconds": seconds, "peak_rss_gb": peak_rss_gb, "pairs": len(train), "fingerprint": fingerprint}
+    return {"seconds": seconds, "peak_rss_gb": peak_rss_gb, "pairs": len(train), "fingerprint": train_fingerprint(train)}
 
 
 def peak_rss_bytes() -> int:

@@ -9,18 +9,18 @@ Data: the test split of the embedded Bible corpus (``nmt.data.load_corpus`` with
 ``DataConfig()`` defaults, i.e. data/bible-es-en); if that corpus is not there,
 synthetic sentences, and the JSON ``data`` field says so.
 
-Model: ``--ckpt RUN_DIR`` (``nmt.translate.load_translator``: its weights and
+Model: ``--ckpt RUN_DIR`` (``nmt.inference.load_translator``: its weights and
 tokenizer), or a randomly initialized model of ``--model`` size with a
 SentencePiece tokenizer trained on the fly (``nmt.tokenizer.build_tokenizer`` on
 the train split, cached). Random weights rarely pick EOS, so nearly every
 output runs to its maximum length (1.5 x source + 10 subwords): the JSON lines
 give the mean output length. Prefer a checkpoint.
 
-nmt        ``nmt.translate.decode_ids``: sentences sorted by length, token-budget
+nmt        ``nmt.inference.decode_ids``: sentences sorted by length, token-budget
            batches (``DecodeConfig.batch_tokens`` source tokens / beam size),
            ``nmt.search`` batched over sentences x beams, bf16 autocast on CUDA.
 reference  one sentence at a time, in float32, with ``ReferenceSeq2Seq``
-           (scripts/bench_common.py) holding the same weights: greedy is one
+           (nmt/reference.py) holding the same weights: greedy is one
            decoder call per token; beam search keeps its beams in a Python list
            of (score, tokens, state), runs the live beams of the sentence as one
            decoder call per step, takes each beam's top candidates with one
@@ -32,10 +32,11 @@ reference  one sentence at a time, in float32, with ``ReferenceSeq2Seq``
 
 Throughput counts generated target tokens, EOS included; nmt's time is the median
 of ``--repeats`` runs. The reference runs once, on a random subset
-(``--ref-sentences``): its cost per sentence does not depend on the others. One JSON line per measurement, then comparison lines with speedups and
-targets. ``same_output_fraction`` is the share of the reference's sentences for
-which both give the same best output: 1.0 in float32 on a CPU; on CUDA nmt runs
-in bf16, and a random model's nearly flat distributions make near-ties common.
+(``--ref-sentences``): its cost per sentence does not depend on the others.
+One JSON line per measurement, then comparison lines with speedups and targets.
+``same_output_fraction`` is the share of the reference's sentences for which both
+give the same best output: 1.0 in float32 on a CPU; on CUDA nmt runs in bf16, and a
+random model's nearly flat distributions make near-ties common.
 
 On a GPU each search step costs about the same whatever the number of rows (it
 is bound by kernel launches and host syncs), so throughput grows with the batch:
@@ -45,24 +46,23 @@ try ``--batch-tokens 30000``.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
-from bench_common import ReferenceSeq2Seq  # noqa: E402
 
+from nmt.architectures import build_model  # noqa: E402
 from nmt.config import DataConfig, DecodeConfig, TokenizerConfig  # noqa: E402
-from nmt.data import CorpusError, load_corpus, normalize_text  # noqa: E402
-from nmt.model import build_model  # noqa: E402
+from nmt.data import load_corpus, normalize_text  # noqa: E402
+from nmt.errors import CorpusError  # noqa: E402
+from nmt.inference import decode_ids, load_translator  # noqa: E402
+from nmt.reference import ReferenceSeq2Seq, reference_decode  # noqa: E402
 from nmt.search import Hypothesis  # noqa: E402
-from nmt.tokenizer import BOS, EOS, PAD, build_tokenizer  # noqa: E402
-from nmt.translate import decode_ids, load_translator  # noqa: E402
+from nmt.tokenizer import build_tokenizer  # noqa: E402
 
 MAX_SOURCE_SUBWORDS = 250  # as nmt-translate cuts its inputs (TranslateConfig.max_source_subwords)
 
@@ -71,8 +71,8 @@ MAX_SOURCE_SUBWORDS = 250  # as nmt-translate cuts its inputs (TranslateConfig.m
 
 
 def default_data_config() -> DataConfig:
-    """``DataConfig()`` with its interpolations (the repo root, the cache folder) resolved."""
-    return OmegaConf.to_object(OmegaConf.structured(DataConfig))
+    """The embedded corpus, as ``nmt-train`` reads it by default."""
+    return DataConfig()
 
 
 def synthetic_text(n: int, seed: int) -> list[str]:
@@ -106,106 +106,7 @@ def load_sentences(seed: int = 0) -> tuple[list[str], list[str], list[str], str]
 # --------------------------------------------------------------------------- the reference search
 
 
-def max_length(src_len_with_eos: int, decode: DecodeConfig) -> int:
-    """Most output tokens (EOS included), as ``nmt.search.max_output_lengths``."""
-    return max(1, math.floor(src_len_with_eos * decode.max_len_a + decode.max_len_b))
-
-
-def mask_scores(log_probs: torch.Tensor, step: int, limit: int, min_len: int) -> torch.Tensor:
-    """No PAD or BOS; no EOS up to ``min_len``; only EOS at the length limit."""
-    log_probs[..., PAD] = -math.inf
-    log_probs[..., BOS] = -math.inf
-    if step <= min_len:
-        log_probs[..., EOS] = -math.inf
-    if step >= limit:
-        eos = log_probs[..., EOS].clone()
-        log_probs.fill_(-math.inf)
-        log_probs[..., EOS] = eos
-    return log_probs
-
-
-def encode_one(model: ReferenceSeq2Seq, src_ids: list[int], device: torch.device) -> torch.Tensor:
-    src = torch.tensor([src_ids + [EOS]], device=device)
-    return model.encode(src, torch.tensor([src.size(1)]))
-
-
-@torch.no_grad()
-def reference_greedy(model: ReferenceSeq2Seq, src_ids: list[int], decode: DecodeConfig,
-                     device: torch.device) -> Hypothesis:
-    """Greedy search of one sentence, one decoder call per output token."""
-    limit = max_length(len(src_ids) + 1, decode)
-    summary = encode_one(model, src_ids, device)
-    hidden = model.init_hidden(summary)
-    prev, tokens, score = BOS, [], 0.0
-    for step in range(1, limit + 1):
-        logits, hidden = model.step(torch.tensor([prev], device=device), hidden, summary)
-        log_probs = mask_scores(torch.log_softmax(logits[0].float(), dim=-1), step, limit, decode.min_len)
-        best, token = log_probs.max(dim=-1)
-        score += best.item()
-        prev = token.item()
-        if prev == EOS:
-            break
-        tokens.append(prev)
-    return Hypothesis(tokens, score, score / (len(tokens) + 1))
-
-
-@torch.no_grad()
-def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: DecodeConfig,
-                          device: torch.device) -> list[Hypothesis]:
-    """Beam search of one sentence; beams are a Python list of (score, tokens, state)."""
-    beam, alpha = decode.beam_size, decode.length_penalty
-    limit = max_length(len(src_ids) + 1, decode)
-    summary = encode_one(model, src_ids, device)
-    beams = [(0.0, [], model.init_hidden(summary))]
-    finished: list[Hypothesis] = []
-    for step in range(1, limit + 1):
-        prev = torch.tensor([tokens[-1] if tokens else BOS for _, tokens, _ in beams], device=device)
-        hidden = torch.cat([state for _, _, state in beams])
-        logits, hidden = model.step(prev, hidden, summary.expand(len(beams), -1))
-        log_probs = mask_scores(torch.log_softmax(logits.float(), dim=-1), step, limit, decode.min_len)
-
-        # (total score, beam, token): each beam's best 2 x beam extensions, then the best of all.
-        scores = torch.tensor([score for score, _, _ in beams], device=device)
-        values, indices = (scores.unsqueeze(1) + log_probs).topk(min(2 * beam, log_probs.size(1)), dim=1)
-        candidates = [(v, i, t) for i, (row_values, row_tokens) in enumerate(zip(values.tolist(), indices.tolist()))
-                      for v, t in zip(row_values, row_tokens)]
-        candidates.sort(key=lambda c: -c[0])
-
-        new_beams = []
-        for rank, (total, i, token) in enumerate(candidates[: 2 * beam]):
-            if total == -math.inf:
-                break
-            tokens = beams[i][1]
-            if token == EOS:
-                if rank < beam:  # EOS counts only among the best `beam` candidates
-                    finished.append(Hypothesis(tokens, total, total / (len(tokens) + 1) ** alpha))
-            elif len(new_beams) < beam:
-                new_beams.append((total, tokens + [token], hidden[i: i + 1]))
-        finished.sort(key=lambda h: -h.normalized_score)
-        del finished[beam:]
-        beams = new_beams
-        if not beams or step >= limit:
-            break
-        # nmt.search's rule: `beam` finished hypotheses, and without a length penalty
-        # no live beam above the worst of them.
-        if len(finished) >= beam and (alpha != 0 or beams[0][0] <= finished[-1].score):
-            break
-    return finished[: decode.nbest]
-
-
-def reference_decode(model: ReferenceSeq2Seq, src_ids: list[list[int]], decode: DecodeConfig,
-                     device: torch.device) -> list[list[Hypothesis]]:
-    """Sentence after sentence; the same return shape as ``decode_ids``."""
-    model.eval()
-    results = []
-    for ids in src_ids:
-        if not ids:
-            results.append([Hypothesis([], 0.0, 0.0)] * decode.nbest)
-        elif decode.beam_size == 1 and decode.nbest == 1:
-            results.append([reference_greedy(model, ids, decode, device)])
-        else:
-            results.append(reference_beam_search(model, ids, decode, device))
-    return results
+# reference_decode and its helpers live in nmt.reference (the tests use them too).
 
 
 # --------------------------------------------------------------------------- timing
@@ -320,7 +221,7 @@ def main(argv=None) -> int:
         reference_decode(reference, ref_ids[:1], decode, device)
         for impl in ("nmt", "reference"):
             if impl == "nmt":
-                hyps, seconds, times = time_decoding(lambda ids: decode_ids(model, ids, decode, device), src_ids,
+                hyps, seconds, times = time_decoding(lambda ids, decode=decode: decode_ids(model, ids, decode, device), src_ids,
                                                      device, args.repeats)
                 ids = src_ids
                 extra = {"precision": "bf16 autocast" if device.type == "cuda" else "float32",
@@ -328,7 +229,7 @@ def main(argv=None) -> int:
                          "summary_terms": summary_terms,
                          "runs_seconds": [bc.rounded(t) for t in times]}
             else:
-                hyps, seconds, _ = time_decoding(lambda ids: reference_decode(reference, ids, decode, device),
+                hyps, seconds, _ = time_decoding(lambda ids, decode=decode: reference_decode(reference, ids, decode, device),
                                                  ref_ids, device)
                 ids = ref_ids
                 extra = {"precision": "float32", "batching": "one sentence at a time"}

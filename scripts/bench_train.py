@@ -16,11 +16,11 @@ each on CUDA.
 nmt        the loop body of ``Trainer.fit``: ``ParallelIds.collate`` of a
            ``token_batches`` batch (bucketed by length, token budget counted with
            padding), ``pin_memory`` on CUDA, then ``Trainer.train_step`` itself,
-           called on a minimal ``Trainer`` that holds only what ``train_step``
-           reads (``nmt_trainer`` below): ``model.loss`` (real positions only
+           called on a ``Trainer`` built from the model and the synthetic ids
+           alone (``nmt_trainer`` below): ``model.loss`` (real positions only
            through the output layer, fused GRU decoder), Adam with the default
            ``OptimConfig``, ``clip_grad_norm_(1.0)``, bf16 autocast and TF32 on CUDA.
-reference  ``ReferenceSeq2Seq`` (scripts/bench_common.py) trained as tutorials
+reference  ``ReferenceSeq2Seq`` (nmt/reference.py) trained as tutorials
            do: random-order batches of a fixed number of sentences padded to
            the longest (the same mean batch size as nmt's), the decoder unrolled
            step by step with ``nn.GRUCell``, full logits at every position,
@@ -53,13 +53,17 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
-from bench_common import ReferenceSeq2Seq  # noqa: E402,F401  (re-exported for tests)
 
-from nmt.batching import Batch, ParallelIds, token_batches  # noqa: E402
+from nmt.architectures import build_model  # noqa: E402
+from nmt.batching import ParallelIds, token_batches  # noqa: E402
 from nmt.config import OptimConfig  # noqa: E402
-from nmt.model import build_model  # noqa: E402
-from nmt.tokenizer import PAD  # noqa: E402
-from nmt.train import StepResult, Trainer, build_optimizer  # noqa: E402
+from nmt.reference import (  # noqa: E402
+    ReferenceSeq2Seq,
+    reference_optimizer,
+    reference_train_step,
+    synthetic_corpus,
+)
+from nmt.trainer import StepResult, Trainer, TrainingData  # noqa: E402
 
 # Configurations. lengths: target tokens per sentence incl. EOS (low, high), sources
 # alike; batch: sentences per batch (fixed lengths, exact); max_tokens: nmt's token
@@ -75,29 +79,6 @@ QUICK = {"configs": ["small-var"], "max_tokens": 1200, "steps": 6, "warmup": 1}
 
 
 # --------------------------------------------------------------------------- data
-
-
-def synthetic_corpus(n: int, lengths: tuple[int, int], vocab: int, seed: int = 0) -> ParallelIds:
-    """``n`` sentence pairs of random ids in [4, vocab); lengths count EOS.
-
-    Fixed lengths: every source and target has exactly that many tokens. A range:
-    target lengths uniform in it, source lengths the target's times U(0.8, 1.25),
-    clipped to the range.
-    """
-    rng = np.random.default_rng(seed)
-    low, high = lengths
-    tgt_len = rng.integers(low, high + 1, n)
-    if low == high:
-        src_len = tgt_len.copy()
-    else:
-        src_len = np.clip(np.rint(tgt_len * rng.uniform(0.8, 1.25, n)), low, high).astype(np.int64)
-
-    def flat(lens):  # ids without EOS: length - 1 each
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum(lens - 1)
-        return rng.integers(4, vocab, int(offsets[-1])).astype(np.int32), offsets
-
-    return ParallelIds(*flat(src_len), *flat(tgt_len))
 
 
 def corpus_size(lengths: tuple[int, int], max_tokens: int, steps: int) -> int:
@@ -123,20 +104,9 @@ def reference_batches(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- the two training steps
 
 
-def nmt_trainer(model: nn.Module, device: torch.device, compile_model: bool = False) -> Trainer:
-    """A ``Trainer`` holding just what ``Trainer.train_step`` reads, set as ``Trainer.__init__`` sets it.
-
-    ``__init__`` also loads a corpus, trains a tokenizer and opens a run folder,
-    which a benchmark does not need; ``train_step`` itself runs unchanged (an
-    attribute it starts to read and this object lacks fails loudly).
-    """
-    opt = OptimConfig(compile=compile_model)
-    trainer = Trainer.__new__(Trainer)
-    trainer.opt, trainer.device, trainer.model = opt, device, model
-    trainer.loss_fn = torch.compile(model.loss) if opt.compile else model.loss
-    trainer.optimizer = build_optimizer(opt, model.parameters(), device)
-    trainer.amp = opt.amp and device.type == "cuda"
-    return trainer
+def nmt_trainer(model: nn.Module, data: ParallelIds, device: torch.device, compile_model: bool = False) -> Trainer:
+    """A ``Trainer`` on ``data`` with the default settings; it writes no run folder."""
+    return Trainer(model, TrainingData(data), OptimConfig(compile=compile_model), device)
 
 
 def nmt_fit_step(trainer: Trainer, data: ParallelIds, rows: np.ndarray) -> tuple[StepResult, float]:
@@ -150,32 +120,6 @@ def nmt_fit_step(trainer: Trainer, data: ParallelIds, rows: np.ndarray) -> tuple
         batch = batch.pin_memory()
     collate_seconds = time.perf_counter() - start
     return trainer.train_step(batch), collate_seconds
-
-
-def reference_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """Adam with the same settings as nmt's default ``OptimConfig``."""
-    opt = OptimConfig()
-    return torch.optim.Adam(model.parameters(), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
-
-
-def reference_loss(model: ReferenceSeq2Seq, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy over the non-pad targets, from the full (B, T, V) logits."""
-    criterion = nn.CrossEntropyLoss(ignore_index=PAD)
-    logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-    return criterion(logits.view(-1, logits.size(-1)), batch.tgt_out.view(-1))
-
-
-def reference_train_step(model: ReferenceSeq2Seq, optimizer: torch.optim.Optimizer, batch: Batch,
-                         device: torch.device, clip: float = 1.0) -> float:
-    """The tutorial training step; returns the batch's mean loss (``loss.item()``)."""
-    model.train()
-    batch = batch.to(device)
-    optimizer.zero_grad()
-    loss = reference_loss(model, batch)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    return loss.item()
 
 
 # --------------------------------------------------------------------------- timing
@@ -274,7 +218,7 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
     ref_batch = max(1, round(n / len(batches)))
     contenders = []
     if "nmt" in args.impls:
-        trainer = nmt_trainer(model, device, args.compile)
+        trainer = nmt_trainer(model, data, device, args.compile)
         contenders.append(Contender(
             "nmt", lambda rows: nmt_fit_step(trainer, data, rows), batches,
             nmt_batches(data, max_tokens, epoch=1)[: args.warmup], tf32=trainer.opt.tf32,
@@ -289,7 +233,8 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
             batch = data.collate(rows)
             collate_seconds = time.perf_counter() - start
             batch_tokens = batch.n_tgt_tokens
-            mean = reference_train_step(reference, optimizer, batch, device)  # reads the loss: loss.item()
+            # reads the loss: loss.item(); `reference` is deleted only after the last step
+            mean = reference_train_step(reference, optimizer, batch, device)  # noqa: F821
             finite = torch.tensor(np.isfinite(mean))
             return StepResult(torch.tensor(mean * batch_tokens, dtype=torch.float32), batch_tokens, finite), collate_seconds
 

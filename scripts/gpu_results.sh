@@ -24,9 +24,9 @@ timeout 120 python scripts/bench_train.py --configs yardstick-b1024 --impls nmt 
   --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -3
 
 echo "=== training: paper recipe and tuned recipe side by side ($TRAIN_MINUTES min each)"
-python -m nmt.train model=cho2014 train=paper train.max_minutes="$TRAIN_MINUTES" \
+python -m nmt.commands.train model=cho2014 train=paper train.max_minutes="$TRAIN_MINUTES" \
   hydra.run.dir="$RUNS/paper" $EXTRA > "$RUNS/train-paper.log" 2>&1 &
-python -m nmt.train model=cho2014 model.embed_size=512 model.output_rank=0 model.paper_init=false \
+python -m nmt.commands.train model=cho2014 model.embed_size=512 model.output_rank=0 model.paper_init=false \
   model.dropout=0.3 model.reverse_source=true train.label_smoothing=0.1 train.max_tokens=8192 \
   train.max_minutes="$TRAIN_MINUTES" hydra.run.dir="$RUNS/tuned" $EXTRA > "$RUNS/train-tuned.log" 2>&1 &
 wait
@@ -35,7 +35,7 @@ pack
 
 echo "=== nmt-evaluate, beam 5, test split"
 for run in tuned paper; do
-  timeout 90 python -m nmt.evaluate ckpt="$RUNS/$run" decode=beam report_dir="$RUNS/$run/report" 2>&1 \
+  timeout 90 python -m nmt.commands.evaluate ckpt="$RUNS/$run" decode=beam report_dir="$RUNS/$run/report" 2>&1 \
     | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
 done
 pack

@@ -4,7 +4,8 @@
 # PyTorch: an unpinned `pip install torch` on Linux pulls a multi-GB CUDA build.
 # This script installs the pinned release below (set NMT_TORCH to change it, e.g.
 # NMT_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"),
-# and leaves an already installed torch alone.
+# and leaves an already installed torch alone. Everything else is installed within
+# constraints.txt: the versions CI last passed with (see that file to refresh it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${NMT_TORCH:=torch==2.13.0}"
@@ -16,5 +17,5 @@ if ! python -c "import torch" 2>/dev/null; then
   # shellcheck disable=SC2086
   pip install --quiet $NMT_TORCH
 fi
-pip install --quiet -e ".[test,tensorboard]"
+pip install --quiet -c constraints.txt -e ".[test,tensorboard]"
 python -c "import torch, nmt; print(f'nmt ready: torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}')"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the test suite. Extra arguments go to pytest.
+# Set up (scripts/setup.sh), lint (ruff, configured in pyproject.toml) and run the test
+# suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
+ruff check .
 export NMT_CACHE_DIR="${NMT_CACHE_DIR:-$PWD/.cache/nmt}"
 # The tests' models are tiny: one thread per process beats threads fighting over 2 cores.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

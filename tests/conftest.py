@@ -9,7 +9,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from nmt.config import CONF_DIR, to_object
+from nmt.commands.app import to_object
+from nmt.config import CONF_DIR
 
 # The models in tests are tiny: one thread runs them many times faster than two
 # threads contending for a small matrix product (and CI has two cores).
@@ -62,7 +63,7 @@ def word_corpus_overrides(corpus: Path, cache: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, word_corpus, cache_dir) -> Path:
     """A tiny model that has learned the word corpus (training loss near zero: it reproduces its training targets)."""
-    from nmt.train import train
+    from nmt.training import train
 
     run_dir = tmp_path_factory.mktemp("trained-run")
     cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [

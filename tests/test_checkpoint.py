@@ -37,11 +37,13 @@ def state(value: float, train_state: bool = True, size: int = 4096) -> dict:
     s = {
         "model": {"w": torch.full((size,), value), "b": torch.arange(7)},
         "model_config": {"config": {"hidden_size": 8}, "src_vocab_size": 10, "tgt_vocab_size": 10},
-        "tokenizer": {"src": torch.zeros(100, dtype=torch.uint8)},
+        "tokenizer": {"src": torch.zeros(100, dtype=torch.uint8), "tgt": torch.zeros(100, dtype=torch.uint8)},
+        "data_config": {"name": "toy"},
         "step": int(value),
     }
     if train_state:
-        s["train_state"] = {"progress": {"step": int(value), "history": [(1, 2.0)]}, "rng": {"python": [1, 2, 3]}}
+        s["train_state"] = {"progress": {"step": int(value), "history": [(1, 2.0)]}, "rng": {"python": [1, 2, 3]},
+                            "optimizer": {}, "schedule": {}, "train_config": {}}
     return s
 
 
@@ -294,8 +296,8 @@ def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, caplog):
     (tmp_path / "step-20.pt").write_bytes(b"\x00" * 1000)
     log = logging.getLogger("test-resume")
     with caplog.at_level(logging.WARNING, logger="test-resume"):
-        loaded, path = load_for_resume(tmp_path, log)
-    assert path == tmp_path / "step-10.pt" and loaded["step"] == 10
+        loaded = load_for_resume(tmp_path, log)
+    assert loaded.path == tmp_path / "step-10.pt" and loaded.step == 10
     assert "last.pt" in caplog.text and "step-20.pt" in caplog.text
 
     (tmp_path / "step-10.pt").write_bytes(b"")

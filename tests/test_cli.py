@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
+from nmt.commands.evaluate import run_evaluate
+from nmt.commands.score import run_score
+from nmt.commands.translate import run_translate
 from nmt.config import DecodeConfig, EvaluateConfig, ScoreConfig, TranslateConfig
-from nmt.data import CorpusError, read_lines
-from nmt.evaluate import run_evaluate
-from nmt.report import ReportError
-from nmt.score import run_score
-from nmt.translate import load_translator, run_translate, translate_lines
+from nmt.data import read_lines
+from nmt.errors import CorpusError, ReportError
+from nmt.inference import load_translator, translate_lines
 
 
 def run_cli(module, *args, stdin=None):
@@ -21,7 +22,7 @@ def run_cli(module, *args, stdin=None):
 
 def test_translate_stdin_to_stdout_keeps_every_line(trained_run):
     lines = "uno dos\n\n   \nperro gato rojo\n"
-    result = run_cli("nmt.translate", f"ckpt={trained_run}", stdin=lines.encode())
+    result = run_cli("nmt.commands.translate", f"ckpt={trained_run}", stdin=lines.encode())
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode().split("\n")
     assert out[-1] == "" and len(out) - 1 == 4
@@ -64,19 +65,20 @@ def test_translate_cuts_overlong_lines_with_a_warning(trained_run, caplog):
 
 
 def test_translate_invalid_utf8_is_an_error_naming_the_line(trained_run):
-    result = run_cli("nmt.translate", f"ckpt={trained_run}", stdin=b"uno\ndos\n\xff\xfe\n")
+    result = run_cli("nmt.commands.translate", f"ckpt={trained_run}", stdin=b"uno\ndos\n\xff\xfe\n")
     assert result.returncode == 1
     assert "<stdin>:3: invalid UTF-8" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
-    replaced = run_cli("nmt.translate", f"ckpt={trained_run}", "replace_invalid_utf8=true", stdin=b"uno\ndos\n\xff\xfe\n")
+    replaced = run_cli("nmt.commands.translate", f"ckpt={trained_run}", "replace_invalid_utf8=true",
+                       stdin=b"uno\ndos\n\xff\xfe\n")
     assert replaced.returncode == 0 and replaced.stdout.count(b"\n") == 3
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    result = run_cli("nmt.translate", f"ckpt={tmp_path / 'nothing'}", stdin=b"uno\n")
+    result = run_cli("nmt.commands.translate", f"ckpt={tmp_path / 'nothing'}", stdin=b"uno\n")
     assert result.returncode == 1
     assert "no such run folder or checkpoint file" in result.stderr.decode()
-    no_ckpt = run_cli("nmt.score", stdin=b"uno\tone\n")
+    no_ckpt = run_cli("nmt.commands.score", stdin=b"uno\tone\n")
     assert no_ckpt.returncode == 1 and b"Traceback" not in no_ckpt.stderr
     assert "ckpt" in no_ckpt.stderr.decode()
 
@@ -115,7 +117,7 @@ def test_evaluate_report_dir_that_is_a_file_is_refused_before_decoding(tmp_path)
 
 def test_input_may_be_a_pipe(trained_run, tmp_path):
     """input=<(...) or /dev/stdin: not a regular file, still something to read."""
-    result = subprocess.run(["bash", "-c", f"{sys.executable} -m nmt.score ckpt={trained_run} "
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={trained_run} "
                              "input=<(printf 'uno dos\\tone two\\n')"], capture_output=True, timeout=180)
     assert result.returncode == 0, result.stderr.decode()
     assert len(result.stdout.decode().splitlines()) == 1
@@ -171,7 +173,7 @@ def test_score_pairs(tmp_path, trained_run, word_corpus, caplog):
     rows = [f"{s}\t{t}" for s, t in zip(src, tgt)] + [f"{s}\t{w}" for s, w in zip(src, wrong)] + ["\tempty source", ""]
     pairs.write_text("\n".join(rows) + "\n")
     output = tmp_path / "scores.tsv"
-    with caplog.at_level("WARNING", logger="nmt.score"):
+    with caplog.at_level("WARNING", logger="nmt.inference"):
         assert run_score(ScoreConfig(ckpt=str(trained_run), input=str(pairs), output=str(output))) == 0
     assert "2 pair(s) with an empty side: scored nan" in caplog.text
     scores = [line.split("\t") for line in read_lines(output)]
@@ -192,7 +194,7 @@ def test_interactive_prompt_on_a_terminal(trained_run):
     import pty
 
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "nmt.translate", f"ckpt={trained_run}"],
+    process = subprocess.Popen([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}"],
                                stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     os.close(terminal)
     os.write(controller, b"uno dos\n")
@@ -205,7 +207,7 @@ def test_interactive_prompt_on_a_terminal(trained_run):
 
 
 def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(trained_run):
-    result = run_cli("nmt.evaluate", f"ckpt={trained_run}", "data.path=/somewhere")
+    result = run_cli("nmt.commands.evaluate", f"ckpt={trained_run}", "data.path=/somewhere")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert err.startswith("error: data.path=... needs a corpus group: add data=files") and "\n" not in err
@@ -215,7 +217,7 @@ def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(trai
 def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(
         tmp_path, trained_run, what):
     target = {"missing": tmp_path / "no" / "such", "file": trained_run / "best.pt", "not a run": tmp_path}[what]
-    result = run_cli("nmt.train", f"resume={target}")
+    result = run_cli("nmt.commands.train", f"resume={target}")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert "\n" not in err and err.startswith(f"error: resume={target}")
@@ -227,7 +229,7 @@ def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_fold
 
 
 def test_command_line_overrides_are_read_as_hydra_reads_them():
-    from nmt.cli import command_line_overrides
+    from nmt.commands.app import command_line_overrides
 
     got = command_line_overrides([
         'resume="/runs/a b"', "data=files", "data.path='/x y'", "decode.beam_size=5", "--multirun",
@@ -239,22 +241,22 @@ def test_command_line_overrides_are_read_as_hydra_reads_them():
 
 def test_resume_of_a_quoted_run_folder_passes_the_check(trained_run, tmp_path):
     """A quoted path (Hydra needs quotes around some characters) is the folder, not an error."""
-    from nmt.train import resume_folder_problem
-    from nmt.cli import command_line_overrides
+    from nmt.commands.app import command_line_overrides
+    from nmt.run_folder import resume_folder_problem
 
     assert resume_folder_problem(command_line_overrides([f'resume="{trained_run}"'])["resume"]) is None
 
 
 def test_evaluating_on_other_languages_than_the_checkpoint_warns(caplog):
+    from nmt.commands.evaluate import corpus_for
     from nmt.config import DataConfig
-    from nmt.evaluate import corpus_for
 
-    checkpoint = {"data_config": {"src_lang": "es", "tgt_lang": "en"}}
+    checkpoint = DataConfig(src_lang="es", tgt_lang="en")  # what the checkpoint was trained on
     reversed_pair = EvaluateConfig(ckpt="x", data=DataConfig(src_lang="en", tgt_lang="es"))
-    with caplog.at_level("WARNING", logger="nmt.evaluate"):
+    with caplog.at_level("WARNING", logger="nmt.commands.evaluate"):
         assert corpus_for(reversed_pair, checkpoint).src_lang == "en"
     assert "the checkpoint translates es -> en, but data.src_lang=en data.tgt_lang=es" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="nmt.evaluate"):
+    with caplog.at_level("WARNING", logger="nmt.commands.evaluate"):
         corpus_for(EvaluateConfig(ckpt="x", data=DataConfig()), checkpoint)
     assert not caplog.text

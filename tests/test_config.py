@@ -54,7 +54,7 @@ def test_typo_and_wrong_type_are_errors():
 
 def test_cli_reports_typo_without_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "nmt.train", "model.hiden_size=10", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "nmt.commands.train", "model.hiden_size=10", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0
@@ -76,7 +76,7 @@ def test_added_keys_the_schema_lacks_are_errors():
 
 def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tmp_path):
     def failing_train(*args):  # fails inside the run, after Hydra has made the run folder
-        return subprocess.run([sys.executable, "-m", "nmt.train", "train.optimizer=sgd", *args],
+        return subprocess.run([sys.executable, "-m", "nmt.commands.train", "train.optimizer=sgd", *args],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
     result = failing_train()
@@ -95,7 +95,7 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
 ])
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):
     """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""
-    result = subprocess.run([sys.executable, "-m", f"nmt.{command}", "--help"],
+    result = subprocess.run([sys.executable, "-m", f"nmt.commands.{command}", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"nmt-{command}: ") and f"  nmt-{command} " in result.stdout  # an example
@@ -111,13 +111,13 @@ def test_help_names_the_command_its_own_groups_and_examples(command, groups):
 def test_a_run_folder_is_never_trained_into_again_without_resume(tmp_path, trained_run):
     """hydra.run.dir=RUN (without resume=) would overwrite RUN's checkpoints and mix two runs' metrics."""
     before = sorted(p.name for p in trained_run.iterdir())
-    result = subprocess.run([sys.executable, "-m", "nmt.train", "train=debug", f"hydra.run.dir={trained_run}"],
+    result = subprocess.run([sys.executable, "-m", "nmt.commands.train", "train=debug", f"hydra.run.dir={trained_run}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: hydra.run.dir={trained_run} already holds an nmt-train run: "
                                      f"continue it with resume={trained_run}, or choose another folder")
     assert sorted(p.name for p in trained_run.iterdir()) == before
-    elsewhere = subprocess.run([sys.executable, "-m", "nmt.train", f"resume={trained_run}",
+    elsewhere = subprocess.run([sys.executable, "-m", "nmt.commands.train", f"resume={trained_run}",
                                 f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert elsewhere.returncode == 1
     assert "continues in its own folder: leave hydra.run.dir=" in elsewhere.stderr
@@ -137,8 +137,7 @@ def test_a_run_folder_is_never_trained_into_again_without_resume(tmp_path, train
      "did you mean data.tokenizer.vocab_size?"),
 ])
 def test_command_line_mistakes_are_one_line_with_the_closest_setting(command_line, problem):
-    from nmt.cli import command_line_overrides
-    from nmt.config import setting_problem
+    from nmt.commands.app import command_line_overrides, setting_problem
 
     ((key, value),) = command_line_overrides([command_line]).items()
     assert setting_problem(key, value, TrainRunConfig) == problem
@@ -150,8 +149,7 @@ def test_command_line_mistakes_are_one_line_with_the_closest_setting(command_lin
     "hydra/job_logging=stderr", "+train.max_steps=5",
 ])
 def test_good_command_lines_pass_the_check(command_line):
-    from nmt.cli import command_line_overrides
-    from nmt.config import setting_problem
+    from nmt.commands.app import command_line_overrides, setting_problem
 
     for key, value in command_line_overrides([command_line]).items():
         assert setting_problem(key, value, TrainRunConfig) is None

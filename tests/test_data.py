@@ -359,19 +359,16 @@ def test_converted_files_are_reused_until_a_file_changes(tmp_path, monkeypatch):
 
 def test_bench_data_compares_like_with_like(tmp_path, monkeypatch):
     """scripts/bench_data.py: its synthetic files are parallel, and the project's loader and
-    the whole-file reference it is timed against load the very same corpus."""
-    from tests.test_fast_paths import load_script
+    the whole-file reference it is timed against (nmt.reference) load the very same corpus."""
+    from nmt.reference import reference_load_corpus, train_fingerprint, write_text_corpus
 
-    bench = load_script("bench_data")
     corpus = tmp_path / "corpus"
-    bench.write_corpus(corpus, pairs=500)
+    write_text_corpus(corpus, pairs=500)
     for split, n in (("train", 500), ("validation", 2000), ("test", 2000)):
         assert len(read_lines(corpus / f"{split}.es")) == len(read_lines(corpus / f"{split}.en")) == n
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
-    try:
-        nmt = bench.measure("nmt", corpus, tmp_path / "cache")
-        reference = bench.measure("reference", corpus, tmp_path / "reference-cache")
-    finally:
-        datasets.enable_progress_bars()  # measure() turns them off for its own process
-    assert nmt["fingerprint"] == reference["fingerprint"] and nmt["pairs"] == reference["pairs"] > 400
-    assert nmt["peak_rss_gb"] > 0 and reference["seconds"] > 0
+    cfg = DataConfig(name="synthetic", source="files", path=str(corpus), src_lang="es", tgt_lang="en",
+                     cache_dir=str(tmp_path / "cache"), num_proc=1)
+    nmt = load_corpus(cfg)["train"]
+    reference = reference_load_corpus(DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "reference-cache")}))
+    assert train_fingerprint(nmt) == train_fingerprint(reference["train"]) and len(nmt) > 400

@@ -7,54 +7,49 @@
     over the same sentences batched any other way;
 (c) batched greedy / beam search (``decode_ids``, ``nmt.search``) == the same search
     run one sentence at a time, by ``nmt.search`` and by the reference search of
-    scripts/bench_decode.py;
+    ``nmt.reference`` (what scripts/bench_decode.py times);
 (a') the training step's sync-free pieces: the loss given a host-counted token count,
     the encoder's last states gathered instead of packed, fused Adam;
-(d) the reference implementations of scripts/bench_train.py compute the same loss,
-    gradients and training step as nmt's model and ``Trainer.train_step``, given the
-    same weights: the benchmarks compare like with like.
+(d) the reference implementations of ``nmt.reference`` (what scripts/py
+    times) compute the same loss, gradients and training step as nmt's model and
+    ``Trainer.train_step``, given the same weights: the benchmarks compare like with like.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from nmt.architectures import build_model
 from nmt.batching import ParallelIds, token_batches
-from nmt.config import DecodeConfig, ModelConfig
-from nmt.model import build_model
+from nmt.config import DecodeConfig, ModelConfig, OptimConfig
+from nmt.inference import decode_ids
+from nmt.reference import (
+    ReferenceSeq2Seq,
+    reference_decode,
+    reference_loss,
+    reference_optimizer,
+    reference_train_step,
+    synthetic_corpus,
+)
 from nmt.search import beam_search, greedy_search
-from nmt.tokenizer import PAD
-from nmt.translate import decode_ids
+from nmt.tokens import PAD
+from nmt.trainer import Trainer, TrainingData
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 SRC_VOCAB, TGT_VOCAB = 20, 17
 CPU = torch.device("cpu")
 
 
-def load_script(name: str):
-    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def plain_trainer(model, data=None) -> Trainer:
+    """A Trainer with the default settings and no run folder, as scripts/py builds it."""
+    return Trainer(model, TrainingData(data if data is not None else random_pairs(4, 3, seed=0)), OptimConfig(), CPU)
 
 
-@pytest.fixture(scope="module")
-def bench_train():
-    return load_script("bench_train")
-
-
-@pytest.fixture(scope="module")
-def bench_decode():
-    return load_script("bench_decode")
+def fit_step(trainer: Trainer, data: ParallelIds, rows):
+    """The body of ``Trainer.fit``'s loop on a CPU: collate, then ``train_step``."""
+    return trainer.train_step(data.collate(rows))
 
 
 def tiny_model(cell="cudnn", output_rank=0, seed=0, dtype=torch.float32):
@@ -155,7 +150,7 @@ def test_encoder_last_states_equal_a_packed_gru():
 def test_fused_adam_makes_the_same_update_as_plain_adam():
     """Trainer's optimizer (fused, which can skip a step on the device) == PyTorch's default Adam."""
     from nmt.config import OptimConfig
-    from nmt.train import build_optimizer, skips_on_device
+    from nmt.optim import build_optimizer, skips_on_device
 
     fused_model, plain_model = tiny_model(dtype=torch.float64), tiny_model(dtype=torch.float64)
     fused = build_optimizer(OptimConfig(), fused_model.parameters(), CPU)
@@ -280,7 +275,7 @@ SEARCHES = {
 
 
 @pytest.mark.parametrize("name", list(SEARCHES))
-def test_batched_search_equals_per_sentence_search(name, bench_decode):
+def test_batched_search_equals_per_sentence_search(name):
     decode = SEARCHES[name]
     model = search_model()
     src_ids = sources()
@@ -289,62 +284,61 @@ def test_batched_search_equals_per_sentence_search(name, bench_decode):
     assert len(set(lengths)) > 2, f"outputs should end at various lengths, got {lengths}"
 
     assert_same_hypotheses(batched, one_at_a_time(model, src_ids, decode), f"{name}: nmt per sentence")
-    reference = bench_decode.ReferenceSeq2Seq.from_nmt(model).eval()
-    assert_same_hypotheses(batched, bench_decode.reference_decode(reference, src_ids, decode, CPU),
-                           f"{name}: bench_decode reference")
+    reference = ReferenceSeq2Seq.from_nmt(model).eval()
+    assert_same_hypotheses(batched, reference_decode(reference, src_ids, decode, CPU), f"{name}: the reference")
 
 
 # --------------------------------------------------------------------------- (d) the benchmarks' references
 
 
 @pytest.mark.parametrize("reverse_source", [False, True])
-def test_reference_model_computes_the_same_loss_and_gradients(bench_train, reverse_source):
+def test_reference_model_computes_the_same_loss_and_gradients(reverse_source):
     if reverse_source and not hasattr(ModelConfig(), "reverse_source"):
         pytest.skip("ModelConfig has no reverse_source")
     model = tiny_model()
     if reverse_source:
         model.config.reverse_source = True
-    reference = bench_train.ReferenceSeq2Seq.from_nmt(model)
+    reference = ReferenceSeq2Seq.from_nmt(model)
     data = random_pairs(9, 11, seed=7)
     batch = data.collate(np.arange(len(data)))
 
     loss_sum, n_tokens = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
     nmt_grads = gradients(model, loss_sum / n_tokens)
-    ref_loss = bench_train.reference_loss(reference, batch)
+    ref_loss = reference_loss(reference, batch)
     ref_grads = gradients(reference, ref_loss)
 
     assert_relative_close(ref_loss.detach(), (loss_sum / n_tokens).detach(), 1e-5, "loss")
-    for ref_name, nmt_name in bench_train.ReferenceSeq2Seq.nmt_names().items():
+    for ref_name, nmt_name in ReferenceSeq2Seq.nmt_names().items():
         assert_relative_close(ref_grads[ref_name], nmt_grads[nmt_name], 1e-5, ref_name)
-    assert set(bench_train.ReferenceSeq2Seq.nmt_names().values()) == set(nmt_grads), "every parameter mapped"
+    assert set(ReferenceSeq2Seq.nmt_names().values()) == set(nmt_grads), "every parameter mapped"
 
 
-def test_benchmarked_training_steps_are_the_same_update(bench_train):
+def test_benchmarked_training_steps_are_the_same_update():
     """Trainer.train_step (as bench_train calls it) and the reference step: the same new weights."""
     model = tiny_model(dtype=torch.float64)
-    reference = bench_train.ReferenceSeq2Seq.from_nmt(model)
-    trainer = bench_train.nmt_trainer(model, CPU)
-    optimizer = bench_train.reference_optimizer(reference)
+    reference = ReferenceSeq2Seq.from_nmt(model)
     data = random_pairs(30, 12, seed=8)
+    trainer = plain_trainer(model, data)
+    optimizer = reference_optimizer(reference)
     for rows in token_batches(data.src_lengths, data.tgt_lengths, 60, shuffle=True, seed=1, epoch=0)[:3]:
-        result, _ = bench_train.nmt_fit_step(trainer, data, rows)
-        ref_mean = bench_train.reference_train_step(reference, optimizer, data.collate(rows), CPU)
+        result = fit_step(trainer, data, rows)
+        ref_mean = reference_train_step(reference, optimizer, data.collate(rows), CPU)
         assert bool(result.finite) and result.n_tokens == data.collate(rows).n_tgt_tokens
         # model.loss takes the cross-entropy in float32 (logits.float()): float32 agreement.
         assert ref_mean == pytest.approx(float(result.loss_sum) / result.n_tokens, rel=1e-6)
     params = dict(model.named_parameters())
     for ref_name, param in reference.named_parameters():
-        nmt_name = bench_train.ReferenceSeq2Seq.nmt_names()[ref_name]
+        nmt_name = ReferenceSeq2Seq.nmt_names()[ref_name]
         # Three Adam steps of lr 1e-3: the weights agree to 1e-4 of one step.
         torch.testing.assert_close(param, params[nmt_name], rtol=0, atol=1e-7, msg=ref_name)
 
 
-def test_synthetic_training_corpus_has_the_requested_lengths(bench_train):
-    fixed = bench_train.synthetic_corpus(64, (30, 30), vocab=100)
+def test_synthetic_training_corpus_has_the_requested_lengths():
+    fixed = synthetic_corpus(64, (30, 30), vocab=100)
     assert (fixed.tgt_lengths == 30).all() and (fixed.src_lengths == 30).all()
-    batches = bench_train.nmt_batches(fixed, 32 * 30, epoch=0)
+    batches = token_batches(fixed.src_lengths, fixed.tgt_lengths, 32 * 30, shuffle=True, seed=1, epoch=0)
     assert [len(b) for b in batches] == [32, 32]
-    varied = bench_train.synthetic_corpus(500, (10, 50), vocab=100)
+    varied = synthetic_corpus(500, (10, 50), vocab=100)
     assert varied.tgt_lengths.min() >= 10 and varied.tgt_lengths.max() <= 50
     assert varied.src_lengths.min() >= 10 and varied.src_lengths.max() <= 50
     assert varied.src_values.min() >= 4 and varied.tgt_values.max() < 100
@@ -380,15 +374,15 @@ class HostReads:
 
 
 @pytest.mark.parametrize("optimizer,expected", [("adam", []), ("adadelta", ["aten._local_scalar_dense.default"])])
-def test_a_training_step_reads_nothing_back_from_the_device(bench_train, monkeypatch, optimizer, expected):
+def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch, optimizer, expected):
     """Trainer.train_step (fused Adam) calls no operator that reads a value on the host, so on a
     GPU it never waits; Adadelta, which cannot skip a step by itself, reads one flag."""
     from nmt.batching import Batch
     from nmt.config import OptimConfig
-    from nmt.train import build_optimizer
+    from nmt.optim import build_optimizer
 
     model = tiny_model()
-    trainer = bench_train.nmt_trainer(model, CPU)
+    trainer = plain_trainer(model)
     trainer.optimizer = build_optimizer(OptimConfig(optimizer=optimizer, lr=1.0 if optimizer == "adadelta" else 1e-3),
                                         model.parameters(), CPU)
     data = random_pairs(20, 9, seed=15)

@@ -2,9 +2,10 @@
 
 import torch
 
+from nmt.architectures import build_model
 from nmt.config import ModelConfig
-from nmt.model import PaperGRU, build_model
-from nmt.tokenizer import BOS, PAD
+from nmt.model import PaperGRU
+from nmt.tokens import BOS, PAD
 
 
 def tiny_model(cell="cudnn", output_rank=0, paper_init=False, seed=0):

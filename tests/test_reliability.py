@@ -25,16 +25,19 @@ import pytest
 import torch
 import yaml
 
-import nmt.translate
-from nmt.checkpoint import CheckpointError, load_checkpoint
-from nmt.config import OptimConfig
+import nmt.inference
+from nmt.checkpoint import CheckpointError, load_checkpoint, load_for_resume
+from nmt.commands.train import resume_config
+from nmt.commands.translate import run_translate
 from nmt.data import normalize_text
+from nmt.errors import TrainingError
+from nmt.inference import load_translator
 from nmt.model import RNNEncoderDecoder
+from nmt.run_folder import read_metrics
+from nmt.runtime import PREEMPTED_EXIT_CODE, StopRequest, configure_device
 from nmt.search import Hypothesis
-from nmt.train import (
-    PREEMPTED_EXIT_CODE, StopRequest, Trainer, TrainingError, configure_device, read_metrics, resume_config, train,
-)
-from nmt.translate import load_translator, run_translate
+from nmt.trainer import Trainer
+from nmt.training import build_trainer, train
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
 N = 12
@@ -154,7 +157,7 @@ def test_resuming_a_run_at_its_limit_says_which_setting_to_raise(straight, tmp_p
                                                                 caplog):
     run_dir = tmp_path / "run"
     shutil.copytree(straight, run_dir)
-    with caplog.at_level(logging.WARNING, logger="nmt.train"):
+    with caplog.at_level(logging.WARNING, logger="nmt.trainer"):
         summary = train(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), run_dir, resume=True)
     assert summary["steps"] == N
     assert f"already reached train.max_steps={N}: nothing left to train" in caplog.text
@@ -164,7 +167,7 @@ def test_resuming_a_run_at_its_limit_says_which_setting_to_raise(straight, tmp_p
 def test_resume_from_a_plain_adam_checkpoint_continues_with_fused_adam(straight, tmp_path, word_corpus, cache_dir):
     """Checkpoints from before Adam was fused (fused: None, CPU step counts) resume into the fused
     optimizer, which then skips non-finite steps on the device, and the run stays exact."""
-    from nmt.train import skips_on_device
+    from nmt.optim import skips_on_device
 
     train(run_config(word_corpus, cache_dir, f"train.max_steps={N // 2}"), tmp_path)
     for name in ("last.pt",) + tuple(p.name for p in tmp_path.glob("step-*.pt")):
@@ -175,8 +178,8 @@ def test_resume_from_a_plain_adam_checkpoint_continues_with_fused_adam(straight,
         for param_state in optimizer["state"].values():
             param_state["step"] = param_state["step"].cpu()
         torch.save(state, tmp_path / name)
-    trainer = Trainer(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), tmp_path)
-    trainer.resume()
+    trainer, _ = build_trainer(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), tmp_path)
+    trainer.restore(load_for_resume(tmp_path))
     assert skips_on_device(trainer.optimizer)
     resumed = train(run_config(word_corpus, cache_dir, f"train.max_steps={N}"), tmp_path, resume=True)
     assert resumed["steps"] == N
@@ -272,7 +275,7 @@ def _wait(predicate, timeout: float, proc: subprocess.Popen | None = None) -> bo
 
 def _nmt_train(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nmt.train", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "nmt.commands.train", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -403,7 +406,7 @@ def test_nonfinite_steps_are_skipped_counted_and_logged(tmp_path, word_corpus, c
     _inject(monkeypatch, nan_loss_calls={3}, inf_grad_calls={5}, snapshots=snapshots)
     cfg = run_config(word_corpus, cache_dir, "train.max_steps=8", "train.val_every=4",
                      "train.max_nonfinite_steps=2")  # 2 in a row would stop: these are not in a row
-    with caplog.at_level(logging.WARNING, logger="nmt.train"):
+    with caplog.at_level(logging.WARNING, logger="nmt.trainer"):
         summary = train(cfg, tmp_path)
     assert summary["steps"] == 8 and summary["skipped_steps"] == 2
     assert [s["call"] for s in snapshots if s["skipped"]] == [3, 5]
@@ -467,16 +470,16 @@ def test_deterministic_flag_sets_cudnn_and_cublas(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        configure_device(OptimConfig(device="cpu", deterministic=False))
+        configure_device("cpu", deterministic=False)
         assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ and not torch.backends.cudnn.deterministic
 
-        configure_device(OptimConfig(device="cpu", deterministic=True))
+        configure_device("cpu", deterministic=True)
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert torch.are_deterministic_algorithms_enabled()
 
         monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own choice is kept
-        configure_device(OptimConfig(device="cpu", deterministic=True))
+        configure_device("cpu", deterministic=True)
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
     finally:
         torch.use_deterministic_algorithms(was, warn_only=warn_only)
@@ -537,7 +540,7 @@ def test_hostile_input_one_line_out_per_line_in_in_order(straight, hostile_file,
     def echo_search(model, src, src_lengths, *args, **kwargs):
         return [[Hypothesis(src[i, : int(src_lengths[i]) - 1].tolist(), 0.0, 0.0)] for i in range(len(src))]
 
-    monkeypatch.setattr(nmt.translate, "search", echo_search)
+    monkeypatch.setattr(nmt.inference, "search", echo_search)
     texts = expected_texts()
     tokenizer = load_translator(straight, "cpu").tokenizer
     for batch_tokens in (6000, 300, 1):
@@ -567,7 +570,7 @@ def test_hostile_input_real_search(straight, hostile_file, tmp_path, decode):
 
 
 def _nmt_translate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nmt.translate", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nmt.commands.translate", *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 

@@ -9,19 +9,9 @@ import random
 import pytest
 import sacrebleu
 
-from nmt.report import (
-    REQUIRED_REPORT_KEYS,
-    ReportError,
-    bleu_by_length,
-    build_report,
-    check_parallel,
-    corpus_scores,
-    make_examples,
-    paired_bootstrap,
-    plot_bleu_by_length,
-    read_lines,
-    write_report,
-)
+from nmt.errors import ReportError
+from nmt.metrics import bleu_by_length, check_parallel, corpus_scores, paired_bootstrap
+from nmt.report import REQUIRED_REPORT_KEYS, build_report, make_examples, plot_bleu_by_length, read_lines, write_report
 
 # Small sample counts keep the suite fast; the statistics are still clear-cut.
 SAMPLES = 200
@@ -295,3 +285,21 @@ def test_a_second_report_replaces_the_first_with_a_warning_and_no_stale_plot(tmp
         write_report(tmp_path, build_report(corpus_scores(hyps, refs, bootstrap_samples=0)), hyps, None)
     assert f"{tmp_path}: replacing the report there" in caplog.text
     assert not (tmp_path / "bleu_by_length.png").exists()
+
+
+def test_the_private_sacrebleu_hooks_nmt_metrics_relies_on():
+    """nmt.metrics resamples sacreBLEU's per-sentence statistics through two private methods
+    (pyproject.toml bounds sacreBLEU's version for them): per-sentence rows whose column sums
+    give exactly the public corpus score, for every metric of a report."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    rng = random.Random(3)
+    words = "the a cat dog sat on mat house red blue".split()
+    refs = [" ".join(rng.choices(words, k=rng.randint(3, 9))) for _ in range(40)]
+    hyps = [" ".join(rng.choices(words, k=rng.randint(2, 9))) for _ in range(40)]
+    for metric in (BLEU(), CHRF(), TER()):
+        stats = metric._extract_corpus_statistics(hyps, [refs])
+        assert len(stats) == len(hyps)
+        summed = [sum(column) for column in zip(*stats)]
+        public = type(metric)().corpus_score(hyps, [refs]).score
+        assert metric._compute_score_from_stats(summed).score == pytest.approx(public, abs=1e-9), type(metric).__name__

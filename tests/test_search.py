@@ -8,8 +8,8 @@ import torch
 
 from nmt.batching import ParallelIds
 from nmt.data import read_lines
+from nmt.inference import load_translator
 from nmt.search import beam_search, greedy_search, max_output_lengths, top_candidates
-from nmt.translate import load_translator
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import pytest
 
 import nmt.tokenizer as tok
 from nmt.config import TokenizerConfig
-from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, build_tokenizer, tokenize_corpus
+from nmt.tokenizer import Tokenizer, build_tokenizer, tokenize_corpus
+from nmt.tokens import BOS, EOS, PAD, UNK
 
 SPANISH = [
     "¿Dónde está el niño? ¡Allí, en la montaña!",

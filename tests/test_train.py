@@ -7,7 +7,9 @@ import torch
 
 from nmt.checkpoint import load_checkpoint
 from nmt.config import OptimConfig
-from nmt.train import LearningRateSchedule, read_metrics, train
+from nmt.optim import LearningRateSchedule
+from nmt.run_folder import read_metrics
+from nmt.training import train
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
 REQUIRED_METRICS = {"step", "epoch", "train_loss", "val_loss", "val_bleu", "val_chrf", "tokens_per_s"}
@@ -75,13 +77,13 @@ def test_paper_recipe_trains_a_few_steps(tmp_path, word_corpus, cache_dir):
 
 
 def test_long_training_pairs_are_skipped(tmp_path, word_corpus, cache_dir, caplog):
-    from nmt.train import Trainer
+    from nmt.training import prepare_data
 
     cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
         "train=debug", "train.max_subwords=5"])
-    with caplog.at_level("INFO", logger="nmt.train"):
-        trainer = Trainer(cfg, tmp_path)
-    kept = trainer.train_data
+    with caplog.at_level("INFO", logger="nmt.training"):
+        prepared = prepare_data(cfg.data, cfg.train.max_subwords)
+    kept = prepared.data.train
     assert 0 < len(kept) < 400 and "training pairs longer than 5 subwords" in caplog.text
     assert max(kept.src_lengths.max(), kept.tgt_lengths.max()) <= 5
 
@@ -96,9 +98,9 @@ def test_long_training_pairs_are_skipped(tmp_path, word_corpus, cache_dir, caplo
     ("train.max_epochs=0", "train.max_epochs=0: must be greater than 0"),
 ])
 def test_impossible_settings_fail_before_the_corpus_is_read(tmp_path, override, message, monkeypatch):
-    import nmt.train
+    import nmt.training
 
-    monkeypatch.setattr(nmt.train, "load_corpus", lambda *a, **k: pytest.fail("the corpus was read"))
+    monkeypatch.setattr(nmt.training, "load_corpus", lambda *a, **k: pytest.fail("the corpus was read"))
     cfg = compose_config("train", ["train=debug", override])
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train(cfg, tmp_path / "run")

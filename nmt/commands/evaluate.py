@@ -10,32 +10,29 @@ Writes report.md, report.json, hypotheses.txt and bleu_by_length.png into report
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import hydra
-
-from nmt import report
+from nmt import metrics, report
+from nmt.commands.app import hydra_command, refuse
 from nmt.config import CONF_DIR, DataConfig, EvaluateConfig
 from nmt.data import SPLITS, load_corpus
-from nmt.translate import load_translator, translate_lines
+from nmt.errors import ReportError
+from nmt.inference import load_translator, translate_lines
 
 log = logging.getLogger(__name__)
 
 
-def corpus_for(cfg: EvaluateConfig, checkpoint: dict) -> DataConfig:
-    """``data=...`` if given, else the corpus the checkpoint was trained on."""
-    trained = checkpoint["data_config"]
+def corpus_for(cfg: EvaluateConfig, trained: DataConfig) -> DataConfig:
+    """``data=...`` if given, else ``trained``: the corpus the checkpoint was trained on."""
     if cfg.data is not None:
-        if (cfg.data.src_lang, cfg.data.tgt_lang) != (trained["src_lang"], trained["tgt_lang"]):
+        if (cfg.data.src_lang, cfg.data.tgt_lang) != (trained.src_lang, trained.tgt_lang):
             log.warning("the checkpoint translates %s -> %s, but data.src_lang=%s data.tgt_lang=%s: "
-                        "expect a meaningless score unless that is the point", trained["src_lang"],
-                        trained["tgt_lang"], cfg.data.src_lang, cfg.data.tgt_lang)
+                        "expect a meaningless score unless that is the point", trained.src_lang,
+                        trained.tgt_lang, cfg.data.src_lang, cfg.data.tgt_lang)
         return cfg.data
-    data = DataConfig(**{k: v for k, v in checkpoint["data_config"].items() if k not in ("splits", "tokenizer")})
-    data.splits = type(data.splits)(**checkpoint["data_config"]["splits"])
+    data = trained
     embedded_here = CONF_DIR.parent / "data" / Path(data.path).name
     if data.source == "embedded" and not Path(data.path).exists() and embedded_here.exists():
         data.path = str(embedded_here)  # trained on another machine: use this install's copy
@@ -45,9 +42,9 @@ def corpus_for(cfg: EvaluateConfig, checkpoint: dict) -> DataConfig:
 def decode_split(cfg: EvaluateConfig):
     """Translate ``cfg.split`` with the checkpoint; returns sources, references, hypotheses and facts."""
     translator = load_translator(cfg.ckpt, cfg.device)
-    data = corpus_for(cfg, translator.checkpoint)
+    data = corpus_for(cfg, translator.checkpoint.data_config)
     if cfg.split not in SPLITS:
-        raise report.ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
+        raise ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
     # Only the split scored is read and cleaned (a Hub dataset is still prepared whole on first use).
     table = load_corpus(data, splits=(cfg.split,))[cfg.split]
     sources, refs = list(table["src"]), list(table["tgt"])
@@ -64,42 +61,42 @@ def decode_split(cfg: EvaluateConfig):
         "tgt_tokens_per_s": round(tokens / seconds, 1),
         "device": str(translator.device),
     }
-    model = {**translator.checkpoint["model_config"]["config"], "step": translator.checkpoint.get("step"),
-             "src_vocab_size": translator.checkpoint["model_config"]["src_vocab_size"],
-             "tgt_vocab_size": translator.checkpoint["model_config"]["tgt_vocab_size"]}
+    checkpoint = translator.checkpoint
+    model = {**asdict(checkpoint.model_config), "step": checkpoint.step,
+             "src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
-    return sources, refs, hyps, speed, model, corpus, translator.checkpoint["path"]
+    return sources, refs, hyps, speed, model, corpus, str(translator.path)
 
 
 def run_evaluate(cfg: EvaluateConfig) -> int:
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
-        raise report.ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
+        raise ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
     if cfg.hyps is not None:
         if cfg.ckpt is not None:
             log.warning("hyps= given: scoring that file; ckpt=%s is not used", cfg.ckpt)
         if cfg.refs is None:
-            raise report.ReportError("hyps= needs refs= (the reference translations, one per line)")
+            raise ReportError("hyps= needs refs= (the reference translations, one per line)")
         hyps, refs = report.read_lines(cfg.hyps, "hyps"), report.read_lines(cfg.refs, "refs")
-        report.check_parallel(hyps, refs, cfg.hyps, cfg.refs)
+        metrics.check_parallel(hyps, refs, cfg.hyps, cfg.refs)
         sources = report.read_lines(cfg.srcs, "srcs") if cfg.srcs else None
         if sources is not None:
-            report.check_parallel(sources, refs, cfg.srcs, cfg.refs)
+            metrics.check_parallel(sources, refs, cfg.srcs, cfg.refs)
         speed = model = decoding = checkpoint = None
         corpus = {"hyps": cfg.hyps, "refs": cfg.refs}
     elif cfg.ckpt is not None:
         sources, refs, hyps, speed, model, corpus, checkpoint = decode_split(cfg)
         decoding = asdict(cfg.decode)
     else:
-        raise report.ReportError("give ckpt=RUN_DIR_OR_FILE (decode a split) or hyps=FILE refs=FILE")
+        raise ReportError("give ckpt=RUN_DIR_OR_FILE (decode a split) or hyps=FILE refs=FILE")
 
-    scores = report.corpus_scores(hyps, refs, cfg.bootstrap_samples)
-    by_length = report.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
+    scores = metrics.corpus_scores(hyps, refs, cfg.bootstrap_samples)
+    by_length = metrics.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
     compare = None
     if cfg.compare is not None:
         other = report.read_lines(cfg.compare, "compare")
-        report.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
-        compare = report.paired_bootstrap(hyps, other, refs, cfg.bootstrap_samples,
-                                          system_name="this system", other_name=Path(cfg.compare).name)
+        metrics.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
+        compare = metrics.paired_bootstrap(hyps, other, refs, cfg.bootstrap_samples,
+                                           system_name="this system", other_name=Path(cfg.compare).name)
     examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
     built = report.build_report(scores, by_length, speed=speed, model=model, decoding=decoding, compare=compare,
                                 examples=examples, corpus=corpus, checkpoint=checkpoint)
@@ -112,24 +109,15 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def _hydra_main(cfg) -> None:
-    from nmt.cli import run_cli
-
-    run_cli(run_evaluate, cfg)
-
-
-def main() -> None:
-    from nmt.cli import check_command_line, refuse
-
-    overrides = check_command_line(EvaluateConfig)
+def check_corpus_settings(overrides: dict[str, str]) -> None:
     corpus_settings = [key for key in overrides if key.startswith("data.")]
     if corpus_settings and "data" not in overrides:
         # Without data=, the checkpoint's corpus is used and there is no group to set keys in.
         refuse(f"{corpus_settings[0]}=... needs a corpus group: add data=files (plain-text files in data.path), "
                "data=hub, or another conf/data name; leave data.* out to evaluate on the checkpoint's own corpus")
-    _hydra_main()
 
+
+main = hydra_command("evaluate", EvaluateConfig, run_evaluate, check=check_corpus_settings)
 
 if __name__ == "__main__":
     main()

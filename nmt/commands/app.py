@@ -1,0 +1,231 @@
+"""What every command shares: the Hydra schemas, a ``main`` built from a schema, a
+config name and a run function, command-line checks before Hydra, errors as one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, ValidationError
+
+from nmt.config import (
+    CONF_DIR,
+    EvaluateConfig,
+    ScoreConfig,
+    TrainRunConfig,
+    TranslateConfig,
+    dataclass_of,
+)
+from nmt.errors import NmtError
+from nmt.runtime import copy_to_log_files
+
+# Errors whose message already says which file, line or setting is at fault.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    NmtError, OSError, ValueError, RuntimeError, MissingMandatoryValue, ValidationError,
+)
+
+SCHEMAS = {"train_schema": TrainRunConfig, "translate_schema": TranslateConfig,
+           "evaluate_schema": EvaluateConfig, "score_schema": ScoreConfig}
+
+if not OmegaConf.has_resolver("nmt_root"):
+    OmegaConf.register_new_resolver("nmt_root", lambda: str(CONF_DIR.parent))
+if not OmegaConf.has_resolver("nmt_or"):  # ${nmt_or:a,b}: a unless it is null/empty, else b
+    OmegaConf.register_new_resolver("nmt_or", lambda first, fallback: first if first else fallback)
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        store.store(name=name, node=schema)
+
+
+register_configs()
+
+
+def hydra_command(config_name: str, schema: type, run: Callable[[Any], int],
+                  check: Callable[[dict[str, str]], None] | None = None,
+                  on_exit: Callable[[int | None], None] | None = None) -> Callable[[], None]:
+    """A console script's ``main``: check the command line against ``schema`` (and with
+    ``check``, given the plain overrides) before Hydra creates anything, compose
+    ``conf/<config_name>.yaml``, then run ``run`` on the typed config. ``on_exit`` sees the
+    exit code before the process ends (e.g. to remove a failed run's folder)."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def hydra_main(cfg: DictConfig) -> None:
+        try:
+            run_cli(run, cfg)
+        except SystemExit as exit_:
+            if on_exit is not None:
+                on_exit(exit_.code)
+            raise
+
+    def main() -> None:
+        overrides = check_command_line(schema)
+        if check is not None:
+            check(overrides)
+        hydra_main()
+
+    return main
+
+
+def run_cli(command, cfg) -> None:
+    """Run ``command`` on the typed config; exit with its return code, or 1 with the error's message.
+
+    Set NMT_DEBUG=1 to see the full traceback instead.
+    """
+    try:
+        code = command(to_object(cfg))  # a missing ckpt=... surfaces here
+    except USER_ERRORS as err:
+        if os.environ.get("NMT_DEBUG"):
+            raise
+        if isinstance(err, MissingMandatoryValue):
+            message = f"{err.full_key} is required: add {err.full_key}=... to the command line"
+        else:
+            message = str(err)
+        refuse(message)
+    sys.exit(code or 0)
+
+
+def refuse(message: str) -> NoReturn:
+    """Exit 1 with ``message`` as one line on stderr (and in the run's log file, if any)."""
+    print(f"error: {message}", file=sys.stderr)
+    copy_to_log_files(f"error: {message}", logging.ERROR)
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def to_object(cfg: DictConfig | Any) -> Any:
+    """Resolve a composed DictConfig into its dataclass instance.
+
+    Raises ValueError for a key the schema lacks: Hydra rejects ``train.max_stpes=5``
+    itself, but ``+train.max_stpes=5`` adds the key, and OmegaConf would carry it as an
+    attribute that nothing reads."""
+    if isinstance(cfg, DictConfig):
+        unknown = unknown_keys(cfg)
+        if unknown:
+            raise ValueError(" | ".join(unknown))
+        return OmegaConf.to_object(cfg)
+    return cfg
+
+
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """One message per key of ``cfg`` (nested) that its dataclass schema does not declare."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    known = [f.name for f in dataclasses.fields(schema)]
+    problems = []
+    for key in cfg.keys():
+        name = f"{prefix}{key}"
+        if key not in known:
+            problems.append(_unknown(str(key), prefix, known, schema))
+        elif not OmegaConf.is_missing(cfg, key) and not OmegaConf.is_interpolation(cfg, key):
+            child = cfg[key]
+            if isinstance(child, DictConfig):
+                problems += unknown_keys(child, f"{name}.")
+    return problems
+
+
+def _unknown(name: str, prefix: str, known: list[str], schema: type) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
+    return f"{prefix}{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}"
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def command_line_overrides(argv: list[str]) -> dict[str, str]:
+    """Plain ``key=value`` overrides among ``argv``, parsed as Hydra parses them (quotes,
+    escapes, ``null``), for checks that must happen before Hydra composes the config or
+    creates a folder. Deletions (``~key``), sweeps (``a,b``), nulls and interpolations are
+    left out; anything Hydra cannot parse is left to Hydra to report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    overrides = {}
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+            continue
+        value = None if override.is_delete() or override.is_sweep_override() else override.value()
+        if value is not None and "${" not in str(value):
+            overrides[override.key_or_group] = value if isinstance(value, str) else str(value)
+    return overrides
+
+
+def check_command_line(schema: type) -> dict[str, str]:
+    """The command line's plain overrides, after refusing (in one line, before Hydra makes
+    anything) any that cannot work with ``schema``: see ``setting_problem``."""
+    overrides = command_line_overrides(sys.argv[1:])
+    for key, value in overrides.items():
+        problem = setting_problem(key, value, schema)
+        if problem:
+            refuse(problem)
+    return overrides
+
+
+def setting_problem(key: str, value: str, schema: type) -> str | None:
+    """Why ``key=value`` on the command line cannot work with ``schema``, in one line, or None.
+
+    Checked before Hydra, whose own messages span several lines and suggest ``+key``
+    for a misspelling: the key (with the closest real one), a group's option (with the
+    options in conf/), and the type of a number or flag. Anything else is left to Hydra.
+    """
+    if key.startswith("hydra"):  # hydra.run.dir=..., hydra/job_logging=...: Hydra's own
+        return None
+    schema_now, prefix = schema, ""
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(schema_now)
+        if part not in hints:
+            return _unknown(part, prefix, list(hints), schema_now)
+        nested = dataclass_of(hints[part])
+        if depth < len(parts) - 1:
+            if nested is None:
+                return f"{prefix}{part} is one setting, not a group of settings: {key}=... cannot work"
+            schema_now, prefix = nested, f"{prefix}{part}."
+            continue
+        group = CONF_DIR / key.replace(".", "/")
+        if nested is not None and group.is_dir():  # e.g. model=small: a file in conf/model
+            options = sorted(path.stem for path in group.glob("*.yaml"))
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1)
+                hint = f" (did you mean {key}={close[0]}?)" if close else ""
+                if key == "data" and ("/" in value or Path(value).exists()):
+                    hint = f" (a folder of text files: data=files data.path={value})"
+                return f"{key}={value}: no such option; choose from {', '.join(options)}{hint}"
+        kinds = {int: "a whole number", float: "a number", bool: "true or false"}
+        annotation = hints[part]  # a number, a flag, or Optional[one of them]; lists are left to Hydra
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        alternatives = typing.get_args(annotation) if union else (annotation,)
+        kind = next((k for k in kinds if k in alternatives), None)
+        if kind is not None and not _parses_as(value, kind):
+            return f"{key}={value}: expected {kinds[kind]}"
+    return None
+
+
+def _parses_as(value: str, kind: type) -> bool:
+    if kind is bool:
+        return value.lower() in ("true", "false")
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return kind is not int or "." not in value

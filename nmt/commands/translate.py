@@ -1,0 +1,79 @@
+"""``nmt-translate``: one output line per input line, always, in order.
+
+    nmt-translate ckpt=outputs/RUN < source.txt > hypotheses.txt
+    nmt-translate ckpt=outputs/RUN/best.pt input=src.txt output=hyp.txt decode=beam nbest=5
+
+An empty or whitespace-only line gives an empty line; a line longer than
+``max_source_subwords`` is cut to that length (and counted in a warning);
+invalid UTF-8 is an error naming the line unless ``replace_invalid_utf8=true``.
+With ``nbest=K`` (or ``decode.nbest=K``) the output is TSV, K rows per input line:
+``line<TAB>rank<TAB>normalized_score<TAB>log_prob<TAB>translation`` (line and rank from 0);
+an empty line gets one row, with an empty translation.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from nmt.commands.app import hydra_command
+from nmt.commands.files import check_input, check_output, read_input, write_output
+from nmt.config import TranslateConfig
+from nmt.inference import Translator, load_translator, translate_lines
+from nmt.search import Hypothesis
+
+log = logging.getLogger(__name__)
+
+
+def format_output(results: list[list[tuple[str, Hypothesis]]], nbest: int) -> list[str]:
+    if nbest == 1:
+        return [hyps[0][0] for hyps in results]
+    rows = []
+    for line, hyps in enumerate(results):
+        for rank, (text, hyp) in enumerate(hyps):
+            rows.append(f"{line}\t{rank}\t{hyp.normalized_score:.4f}\t{hyp.score:.4f}\t{text}")
+    return rows
+
+
+def interactive(translator: Translator, cfg: TranslateConfig) -> None:
+    """A prompt on the terminal: one sentence per line, Ctrl-D to quit.
+
+    The prompt goes to stderr, so stdout still holds only translations.
+    """
+    print(f"nmt-translate: {translator.path}; type a sentence, Ctrl-D to quit", file=sys.stderr)
+    while True:
+        print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            print(file=sys.stderr)
+            return
+        results = translate_lines(translator, [line.rstrip("\n")], cfg.decode, cfg.max_source_subwords)
+        for text in format_output(results, cfg.decode.nbest):
+            print(text, flush=True)
+
+
+def run_translate(cfg: TranslateConfig) -> int:
+    if cfg.nbest is not None:  # nbest=K: K hypotheses need a beam of at least K
+        cfg.decode.nbest = cfg.nbest
+        cfg.decode.beam_size = max(cfg.decode.beam_size, cfg.nbest)
+    check_input(cfg.input)
+    check_output(cfg.output, cfg.input)
+    translator = load_translator(cfg.ckpt, cfg.device)
+    if cfg.input is None and sys.stdin.isatty():
+        interactive(translator, cfg)
+        return 0
+    lines = read_input(cfg.input, cfg.replace_invalid_utf8)
+    start = time.perf_counter()
+    results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords, progress=cfg.input is not None)
+    write_output(cfg.output, "".join(row + "\n" for row in format_output(results, cfg.decode.nbest)))
+    seconds = time.perf_counter() - start
+    log.info("translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d", len(lines), seconds,
+             len(lines) / max(seconds, 1e-9), translator.path.name, cfg.decode.beam_size)
+    return 0
+
+
+main = hydra_command("translate", TranslateConfig, run_translate)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""What every stage needs from the machine: the device, seeds and RNG state, mixed
+precision, stop requests (SIGTERM / Ctrl-C) and copies of console lines in log files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+
+import numpy as np
+import torch
+
+from nmt.errors import SettingError
+
+log = logging.getLogger(__name__)
+
+# Exit status after a SIGTERM/SIGINT was honoured with a checkpoint: "try again later"
+# (EX_TEMPFAIL), so a scheduler can requeue the job with ``resume=RUN_DIR``.
+PREEMPTED_EXIT_CODE = 75
+
+
+def pick_device(name: str = "auto", setting: str = "device") -> torch.device:
+    """``auto``: CUDA where there is a GPU, else the CPU. ``setting`` names the key in errors."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SettingError(f"{setting}={name}: CUDA is not available on this machine; use {setting}=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise SettingError(f"{setting}={name}: not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+def configure_device(name: str, tf32: bool = True, deterministic: bool = False,
+                     setting: str = "train.device") -> torch.device:
+    """The training device, with TF32 matrix products and deterministic kernels as asked."""
+    device = pick_device(name, setting=setting)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; cuDNN needs its flag.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (when ``enabled``); on a CPU everything runs in float32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class StopRequest:
+    """SIGTERM / SIGINT set a flag; training checkpoints at the next step boundary.
+
+    A second SIGINT (Ctrl-C twice) aborts at once.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)",
+                    self.signal_name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __bool__(self):
+        return self.signal_name is not None
+
+
+def copy_to_log_files(message: str, level: int = logging.INFO) -> None:
+    """Write ``message`` to the log files only (e.g. a run's train.log).
+
+    For lines the console already shows through ``tqdm.write`` or ``print`` (validation
+    results, the closing summary, errors), so that the log file holds them too."""
+    root = logging.getLogger()
+    record = root.makeRecord("nmt", level, __file__, 0, message, None, None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -1,0 +1,388 @@
+"""The training loop: a ready model and ready token ids in, trained weights, validation
+metrics and checkpoints out.
+
+``Trainer`` knows no corpus and no tokenizer file: ``nmt.training`` prepares the data
+and builds the model, and a test or a benchmark can hand it a tiny model and an
+in-memory id table instead. With a ``run_dir`` it writes checkpoints and metrics
+there; without one it only trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+
+from nmt import run_folder
+from nmt.batching import Batch, ParallelIds, token_batches
+from nmt.checkpoint import (
+    Checkpoint,
+    TrainingState,
+    link_checkpoint,
+    pack_checkpoint,
+    prune_step_checkpoints,
+    save_checkpoint,
+)
+from nmt.config import DataConfig, DecodeConfig, OptimConfig
+from nmt.errors import CheckpointError, SettingError, TrainingError, check_choice
+from nmt.inference import decode_ids
+from nmt.metrics import bleu_and_chrf
+from nmt.optim import LearningRateSchedule, build_optimizer, restore_optimizer_kind, skips_on_device
+from nmt.runtime import StopRequest, autocast, copy_to_log_files, rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+# train.early_stopping_metric -> whether a higher value is better
+EARLY_STOPPING_METRICS = {"val_bleu": True, "val_chrf": True, "val_loss": False}
+
+
+def higher_is_better(metric: str) -> bool:
+    check_choice("train.early_stopping_metric", metric, EARLY_STOPPING_METRICS)
+    return EARLY_STOPPING_METRICS[metric]
+
+
+@dataclass
+class ValidationSet:
+    ids: ParallelIds  # every validation pair, for the loss
+    src_ids: list[list[int]]  # the sources translated for BLEU / chrF (train.val_max_sentences of them)
+    refs: list[str]  # their reference translations
+    detokenize: Callable[[list[list[int]]], list[str]]  # target ids -> text (Tokenizer.decode_tgt)
+
+
+@dataclass
+class TrainingData:
+    train: ParallelIds
+    validation: ValidationSet | None = None  # None: no validation (``fit`` then needs train.max_steps)
+
+
+class StepResult(NamedTuple):
+    """One training step as the device left it; ``Trainer.settle_steps`` reads it later."""
+
+    loss_sum: torch.Tensor  # summed cross-entropy of the batch (float32 scalar, on the device)
+    n_tokens: int  # real target tokens, counted on the host
+    finite: torch.Tensor  # bool scalar: False if the loss or gradient was not finite (step skipped)
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in every checkpoint so a resume continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch already trained on
+    best_value: float | None = None
+    best_step: int = 0
+    bad_validations: int = 0
+    nonfinite_in_a_row: int = 0
+    nonfinite_total: int = 0
+    train_loss_sum: float = 0.0  # since the last validation
+    train_tokens: int = 0
+    log_loss_sum: float = 0.0  # since the last log line
+    log_tokens: int = 0
+    interval_seconds: float = 0.0  # step time behind train_tokens
+    seconds: float = 0.0  # training wall time across resumes
+    history: list = field(default_factory=list)  # train loss per log interval: (step, loss)
+
+    def book_step(self, loss: float, n_tokens: int, finite: bool) -> None:
+        """Count one trained step's loss, or one skipped (non-finite) step."""
+        if finite:
+            self.nonfinite_in_a_row = 0
+            self.train_loss_sum += loss
+            self.train_tokens += n_tokens
+            self.log_loss_sum += loss
+            self.log_tokens += n_tokens
+        else:
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+
+
+@torch.no_grad()
+def mean_loss(model, data: ParallelIds, batch_tokens: int, device: torch.device, amp: bool = False) -> float:
+    """Cross-entropy per target token over all of ``data`` (teacher-forced, in eval mode)."""
+    model.eval()
+    losses, tokens = [], 0
+    budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
+    for rows in token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False):
+        batch = data.collate(rows)
+        n_tokens = batch.n_tgt_tokens
+        batch = batch.to(device)
+        with autocast(device, amp):
+            loss_sum, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, n_tokens=n_tokens)
+        losses.append(loss_sum.float())
+        tokens += n_tokens
+    return float(torch.stack(losses).double().sum()) / max(tokens, 1) if losses else 0.0
+
+
+def clipped_grad_norm(model: torch.nn.Module, clip_norm: float) -> torch.Tensor:
+    """The gradient's norm (on the device), after clipping it to ``clip_norm`` when that is > 0."""
+    if clip_norm:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]))
+
+
+def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) -> None:
+    """Refuse to resume ``checkpoint`` into another model or tokenizer than it was trained with."""
+    saved = {"config": asdict(checkpoint.model_config), "src_vocab_size": checkpoint.src_vocab_size,
+             "tgt_vocab_size": checkpoint.tgt_vocab_size}
+    if saved != model.model_config():
+        raise CheckpointError(f"{checkpoint.path}: trained with model {saved}, which differs from the current config")
+    if (checkpoint.src_proto, checkpoint.tgt_proto) != (tokenizer.src_proto, tokenizer.tgt_proto):
+        raise CheckpointError(f"{checkpoint.path}: trained with another SentencePiece model than the one built "
+                              "now (did the corpus or data.tokenizer settings change?)")
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, data: TrainingData, opt: OptimConfig, device: torch.device,
+                 run_dir: Path | None = None, tokenizer=None, data_config: DataConfig | None = None):
+        """``model``: any architecture of ``nmt.architectures``, already on ``device``.
+        ``run_dir``: where checkpoints and metrics go (with the ``tokenizer`` and
+        ``data_config`` that checkpoints carry); None writes nothing."""
+        if run_dir is not None and (tokenizer is None or data_config is None):
+            raise SettingError("a Trainer that writes a run folder needs the tokenizer and data settings")
+        self.model, self.data, self.opt, self.device = model, data, opt, device
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.tokenizer, self.data_config = tokenizer, data_config
+        self.maximize = higher_is_better(opt.early_stopping_metric)
+        # torch.compile(model) would compile forward() only; training calls model.loss.
+        self.loss_fn = torch.compile(model.loss) if opt.compile else model.loss
+        self.optimizer = build_optimizer(opt, model.parameters(), device)
+        self.schedule = LearningRateSchedule(opt, self.optimizer)
+        self.amp = opt.amp and device.type == "cuda"
+        self.progress = Progress()
+        self.pending: list[tuple[int, StepResult]] = []  # (step, result) trained but not yet read
+        self.writer = None  # TensorBoard, opened by fit()
+        self.epoch_batches = 1  # batches in the current epoch, known once fit() has made them
+
+    def epochs(self) -> float:
+        """Epochs trained, with the current one's fraction."""
+        return self.progress.epoch + self.progress.batch_in_epoch / max(1, self.epoch_batches)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def save(self, name: str, with_training_state: bool = True) -> None:
+        self.settle_steps()  # the progress saved includes every step trained
+        if self.run_dir is None:
+            return
+        p, training = self.progress, None
+        if with_training_state:
+            training = TrainingState(self.optimizer.state_dict(), self.schedule.state_dict(), asdict(p),
+                                     rng_state(self.device), asdict(self.opt))
+        state = pack_checkpoint(self.model, self.tokenizer.src_proto, self.tokenizer.tgt_proto, self.data_config,
+                                p.step, p.epoch, p.best_value, training)
+        save_checkpoint(state, self.run_dir / name)
+
+    def save_step_checkpoints(self) -> None:
+        """last.pt, and step-N.pt (the same file, hard-linked) when keep_last > 0."""
+        if not self.opt.keep_last or self.run_dir is None:
+            self.save("last.pt")
+            return
+        step_name = f"step-{self.progress.step}.pt"
+        self.save(step_name)
+        link_checkpoint(self.run_dir / step_name, self.run_dir / "last.pt")
+        prune_step_checkpoints(self.run_dir, self.opt.keep_last)
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue exactly where ``checkpoint`` (a resumable one) left off."""
+        check_same_run(checkpoint, self.model, self.tokenizer)
+        self.model.load_state_dict(checkpoint.model_state)
+        fused = [group.get("fused") for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(checkpoint.training.optimizer)
+        restore_optimizer_kind(self.optimizer, fused)
+        self.schedule.load_state_dict(checkpoint.training.schedule)
+        self.progress = p = Progress(**checkpoint.training.progress)
+        set_rng_state(checkpoint.training.rng, self.device)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint.path, p.step, p.epoch + 1,
+                 p.batch_in_epoch)
+        for name, limit, done in (("train.max_steps", self.opt.max_steps, p.step),
+                                  ("train.max_epochs", self.opt.max_epochs, p.epoch)):
+            if limit and done >= limit:
+                log.warning("the run has already reached %s=%d: nothing left to train; raise it on the "
+                            "command line (resume=%s %s=...)", name, limit, self.run_dir, name)
+                break
+
+    # ----------------------------------------------------------------- one step
+
+    def train_step(self, batch: Batch) -> StepResult:
+        """Forward, backward, clip, update, without waiting for the device.
+
+        Reading a number off a GPU makes the host wait, and the GPU then idles while the
+        host builds the next batch. So the loss stays on the device (``settle_steps``
+        reads many steps at once), the token count comes from the host's batch, and a
+        step with a non-finite loss or gradient is skipped on the device (fused Adam's
+        ``found_inf``). Optimizers that cannot do that (Adadelta) sync once per step.
+        """
+        self.model.train()
+        n_tokens = batch.n_tgt_tokens
+        batch = batch.to(self.device, non_blocking=True)
+        with autocast(self.device, self.amp):
+            loss_sum, _ = self.loss_fn(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
+                                       self.opt.label_smoothing, n_tokens)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_sum / n_tokens).backward()
+        grad_norm = clipped_grad_norm(self.model, self.opt.clip_norm)
+        loss_sum = loss_sum.detach().float()
+        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
+        if skips_on_device(self.optimizer):
+            self.optimizer.found_inf = (~finite).float()
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # non-fused Adam refuses a step while it is set
+        elif finite.item():
+            self.optimizer.step()
+        return StepResult(loss_sum, n_tokens, finite)
+
+    def settle_steps(self) -> None:
+        """Read the losses of the steps trained since the last call (one device sync) and
+        book them in ``progress``; called every ``min(train.log_every,
+        train.max_nonfinite_steps)`` steps and before any validation or checkpoint.
+        ``train.max_nonfinite_steps`` skipped steps in a row stop training here, with a
+        checkpoint (the weights are those of the last finite step: skipped steps moved none).
+        """
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        start = time.perf_counter()
+        values = torch.stack([torch.stack([r.loss_sum, r.finite.float()]) for _, r in pending]).tolist()
+        waited = time.perf_counter() - start  # the device finishing the queued steps: training time
+        p = self.progress
+        p.seconds += waited
+        p.interval_seconds += waited
+        failed_at = None
+        for (step, result), (loss, finite) in zip(pending, values):
+            p.book_step(loss, result.n_tokens, bool(finite))
+            if finite:
+                continue
+            log.warning("step %d: non-finite loss or gradient; step skipped (%d in a row)", step, p.nonfinite_in_a_row)
+            if p.nonfinite_in_a_row >= self.opt.max_nonfinite_steps and failed_at is None:
+                failed_at = step
+        if failed_at is not None:
+            self.save_step_checkpoints()
+            limit = self.opt.max_nonfinite_steps
+            raise TrainingError(
+                f"{limit} consecutive steps had a non-finite loss or gradient (steps {failed_at - limit + 1}-"
+                f"{failed_at}); stopped at step {p.step} with a checkpoint in {self.run_dir} (weights of the "
+                "last finite step). Lower train.lr, enable train.clip_norm, or check the data."
+            )
+
+    # ----------------------------------------------------------------- validation
+
+    def validate(self) -> dict:
+        """Validation loss, greedy BLEU / chrF; metrics.jsonl, best.pt and step checkpoints."""
+        self.settle_steps()
+        start, p, val = time.perf_counter(), self.progress, self.data.validation
+        if val is None:
+            raise TrainingError("validation asked for, but the Trainer was given no validation set")
+        val_loss = mean_loss(self.model, val.ids, self.opt.val_batch_tokens, self.device, self.amp)
+        hyps = val.detokenize([h[0].tokens for h in decode_ids(self.model, val.src_ids, DecodeConfig(), self.device)])
+        bleu, chrf = bleu_and_chrf(hyps, val.refs)
+        metrics = {
+            "step": p.step, "epoch": self.epochs(),
+            "train_loss": p.train_loss_sum / max(p.train_tokens, 1) if p.train_tokens else None,
+            "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bleu": bleu, "val_chrf": chrf,
+            "tokens_per_s": p.train_tokens / max(p.interval_seconds, 1e-9),
+            "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": p.seconds,
+            "val_seconds": time.perf_counter() - start, "skipped_steps": p.nonfinite_total,
+        }
+        value = metrics[self.opt.early_stopping_metric]
+        improved = p.best_value is None or (value > p.best_value if self.maximize else value < p.best_value)
+        if improved:
+            p.best_value, p.best_step, p.bad_validations = value, p.step, 0
+        else:
+            p.bad_validations += 1
+        self.schedule.validated(improved)
+        metrics["best"] = improved
+        p.train_loss_sum, p.train_tokens, p.interval_seconds = 0.0, 0, 0.0
+        if self.run_dir is not None:
+            run_folder.append_metrics(self.run_dir, metrics)
+        if self.writer is not None:
+            for key in ("train_loss", "val_loss", "val_bleu", "val_chrf", "tokens_per_s", "lr"):
+                if metrics[key] is not None:
+                    self.writer.add_scalar(key, metrics[key], p.step)
+        if improved:
+            self.save("best.pt", with_training_state=False)
+        self.save_step_checkpoints()
+        line = (f"step {p.step}: val loss {val_loss:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU {bleu:.2f}, "
+                f"chrF {chrf:.2f}{' *' if improved else ''}")
+        tqdm.write(line)
+        copy_to_log_files(line)
+        return metrics
+
+    # ----------------------------------------------------------------- the loop
+
+    def should_stop_early(self) -> bool:
+        return bool(self.opt.patience) and self.progress.bad_validations >= self.opt.patience
+
+    def fit(self, stop: StopRequest | None = None) -> str:
+        """Train until max_epochs / max_steps / max_minutes / early stopping / a signal. Returns why it stopped."""
+        opt, p, train = self.opt, self.progress, self.data.train
+        self.writer = run_folder.tensorboard_writer(self.run_dir) if self.run_dir is not None else None
+        bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
+                   desc="training", mininterval=1.0)
+        log_start = session_start = time.perf_counter()
+        # The host reads the device's losses at each log line, and often enough that a run
+        # of non-finite steps stops training within max_nonfinite_steps more.
+        read_every = max(1, min(opt.log_every, opt.max_nonfinite_steps))
+        try:
+            while p.epoch < opt.max_epochs:
+                batches = token_batches(train.src_lengths, train.tgt_lengths, opt.max_tokens,
+                                        shuffle=True, seed=opt.seed, epoch=p.epoch)
+                self.epoch_batches = len(batches)
+                while p.batch_in_epoch < len(batches):
+                    if stop:
+                        self.save_step_checkpoints()
+                        return "signal"
+                    if opt.max_steps and p.step >= opt.max_steps:
+                        return "max_steps"
+                    if opt.max_minutes and time.perf_counter() - session_start >= 60 * opt.max_minutes:
+                        return "max_minutes"
+                    step_start = time.perf_counter()
+                    # While the device runs the step launched last, the host builds this batch.
+                    batch = train.collate(batches[p.batch_in_epoch])
+                    if self.device.type == "cuda":
+                        batch = batch.pin_memory()
+                    lr = self.schedule.step(p.step + 1)
+                    self.pending.append((p.step + 1, self.train_step(batch)))
+                    p.batch_in_epoch += 1
+                    p.step += 1
+                    elapsed = time.perf_counter() - step_start
+                    p.seconds += elapsed
+                    p.interval_seconds += elapsed
+                    bar.update(1)
+                    if p.step % read_every == 0:
+                        self.settle_steps()
+                    if p.step % opt.log_every == 0:
+                        now = time.perf_counter()
+                        if p.log_tokens:
+                            loss = p.log_loss_sum / p.log_tokens
+                            p.history.append((p.step, loss))
+                            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{p.log_tokens / (now - log_start):.0f}",
+                                            lr=f"{lr:.2g}", epoch=p.epoch + 1, refresh=False)
+                            if self.writer is not None:
+                                self.writer.add_scalar("train_loss_step", loss, p.step)
+                        p.log_loss_sum, p.log_tokens, log_start = 0.0, 0, now
+                    if opt.val_every and p.step % opt.val_every == 0:
+                        self.validate()
+                        if self.should_stop_early():
+                            return "early_stopping"
+                    elif opt.save_every and p.step % opt.save_every == 0:
+                        self.save_step_checkpoints()
+                p.epoch += 1
+                p.batch_in_epoch = 0
+                if not opt.val_every:
+                    self.validate()
+                    if self.should_stop_early():
+                        return "early_stopping"
+            return "max_epochs"
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
