@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -238,10 +239,17 @@ def resolve_checkpoint(path_or_run: str | Path) -> Path:
     return path
 
 
+# The step checkpoints the trainer writes; any other file (a user's step-80-backup.pt)
+# is never pruned and never resumed from.
+STEP_CHECKPOINT = re.compile(r"step-(\d+)\.pt")
+
+
 def resume_candidates(run_dir: Path) -> list[Path]:
     """Checkpoints to resume from, newest first: last.pt, then step checkpoints."""
     run_dir = Path(run_dir)
-    steps = sorted(run_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+    numbered = [(int(match[1]), path) for path in run_dir.glob("step-*.pt")
+                if (match := STEP_CHECKPOINT.fullmatch(path.name))]
+    steps = [path for _, path in sorted(numbered, reverse=True)]
     last = [run_dir / "last.pt"] if (run_dir / "last.pt").exists() else []
     return last + steps
 
@@ -264,7 +272,7 @@ def load_for_resume(run_dir: Path, log=None) -> Checkpoint:
 
 
 def prune_step_checkpoints(run_dir: Path, keep: int) -> None:
-    """Keep only the newest ``keep`` step-*.pt files (best.pt and last.pt are never pruned)."""
+    """Keep only the newest ``keep`` step-N.pt files (best.pt, last.pt and others are never pruned)."""
     steps = resume_candidates(run_dir)
     steps = [p for p in steps if p.name.startswith("step-")]
     for old in steps[keep:]:

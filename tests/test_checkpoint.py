@@ -112,6 +112,15 @@ def test_prune_keeps_exactly_k_newest_step_checkpoints(tmp_path):
     assert files(tmp_path) == {"best.pt", "last.pt", "step-100.pt"}
 
 
+def test_prune_and_resume_consider_only_the_trainers_step_checkpoints(tmp_path):
+    """A user's step-80-backup.pt is never deleted; step-best.pt never crashes a resume."""
+    for name in ("step-80-backup.pt", "step-best.pt", "step-5.pt", "step-9.pt"):
+        save_checkpoint(state(5.0), tmp_path / name)
+    prune_step_checkpoints(tmp_path, keep=1)
+    assert files(tmp_path) == {"step-80-backup.pt", "step-best.pt", "step-9.pt"}
+    assert load_for_resume(tmp_path).path == tmp_path / "step-9.pt"
+
+
 # --------------------------------------------------------------------------- disk full, unwritable folder
 
 

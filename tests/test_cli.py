@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -105,6 +106,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_decoding(tmp_path, c
         cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(source), output=str(output))
         with pytest.raises(ValueError, match=rf"output=.*{problem}"):
             command(cfg)
+    assert source.read_text() == "uno\tone\n"
+    os.link(source, tmp_path / "linked.txt")  # the same file under another name
+    cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(source), output=str(tmp_path / "linked.txt"))
+    with pytest.raises(ValueError, match="is the input file, which writing would destroy"):
+        command(cfg)
     assert source.read_text() == "uno\tone\n"
 
 

@@ -3,6 +3,7 @@ model is loaded, read line-exactly (stdin by default), written in one go."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def check_output(path: str | None, input_path: str | None = None) -> None:
         raise SettingError(f"output={path}: a folder; give a file name")
     if not target.parent.is_dir():
         raise SettingError(f"output={path}: no folder {target.parent}; create it first")
-    if input_path is not None and target.exists() and target.resolve() == Path(input_path).resolve():
+    # By identity (device and inode), not by name: a hard link or another spelling of the
+    # input's path is the same file.
+    if input_path is not None and target.exists() and Path(input_path).exists() and os.path.samefile(target, input_path):
         raise SettingError(f"output={path} is the input file, which writing would destroy; choose another output=")
 
 
