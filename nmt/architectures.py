@@ -3,7 +3,8 @@
 A model is chosen by ``model.arch``. Each architecture is one ``nn.Module`` class that
 satisfies ``Seq2SeqModel`` below and is registered under its name; search, training
 and the commands only ever call these methods, so a second architecture joins by
-adding its class (a module listed in ``BUILTIN_MODULES``) and a ``conf/model`` file.
+adding its class, its module to ``BUILTIN_MODULES`` (so that the commands import it),
+and a ``conf/model`` file with ``arch: <name>``.
 
     @register_architecture("my_model")
     class MyModel(nn.Module):
@@ -24,6 +25,10 @@ from nmt.errors import check_choice
 BUILTIN_MODULES = ("nmt.model",)
 
 ARCHITECTURES: dict[str, type] = {}
+
+# The methods of Seq2SeqModel a class must have to be registered.
+REQUIRED_METHODS = ("encode", "init_state", "decode_step", "reorder_encoder_out", "reorder_state", "forward", "loss",
+                    "model_config")
 
 
 @runtime_checkable
@@ -71,6 +76,10 @@ def register_architecture(name: str):
     """Class decorator: make ``model.arch=name`` build this class."""
 
     def register(cls: type) -> type:
+        missing = [method for method in REQUIRED_METHODS if not callable(getattr(cls, method, None))]
+        if missing:
+            raise TypeError(f"{cls.__name__} cannot be model.arch={name}: it lacks {', '.join(missing)} "
+                            "(see nmt.architectures.Seq2SeqModel)")
         ARCHITECTURES[name] = cls
         return cls
 

@@ -5,7 +5,7 @@ back into a ``Checkpoint``; no other module indexes that dict. Layout (format
 ``nmt-checkpoint-1``, unchanged since the first release):
 
     model         the state dict
-    model_config  {"config": ModelConfig as a dict, "src_vocab_size", "tgt_vocab_size"}
+    model_config  {"config": ModelConfig as a dict (no "arch" key: cho2014), "src_vocab_size", "tgt_vocab_size"}
     tokenizer     {"src": uint8 tensor, "tgt": uint8 tensor}: the SentencePiece protos
     data_config   DataConfig as a dict
     step, epoch, best_value
@@ -90,9 +90,14 @@ def pack_checkpoint(model: torch.nn.Module, src_proto: bytes, tgt_proto: bytes, 
                     training: TrainingState | None = None) -> dict:
     """The dict ``save_checkpoint`` writes: a model (of any registered architecture), its
     tokenizer, the corpus settings and progress, and optionally the training state."""
+    spec = model.model_config()
+    if spec["config"].get("arch") == "cho2014":
+        # Implied when absent (unpack_checkpoint), and left out so that releases from
+        # before model.arch existed still read checkpoints of the Cho model.
+        spec = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "arch"}}
     state = {
         "model": model.state_dict(),
-        "model_config": model.model_config(),
+        "model_config": spec,
         "tokenizer": {"src": _bytes_tensor(src_proto), "tgt": _bytes_tensor(tgt_proto)},
         "data_config": asdict(data_config),
         "step": step,

@@ -9,6 +9,7 @@ plain arguments) and never imports Hydra or OmegaConf.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import typing
 from dataclasses import dataclass, field
@@ -184,6 +185,8 @@ def from_dict(schema: type, values: dict[str, Any]) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
+            logging.getLogger(__name__).warning("%s: ignoring the saved setting %s=%r, which this version "
+                                                "does not have", schema.__name__, key, value)
             continue
         nested = dataclass_of(hints[key])
         kwargs[key] = from_dict(nested, value) if nested is not None and isinstance(value, dict) else value

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nmt.architectures import Seq2SeqModel
 from nmt.errors import SettingError
 from nmt.tokens import BOS, EOS, PAD
 
@@ -64,7 +65,7 @@ def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, mi
 
 @torch.inference_mode()
 def greedy_search(
-    model, src: torch.Tensor, src_lengths: torch.Tensor,
+    model: Seq2SeqModel, src: torch.Tensor, src_lengths: torch.Tensor,
     max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
 ) -> list[Hypothesis]:
     """The most probable next token at every step. src: (B, S), src_lengths: (B,)."""
@@ -125,7 +126,7 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor, beam_size: int
 
 @torch.inference_mode()
 def beam_search(
-    model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 5,
+    model: Seq2SeqModel, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 5,
     length_penalty: float = 1.0, max_len_a: float = 1.5, max_len_b: int = 10,
     min_len: int = 0, nbest: int = 1,
 ) -> list[list[Hypothesis]]:
@@ -212,7 +213,7 @@ def beam_search(
     return [hyps[:nbest] for hyps in finished]
 
 
-def search(model, src, src_lengths, beam_size: int = 1, length_penalty: float = 1.0,
+def search(model: Seq2SeqModel, src, src_lengths, beam_size: int = 1, length_penalty: float = 1.0,
            max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0, nbest: int = 1) -> list[list[Hypothesis]]:
     """Greedy when ``beam_size == 1`` (and one hypothesis is asked for), else beam search."""
     if beam_size == 1 and nbest == 1:

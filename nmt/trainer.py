@@ -59,7 +59,7 @@ class ValidationSet:
 @dataclass
 class TrainingData:
     train: ParallelIds
-    validation: ValidationSet | None = None  # None: no validation (``fit`` then needs train.max_steps)
+    validation: ValidationSet | None = None  # None: no validation (and so no early stopping)
 
 
 class StepResult(NamedTuple):
@@ -134,7 +134,8 @@ def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) ->
              "tgt_vocab_size": checkpoint.tgt_vocab_size}
     if saved != model.model_config():
         raise CheckpointError(f"{checkpoint.path}: trained with model {saved}, which differs from the current config")
-    if (checkpoint.src_proto, checkpoint.tgt_proto) != (tokenizer.src_proto, tokenizer.tgt_proto):
+    if tokenizer is not None and (checkpoint.src_proto, checkpoint.tgt_proto) != (tokenizer.src_proto,
+                                                                                 tokenizer.tgt_proto):
         raise CheckpointError(f"{checkpoint.path}: trained with another SentencePiece model than the one built "
                               "now (did the corpus or data.tokenizer settings change?)")
 
@@ -142,13 +143,14 @@ def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) ->
 class Trainer:
     def __init__(self, model: torch.nn.Module, data: TrainingData, opt: OptimConfig, device: torch.device,
                  run_dir: Path | None = None, tokenizer=None, data_config: DataConfig | None = None):
-        """``model``: any architecture of ``nmt.architectures``, already on ``device``.
-        ``run_dir``: where checkpoints and metrics go (with the ``tokenizer`` and
-        ``data_config`` that checkpoints carry); None writes nothing."""
+        """``model``: any architecture of ``nmt.architectures``, on ``device``. ``run_dir``: where checkpoints
+        and metrics go, with the ``tokenizer`` and ``data_config`` that checkpoints carry; None writes nothing."""
         if run_dir is not None and (tokenizer is None or data_config is None):
             raise SettingError("a Trainer that writes a run folder needs the tokenizer and data settings")
         self.model, self.data, self.opt, self.device = model, data, opt, device
         self.run_dir = None if run_dir is None else Path(run_dir)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tokenizer, self.data_config = tokenizer, data_config
         self.maximize = higher_is_better(opt.early_stopping_metric)
         # torch.compile(model) would compile forward() only; training calls model.loss.
@@ -269,18 +271,20 @@ class Trainer:
             limit = self.opt.max_nonfinite_steps
             raise TrainingError(
                 f"{limit} consecutive steps had a non-finite loss or gradient (steps {failed_at - limit + 1}-"
-                f"{failed_at}); stopped at step {p.step} with a checkpoint in {self.run_dir} (weights of the "
-                "last finite step). Lower train.lr, enable train.clip_norm, or check the data."
+                f"{failed_at}); stopped at step {p.step}"
+                + (f" with a checkpoint in {self.run_dir} (weights of the last finite step)" if self.run_dir else "")
+                + ". Lower train.lr, enable train.clip_norm, or check the data."
             )
 
     # ----------------------------------------------------------------- validation
 
     def validate(self) -> dict:
-        """Validation loss, greedy BLEU / chrF; metrics.jsonl, best.pt and step checkpoints."""
+        """Validation loss, greedy BLEU / chrF; metrics.jsonl, best.pt, step checkpoints (only those without data)."""
         self.settle_steps()
         start, p, val = time.perf_counter(), self.progress, self.data.validation
         if val is None:
-            raise TrainingError("validation asked for, but the Trainer was given no validation set")
+            self.save_step_checkpoints()
+            return {}
         val_loss = mean_loss(self.model, val.ids, self.opt.val_batch_tokens, self.device, self.amp)
         hyps = val.detokenize([h[0].tokens for h in decode_ids(self.model, val.src_ids, DecodeConfig(), self.device)])
         bleu, chrf = bleu_and_chrf(hyps, val.refs)

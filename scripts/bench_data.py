@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nmt.reference import write_text_corpus as write_corpus
+from nmt.reference_corpus import write_text_corpus as write_corpus
 
 # --------------------------------------------------------------------------- one measurement (a child process)
 
@@ -49,7 +49,7 @@ def measure(impl: str, corpus: Path, cache: Path) -> dict:
     import datasets
 
     from nmt.config import DataConfig
-    from nmt.reference import reference_load_corpus, train_fingerprint
+    from nmt.reference_corpus import reference_load_corpus, train_fingerprint
 
     datasets.disable_progress_bars()
     # One process each: VmHWM sees this process only, not datasets.map's workers.

@@ -133,7 +133,7 @@ def prepare_model(args, device: torch.device, train_src, train_tgt):
         translator = load_translator(args.ckpt, device)
         spec = translator.model.model_config()
         cfg = spec["config"]
-        sizes = {"model": f"checkpoint {translator.checkpoint['path']}", "embed_size": cfg["embed_size"],
+        sizes = {"model": f"checkpoint {translator.path}", "embed_size": cfg["embed_size"],
                  "hidden_size": cfg["hidden_size"], "maxout_size": cfg["maxout_size"],
                  "output_rank": cfg["output_rank"], "vocab": spec["tgt_vocab_size"], "cell": cfg["cell"]}
         return translator.model, translator.tokenizer, sizes

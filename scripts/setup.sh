@@ -17,5 +17,10 @@ if ! python -c "import torch" 2>/dev/null; then
   # shellcheck disable=SC2086
   pip install --quiet $NMT_TORCH
 fi
-pip install --quiet -c constraints.txt -e ".[test,tensorboard]"
+# The constraints were tested on Python 3.11 (some pins need it); elsewhere pip resolves freely.
+constraints=()
+if python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  constraints=(-c constraints.txt)
+fi
+pip install --quiet "${constraints[@]}" -e ".[test,tensorboard]"
 python -c "import torch, nmt; print(f'nmt ready: torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}')"

@@ -209,3 +209,20 @@ def test_a_second_architecture_searches_and_trains_through_the_registry(bag_of_w
 def test_an_unknown_architecture_is_named_with_the_choices():
     with pytest.raises(SettingError, match=r"model.arch='rnn': expected one of cho2014"):
         build_model(ModelConfig(arch="rnn"), 10, 10)
+
+
+def test_a_trainer_without_validation_data_trains_whole_epochs():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embed_size=8, hidden_size=12, maxout_size=6, dropout=0.0), 20, 20)
+    trainer = Trainer(model, TrainingData(random_ids(40, 20, seed=4)), OptimConfig(max_epochs=2, max_tokens=40), CPU)
+    assert trainer.fit() == "max_epochs" and trainer.progress.epoch == 2
+
+
+def test_a_class_without_the_contract_is_refused_at_registration():
+    class Incomplete(nn.Module):
+        def encode(self, src, src_lengths):
+            return src
+
+    with pytest.raises(TypeError, match="Incomplete cannot be model.arch=broken: it lacks init_state, decode_step"):
+        register_architecture("broken")(Incomplete)
+    assert "broken" not in ARCHITECTURES

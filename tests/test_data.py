@@ -359,8 +359,8 @@ def test_converted_files_are_reused_until_a_file_changes(tmp_path, monkeypatch):
 
 def test_bench_data_compares_like_with_like(tmp_path, monkeypatch):
     """scripts/bench_data.py: its synthetic files are parallel, and the project's loader and
-    the whole-file reference it is timed against (nmt.reference) load the very same corpus."""
-    from nmt.reference import reference_load_corpus, train_fingerprint, write_text_corpus
+    the whole-file reference it is timed against (nmt.reference_corpus) load the very same corpus."""
+    from nmt.reference_corpus import reference_load_corpus, train_fingerprint, write_text_corpus
 
     corpus = tmp_path / "corpus"
     write_text_corpus(corpus, pairs=500)

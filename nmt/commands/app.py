@@ -27,7 +27,7 @@ from nmt.config import (
     TranslateConfig,
     dataclass_of,
 )
-from nmt.errors import NmtError
+from nmt.errors import NmtError, SettingError
 from nmt.runtime import copy_to_log_files
 
 # Errors whose message already says which file, line or setting is at fault.
@@ -110,13 +110,13 @@ def refuse(message: str) -> NoReturn:
 def to_object(cfg: DictConfig | Any) -> Any:
     """Resolve a composed DictConfig into its dataclass instance.
 
-    Raises ValueError for a key the schema lacks: Hydra rejects ``train.max_stpes=5``
+    Raises SettingError for a key the schema lacks: Hydra rejects ``train.max_stpes=5``
     itself, but ``+train.max_stpes=5`` adds the key, and OmegaConf would carry it as an
     attribute that nothing reads."""
     if isinstance(cfg, DictConfig):
         unknown = unknown_keys(cfg)
         if unknown:
-            raise ValueError(" | ".join(unknown))
+            raise SettingError(" | ".join(unknown))
         return OmegaConf.to_object(cfg)
     return cfg
 

@@ -9,6 +9,7 @@ Writes report.md, report.json, hypotheses.txt and bleu_by_length.png into report
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict
@@ -32,7 +33,7 @@ def corpus_for(cfg: EvaluateConfig, trained: DataConfig) -> DataConfig:
                         "expect a meaningless score unless that is the point", trained.src_lang,
                         trained.tgt_lang, cfg.data.src_lang, cfg.data.tgt_lang)
         return cfg.data
-    data = trained
+    data = dataclasses.replace(trained)
     embedded_here = CONF_DIR.parent / "data" / Path(data.path).name
     if data.source == "embedded" and not Path(data.path).exists() and embedded_here.exists():
         data.path = str(embedded_here)  # trained on another machine: use this install's copy
