@@ -91,9 +91,9 @@ def pack_checkpoint(model: torch.nn.Module, src_proto: bytes, tgt_proto: bytes, 
     """The dict ``save_checkpoint`` writes: a model (of any registered architecture), its
     tokenizer, the corpus settings and progress, and optionally the training state."""
     spec = model.model_config()
-    if spec["config"].get("arch") == "cho2014":
-        # Implied when absent (unpack_checkpoint), and left out so that releases from
-        # before model.arch existed still read checkpoints of the Cho model.
+    if spec["config"].get("arch") == ModelConfig.arch:
+        # The default architecture is implied when absent (unpack_checkpoint); left out, so
+        # that releases from before model.arch existed still read these checkpoints.
         spec = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "arch"}}
     state = {
         "model": model.state_dict(),

@@ -327,4 +327,3 @@ class RNNEncoderDecoder(nn.Module):
             "src_vocab_size": self.src_vocab_size,
             "tgt_vocab_size": self.tgt_vocab_size,
         }
-

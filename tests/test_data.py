@@ -3,12 +3,17 @@
 import gzip
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
 
 from nmt.config import DataConfig, SplitNames
-from nmt.data import CorpusError, clean_pairs, load_corpus, normalize_text, read_lines
+from nmt.data import clean_pairs, load_corpus, normalize_text, read_lines
+from nmt.errors import CorpusError
 
 PAIRS = {
     "train": [("hola mundo", "hello world"), ("buenos días", "good morning"), ("  ", "empty source")],
@@ -372,3 +377,14 @@ def test_bench_data_compares_like_with_like(tmp_path, monkeypatch):
     nmt = load_corpus(cfg)["train"]
     reference = reference_load_corpus(DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "reference-cache")}))
     assert train_fingerprint(nmt) == train_fingerprint(reference["train"]) and len(nmt) > 400
+    # and the script's own measuring processes, as its main run starts them
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_data.py"
+    measured = {}
+    for impl in ("nmt", "reference"):
+        result = subprocess.run([sys.executable, str(script), "--child", impl, "--corpus", str(corpus),
+                                 "--cache", str(tmp_path / f"child-{impl}")], capture_output=True, text=True,
+                                timeout=300, env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")})
+        assert result.returncode == 0, result.stderr[-2000:]
+        measured[impl] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["nmt"]["fingerprint"] == measured["reference"]["fingerprint"] == train_fingerprint(nmt)
+    assert measured["nmt"]["peak_rss_gb"] > 0 and measured["reference"]["seconds"] > 0
