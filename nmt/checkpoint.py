@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,7 +71,11 @@ class Checkpoint:
     def tokenizer(self):
         from nmt.tokenizer import Tokenizer  # SentencePiece only where a tokenizer is wanted
 
-        return Tokenizer(self.src_proto, self.tgt_proto)
+        try:
+            return Tokenizer(self.src_proto, self.tgt_proto)
+        except Exception:  # noqa: BLE001 - SentencePiece reports a bad proto as RuntimeError/OSError
+            raise CheckpointError(f"{self.path or 'checkpoint'}: its tokenizer (the SentencePiece model it carries) "
+                                  "is damaged and cannot be read; use another checkpoint of the run") from None
 
     def build_model(self) -> torch.nn.Module:
         """The model, with these weights, on the CPU."""
@@ -137,8 +142,15 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Atomically write ``state`` to ``path``."""
+    """Atomically write ``state`` to ``path``; weights that are not finite are never saved
+    (they would only translate to garbage, and as best.pt or last.pt hide the good ones)."""
     path = Path(path)
+    weights = [t for t in state.get("model", {}).values() if torch.is_tensor(t) and t.is_floating_point()]
+    if weights and not bool(torch.stack([t.isfinite().all() for t in weights]).all()):
+        raise CheckpointError(
+            f"{path} not written: the model's weights are not finite (NaN or inf) at step {state.get('step')}; "
+            "the checkpoints saved before are intact. Lower train.lr, or enable train.clip_norm."
+        )
     state = {"format": FORMAT, **state}
     tmp_name = None
     try:
@@ -217,18 +229,41 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if magic != b"PK\x03\x04" and magic[:1] != b"\x80":
         raise CheckpointError(f"{path}: not an nmt checkpoint; nmt-train writes best.pt, last.pt "
                               "and step-N.pt in its run folder (ckpt= takes the folder too)")
+    if magic == b"PK\x03\x04":
+        _check_crcs(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused: it holds pickled objects other than tensors and plain data, "
-            f"which could run code when loaded. Only load checkpoints written by nmt. ({err})"
-        ) from None
+        # torch's message goes on for lines and suggests weights_only=False: never that.
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        detail = next((line for line in lines if not line.startswith(("Check the documentation", "Please file"))),
+                      "unreadable")
+        if "global" in detail.lower():
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled objects other than tensors and plain data, which could run "
+                f"code when loaded ({detail}). Only load checkpoints written by nmt."
+            ) from None
+        raise CheckpointError(f"{path}: refused: its pickle is corrupt or not one nmt writes ({detail}); "
+                              "nothing in it was run") from None
     except Exception as err:  # a damaged file fails in many ways (KeyError, EOFError, ...)
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err})") from None
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {first_line})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an nmt checkpoint (expected format {FORMAT!r})")
     return state
+
+
+def _check_crcs(path: Path) -> None:
+    """Refuse a zip checkpoint whose data no longer matches its CRC-32s (a bit flip on disk or
+    in a copy): torch.load would read the flipped tensors without noticing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged: {damaged} does not match its checksum (a bit flip on disk or in "
+                              "a copy); use another checkpoint of the run")
 
 
 def resolve_checkpoint(path_or_run: str | Path) -> Path:
@@ -257,6 +292,11 @@ def resume_candidates(run_dir: Path) -> list[Path]:
     steps = [path for _, path in sorted(numbered, reverse=True)]
     last = [run_dir / "last.pt"] if (run_dir / "last.pt").exists() else []
     return last + steps
+
+
+def has_step_checkpoints(run_dir: Path) -> bool:
+    """Whether the run folder holds any checkpoint to resume from (intact or not)."""
+    return bool(resume_candidates(run_dir))
 
 
 def load_for_resume(run_dir: Path, log=None) -> Checkpoint:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ class TrainRunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     resume: Optional[str] = None  # a run folder to continue exactly (from its newest checkpoint)
+    # With resume=: "config" (the run's config.yaml) or "checkpoint" (the settings saved in
+    # its newest checkpoint, for a config.yaml that is lost or damaged; it is rewritten)
+    resume_settings: str = "config"
     evaluate_test: bool = True  # decode the test split with the best checkpoint at the end
 
 
@@ -173,6 +177,58 @@ class ScoreConfig:
     output: Optional[str] = None
     batch_tokens: int = 8000
     device: str = "auto"
+
+
+# --------------------------------------------------------------------------- allowed ranges
+
+# The allowed values of each number. Numbers not listed must be finite and at least 0: every
+# count, size and limit (a negative count would read as a Python slice from the end, so
+# ``max_sentences=-1`` would quietly drop one sentence). ``check_ranges`` applies these.
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_POSITIVE = (lambda v: v > 0, "greater than 0")
+_FRACTION = (lambda v: 0 <= v < 1, "at least 0 and below 1")
+_ANY = (lambda v: True, "finite")
+RANGES: dict[str, tuple] = {
+    "TokenizerConfig.vocab_size": _POSITIVE,
+    "TokenizerConfig.character_coverage": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "TokenizerConfig.max_training_sentences": _AT_LEAST_1,
+    "ModelConfig.embed_size": _POSITIVE, "ModelConfig.hidden_size": _POSITIVE,
+    "ModelConfig.maxout_size": _POSITIVE, "ModelConfig.dropout": _FRACTION,
+    "OptimConfig.lr": _POSITIVE, "OptimConfig.betas": _FRACTION, "OptimConfig.rho": _FRACTION,
+    "OptimConfig.lr_decay": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "OptimConfig.label_smoothing": _FRACTION, "OptimConfig.max_tokens": _POSITIVE,
+    "OptimConfig.max_epochs": _POSITIVE, "OptimConfig.val_batch_tokens": _AT_LEAST_1,
+    "OptimConfig.log_every": _AT_LEAST_1, "OptimConfig.max_nonfinite_steps": _AT_LEAST_1,
+    "DecodeConfig.beam_size": _AT_LEAST_1, "DecodeConfig.nbest": _AT_LEAST_1,
+    "DecodeConfig.length_penalty": _ANY, "DecodeConfig.batch_tokens": _AT_LEAST_1,
+    # An output length of a * source length + b subwords: beyond these it is no limit at all.
+    "DecodeConfig.max_len_a": (lambda v: 0 <= v <= 100, "at least 0 and at most 100"),
+    "DecodeConfig.max_len_b": (lambda v: 0 <= v <= 10_000, "at least 0 and at most 10000"),
+    "TranslateConfig.nbest": _AT_LEAST_1, "TranslateConfig.max_source_subwords": _AT_LEAST_1,
+    "ScoreConfig.batch_tokens": _AT_LEAST_1,
+}
+_DEFAULT_RANGE = (lambda v: v >= 0, "at least 0")
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Raise ``SettingError`` for the first number of ``cfg`` (a config dataclass, nested
+    ones too) outside its range in ``RANGES``, naming the setting and the range."""
+    from nmt.errors import SettingError
+
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        allowed, described = RANGES.get(f"{type(cfg).__name__}.{f.name}", _DEFAULT_RANGE)
+        for number in numbers:
+            if not math.isfinite(number):
+                raise SettingError(f"{key}={value}: must be a finite number" + ("" if allowed is _ANY[0] else
+                                                                                f", {described}"))
+            if not allowed(number):
+                raise SettingError(f"{key}={value}: must be {described}")
 
 
 def from_dict(schema: type, values: dict[str, Any]) -> Any:

@@ -51,35 +51,6 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def split_lines(raw: bytes, name: str, replace_invalid: bool = False) -> list[str]:
-    """Decode UTF-8 bytes into lines split on "\\n" only.
-
-    ``str.splitlines`` would also split on "\\r", U+0085 and U+2028, shifting every
-    later line against its translation. A trailing "\\r" per line (CRLF files) and a
-    leading byte-order mark are dropped. Invalid UTF-8 is an error naming ``name``
-    and the line, or (``replace_invalid``) becomes U+FFFD.
-    """
-    try:
-        text = raw.decode("utf-8", errors="replace" if replace_invalid else "strict")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1  # only on failure: which line is it?
-        raise CorpusError(
-            f"{name}:{line}: invalid UTF-8 ({err.reason} at byte {err.start}); re-encode the input as UTF-8"
-        ) from None
-    text = text.removeprefix("\ufeff")
-    if not text:
-        return []
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline that ends the last line
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def read_lines(path: Path, replace_invalid: bool = False) -> list[str]:
-    """The lines of a UTF-8 file (see ``split_lines``)."""
-    return split_lines(Path(path).read_bytes(), str(path), replace_invalid)
-
-
 def drop_reason(src: str, tgt: str, max_words: int = 0, max_length_ratio: float = 0.0) -> str:
     """Why a normalized pair is dropped: "" to keep it."""
     if not src or not tgt:
@@ -206,6 +177,33 @@ def _read_files(folder: Path, cfg: DataConfig, splits) -> dict[str, datasets.Dat
     return pairs
 
 
+def arrow_problem(path: Path) -> str | None:
+    """Why the Arrow stream file ``path`` (a cache file) cannot be read whole, or None.
+
+    A cache file cut short by a full disk or a killed copy would otherwise fail every run
+    with pyarrow's "Expected to be able to read N bytes", naming no file. Reading each
+    record batch of the memory-mapped file checks its framing without copying the data."""
+    try:
+        with pa.memory_map(str(path)) as source:
+            for _ in pa.ipc.open_stream(source):
+                pass
+    except (OSError, pa.ArrowException) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def map_rebuilding_damaged_cache(table: datasets.Dataset, what: str, **map_args) -> datasets.Dataset:
+    """``table.map(**map_args)``; if the cached result it reuses cannot be read, warn naming
+    ``what`` and compute it again (once) instead of failing with pyarrow's message."""
+    try:
+        return table.map(**map_args)
+    except (OSError, pa.ArrowException) as err:
+        if map_args.get("load_from_cache_file") is False:
+            raise
+        log.warning("%s cannot be read (%s); rebuilding it", what, str(err).splitlines()[0] if str(err) else err)
+        return table.map(**{**map_args, "load_from_cache_file": False})
+
+
 # A file is read this many bytes at a time, so memory stays flat whatever its size.
 _BLOCK_BYTES = 1 << 24
 # Part of the converted files' cache key: change it when the conversion changes.
@@ -215,7 +213,7 @@ _FILES_FORMAT = "lines-v1"
 def _lines_to_arrow(path: Path, cache: Path, tsv: bool = False) -> Path:
     """A UTF-8 file's lines as an Arrow file (column ``text``, or ``src`` / ``tgt`` for TSV).
 
-    The lines are exactly ``split_lines``' (split on "\\n" only, a trailing "\\r"
+    The lines are exactly ``nmt.lines.split_lines``' (split on "\\n" only, a trailing "\\r"
     dropped), read block by block without a Python object per line. The result is
     cached under ``cache`` by the file's path, size and change times, so a
     corpus of tens of millions of lines is converted once and then memory-mapped;
@@ -226,7 +224,11 @@ def _lines_to_arrow(path: Path, cache: Path, tsv: bool = False) -> Path:
     key = hashlib.sha256(repr(identity).encode()).hexdigest()[:20]
     target = cache / f"{path.name}-{key}.arrow"
     if target.exists():
-        return target
+        problem = arrow_problem(target)
+        if problem is None:
+            return target
+        log.warning("%s: damaged cache file (%s); converting %s again", target, problem, path)
+        target.unlink(missing_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("src", pa.string()), ("tgt", pa.string())] if tsv else [("text", pa.string())])
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
@@ -391,10 +393,11 @@ def _clean_split(table: datasets.Dataset, split: str, cfg: DataConfig) -> datase
         raise CorpusError(f"{cfg.name} [{split}]: the split is empty; check data.path / data.splits.{split}")
     limits = {"max_words": cfg.max_words if is_train else 0,
               "max_length_ratio": cfg.max_length_ratio if is_train else 0.0, "rules": _cleaning_rules()}
-    cleaned = table.map(_clean_batch, batched=True, batch_size=10_000, fn_kwargs=limits,
-                        num_proc=worker_processes(cfg.num_proc, len(table)),
-                        remove_columns=[c for c in table.column_names if c not in ("src", "tgt")],
-                        desc=f"cleaning {split}")
+    cleaned = map_rebuilding_damaged_cache(
+        table, f"{cfg.name} [{split}]: the cleaned split cached under {cfg.cache_dir}",
+        function=_clean_batch, batched=True, batch_size=10_000, fn_kwargs=limits,
+        num_proc=worker_processes(cfg.num_proc, len(table)),
+        remove_columns=[c for c in table.column_names if c not in ("src", "tgt")], desc=f"cleaning {split}")
     reasons = cleaned.data.column("drop")
     dropped = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist() if r["values"]}
     keep = np.flatnonzero(pc.equal(reasons, "").to_numpy(zero_copy_only=False))

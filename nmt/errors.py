@@ -30,6 +30,10 @@ class ReportError(NmtError, ValueError):
     """A problem with an evaluation's input files or arguments."""
 
 
+class RunFolderError(NmtError, RuntimeError):
+    """A run folder that cannot be used as asked: held by another process, already a run, damaged."""
+
+
 class TrainingError(NmtError, RuntimeError):
     """Training cannot go on (e.g. the loss stays non-finite); a checkpoint was written."""
 

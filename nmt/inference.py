@@ -88,19 +88,24 @@ def translate_lines(
     translator: Translator, lines: list[str], decode: DecodeConfig,
     max_source_subwords: int = 250, progress: bool = False,
 ) -> list[list[tuple[str, Hypothesis]]]:
-    """Translate raw lines; returns, per line, its n-best (text, hypothesis) pairs."""
+    """Translate raw lines; returns, per line, its n-best (text, hypothesis) pairs. A line
+    that is empty once normalized gets one empty translation without touching the model."""
     texts = [normalize_text(line) for line in lines]
-    src_ids = translator.tokenizer.encode_src(texts)
+    empty = [("", Hypothesis([], 0.0, 0.0))]
+    out = [empty] * len(texts)
+    filled = [i for i, text in enumerate(texts) if text]
+    if not filled:
+        return out
+    src_ids = translator.tokenizer.encode_src([texts[i] for i in filled])
     too_long = sum(len(ids) > max_source_subwords for ids in src_ids)
     if too_long:
         log.warning("%d line(s) longer than %d subwords were cut to that length (max_source_subwords)",
                     too_long, max_source_subwords)
         src_ids = [ids[:max_source_subwords] for ids in src_ids]
     hyps = decode_ids(translator.model, src_ids, decode, translator.device, progress)
-    out = []
-    for sentence_hyps in hyps:
+    for line, sentence_hyps in zip(filled, hyps):
         decoded = translator.tokenizer.decode_tgt([h.tokens for h in sentence_hyps])
-        out.append([(clean_output(text), h) for text, h in zip(decoded, sentence_hyps)])
+        out[line] = [(clean_output(text), h) for text, h in zip(decoded, sentence_hyps)]
     return out
 
 

@@ -42,7 +42,8 @@ def reference_load_corpus(cfg: DataConfig) -> dict:
     """``data=files`` read the plain way: each file whole into Python strings, then nmt's cleaning."""
     import datasets
 
-    from nmt.data import SPLITS, _clean_split, read_lines
+    from nmt.data import SPLITS, _clean_split
+    from nmt.lines import read_lines
 
     loaded = {}
     for split in SPLITS:

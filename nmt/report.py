@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
-from nmt import data
 from nmt.errors import CorpusError, ReportError
+from nmt.lines import read_lines as read_text_lines
 from nmt.metrics import METRIC_LABELS as _METRIC_LABELS
 from nmt.metrics import check_parallel
 
@@ -38,7 +38,7 @@ REQUIRED_REPORT_KEYS = ("bleu", "chrf", "ter", "signatures", "n_sentences", "ble
 
 
 def read_lines(path: str | Path, setting: str | None = None) -> list[str]:
-    """One segment per ``\\n``-terminated line (``nmt.data.read_lines``: never
+    """One segment per ``\\n``-terminated line (``nmt.lines.read_lines``: never
     ``str.splitlines``, which would shift hypotheses against references).
     ``setting`` (e.g. ``"refs"``) names the command-line setting in errors.
 
@@ -47,7 +47,7 @@ def read_lines(path: str | Path, setting: str | None = None) -> list[str]:
             message names the file and the 1-based line number).
     """
     try:
-        return data.read_lines(Path(path))
+        return read_text_lines(Path(path))
     except OSError as exc:
         where = f"{setting}={path}" if setting else str(path)
         raise ReportError(f"cannot read {where}: {exc.strerror or exc}") from exc
@@ -364,6 +364,10 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
         out.append("")
 
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+# The files ``write_report`` writes into a report folder.
+REPORT_FILES = ("report.json", "report.md", "hypotheses.txt", "bleu_by_length.png")
 
 
 def write_report(

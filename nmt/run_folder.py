@@ -7,18 +7,34 @@
     tensorboard/    the same numbers for TensorBoard (when it is installed)
     spm*.model      the tokenizer (written by ``Tokenizer.save``)
 
+    .nmt-train.lock the lock of the process training in the folder (``hold``)
+
 Checkpoints (best.pt, last.pt, step-N.pt) are written by ``nmt.checkpoint``. Every
-file here is written whole or not at all.
+file here is written whole or not at all, and one process at a time writes them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 import yaml
+
+from nmt.errors import RunFolderError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run per folder is then up to the user
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".nmt-train.lock"
+_held: dict[Path, int] = {}  # run folder -> the open, locked lock file of this process
 
 # What may change when a run resumes: how long and how often, not what is optimized.
 # (A new optimizer, learning rate or early-stopping metric would not match the
@@ -47,15 +63,46 @@ def append_metrics(run_dir: Path, metrics: dict) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's rows. A torn last line (a kill in mid-write) is left out with a
+    warning; a damaged line before it is an error naming the file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise RunFolderError(f"{path}, line {number}: not a metrics row ({err}); remove or repair "
+                                     "that line") from None
+            log.warning("%s: the last line is incomplete (written when the run was killed?); leaving it out", path)
+    return rows
 
 
 def last_metrics(run_dir: Path) -> dict | None:
     metrics = read_metrics(run_dir)
     return metrics[-1] if metrics else None
+
+
+def drop_metrics_after(run_dir: Path, step: int) -> None:
+    """On resume from ``step``: forget the validations the run made after its checkpoint
+    (a kill between a metrics row and its checkpoint), which it will make again, and a torn
+    last line, so that metrics.jsonl holds each validation once."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    rows = read_metrics(run_dir)
+    kept = [row for row in rows if row.get("step", 0) <= step]
+    text = "".join(json.dumps(row) + "\n" for row in kept)
+    if text != path.read_text(encoding="utf-8", errors="replace"):
+        if len(kept) < len(rows):
+            log.info("metrics.jsonl: dropping %d row(s) past step %d, the checkpoint resumed from",
+                     len(rows) - len(kept), step)
+        _write_atomically(path, text)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
@@ -96,8 +143,105 @@ def tensorboard_writer(run_dir: Path):
     return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
 
-def resume_folder_problem(run_dir: str | Path) -> str | None:
-    """Why ``resume=run_dir`` cannot work, or None."""
+# --------------------------------------------------------------------------- whose folder it is
+
+
+def hold(run_dir: Path) -> bool:
+    """Hold ``run_dir`` for this process until it exits, or fail at once with
+    ``RunFolderError`` naming the folder and the holder's PID.
+
+    An exclusive ``flock`` on ``run_dir/.nmt-train.lock``: the operating system releases
+    it when the process ends, however it ends (kill -9 too), so a lock is never stale.
+    The file itself stays (removing it would let two processes lock two different files).
+    Returns whether this call took it (False: this process held it already).
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held or fcntl is None:
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        by = f" (PID {holder})" if holder.isdigit() else ""
+        raise RunFolderError(f"{run_dir} is in use by another nmt process{by}: one run folder takes one "
+                             "process at a time; wait for it to end, or stop it") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[run_dir] = fd
+    return True
+
+
+def release(run_dir: Path) -> None:
+    """Let go of a folder ``hold`` took (exiting does that too)."""
+    fd = _held.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def claim_new_folder(path: str | Path) -> Path:
+    """Create and return the folder ``path``, or ``path-2``, ``path-3``, ... if it exists:
+    ``mkdir`` is atomic, so two runs started in the same second never share a folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def has_trained(run_dir: Path) -> bool:
+    """Whether the folder holds anything training made (a checkpoint, a validation)."""
+    run_dir = Path(run_dir)
+    return any(run_dir.glob("*.pt")) or (run_dir / "metrics.jsonl").exists()
+
+
+def new_run_problem(run_dir: Path, named_as: str = "") -> str | None:
+    """Why a new run cannot start in ``run_dir`` (spelled ``named_as`` on the command line), or None."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        return None
+    where = named_as or str(run_dir)
+    if not has_trained(run_dir):
+        return (f"{where} holds an nmt-train run that has saved no checkpoint yet: start it again with "
+                f"resume={run_dir} (from step 0, with its config.yaml), or choose another folder")
+    return f"{where} already holds an nmt-train run: continue it with resume={run_dir}, or choose another folder"
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete the temporary files a killed save left (``.NAME.tmp``); only while holding the folder."""
+    leftovers = [path for path in Path(run_dir).glob(".*.tmp") if path.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    if leftovers:
+        log.info("removed %d temporary file(s) of an interrupted save in %s", len(leftovers), run_dir)
+
+
+def read_config(run_dir: Path) -> dict:
+    """config.yaml as a mapping with the data, model and train sections, or ``RunFolderError``."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        problem = f"cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    else:
+        missing = [key for key in ("data", "model", "train")
+                   if not isinstance(values, dict) or not isinstance(values.get(key), dict)]
+        if not missing:
+            return values
+        problem = "is empty" if not values else f"lacks its {', '.join(missing)} section(s)"
+    raise RunFolderError(f"{path} {problem}: nothing was changed. Its newest checkpoint holds the settings too: "
+                         f"nmt-train resume={run_dir} resume_settings=checkpoint rewrites config.yaml from it")
+
+
+def resume_folder_problem(run_dir: str | Path, from_checkpoint: bool = False) -> str | None:
+    """Why ``resume=run_dir`` cannot work, or None (``from_checkpoint``: config.yaml may be missing)."""
     run_dir = Path(run_dir)
     if run_dir.is_file():
         parent = run_dir.parent
@@ -106,8 +250,17 @@ def resume_folder_problem(run_dir: str | Path) -> str | None:
                 f"newest intact checkpoint{hint}")
     if not run_dir.is_dir():
         return f"resume={run_dir}: no such folder; pass the folder of an nmt-train run"
+    if from_checkpoint:
+        return None
     if not (run_dir / "config.yaml").exists():
+        if any(run_dir.glob("*.pt")):
+            return (f"resume={run_dir}: no config.yaml there; its newest checkpoint holds the settings too: "
+                    f"add resume_settings=checkpoint")
         return f"resume={run_dir}: no config.yaml there; is it an nmt-train run folder?"
+    try:
+        read_config(run_dir)
+    except RunFolderError as err:
+        return str(err)
     return None
 
 

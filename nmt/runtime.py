@@ -73,14 +73,25 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class StoppedDuringSetup(BaseException):
+    """SIGTERM / SIGINT while a run was being set up (corpus, tokenizer): nothing to save.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` on the
+    way (a reader turning any failure into a one-line error) takes it for a bad file."""
+
+
 class StopRequest:
     """SIGTERM / SIGINT set a flag; training checkpoints at the next step boundary.
 
-    A second SIGINT (Ctrl-C twice) aborts at once.
+    While ``setting_up`` is true (corpus loading, tokenizer training: minutes on a large
+    corpus, and nothing to checkpoint yet) a signal raises ``StoppedDuringSetup`` at once
+    instead, so that a scheduler's grace period is enough. A second SIGINT (Ctrl-C twice)
+    aborts at once.
     """
 
-    def __init__(self):
+    def __init__(self, setting_up: bool = False):
         self.signal_name: str | None = None
+        self.setting_up = setting_up
         self._previous = {}
 
     def __enter__(self):
@@ -95,6 +106,9 @@ class StopRequest:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
+        if self.setting_up:
+            log.warning("%s received during set-up: stopping (no step trained, nothing to save)", self.signal_name)
+            raise StoppedDuringSetup(self.signal_name)
         log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)",
                     self.signal_name)
 

@@ -32,9 +32,14 @@ class Hypothesis:
     normalized_score: float  # score / (len(tokens) + 1) ** length_penalty: what the beam ranks by
 
 
+# No output is longer than this many tokens, whatever decode.max_len_a / max_len_b say: a
+# model that never emits EOS must not decode for hours (or run out of memory).
+MAX_OUTPUT_LENGTH = 1024
+
+
 def max_output_lengths(src_lengths: torch.Tensor, max_len_a: float, max_len_b: int) -> torch.Tensor:
-    """Per sentence, the most tokens (EOS included) search may produce; at least 1."""
-    return (src_lengths.float() * max_len_a + max_len_b).floor().long().clamp(min=1)
+    """Per sentence, the most tokens (EOS included) search may produce: between 1 and ``MAX_OUTPUT_LENGTH``."""
+    return (src_lengths.float() * max_len_a + max_len_b).floor().long().clamp(min=1, max=MAX_OUTPUT_LENGTH)
 
 
 def _encode(model, src: torch.Tensor, src_lengths: torch.Tensor):

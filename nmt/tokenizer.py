@@ -22,7 +22,7 @@ import pyarrow as pa
 import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
-from nmt.data import text_column, worker_processes
+from nmt.data import arrow_problem, text_column, worker_processes
 from nmt.errors import CorpusError, SettingError, check_choice
 from nmt.tokens import BOS, EOS, PAD, UNK
 
@@ -197,22 +197,32 @@ def build_tokenizer(train_src: Texts, train_tgt: Texts, cfg: TokenizerConfig, ca
     if cfg.joint:
         key = _fingerprint(settings, train_src, train_tgt)
         path = cache_dir / f"joint-{key}.model"
-        if path.exists():
-            log.info("tokenizer: reusing %s", path)
-        else:
+        if not _reusable(path):
             log.info("tokenizer: training joint %s model (%d subwords)", cfg.model_type, cfg.vocab_size)
             _train_model(pa.chunked_array(train_src.chunks + train_tgt.chunks, type=pa.large_string()), cfg, path)
         return _report_size(Tokenizer.from_files(path), cfg)
     paths = []
     for side, texts in (("src", train_src), ("tgt", train_tgt)):
         path = cache_dir / f"{side}-{_fingerprint(settings, texts)}.model"
-        if path.exists():
-            log.info("tokenizer: reusing %s", path)
-        else:
+        if not _reusable(path):
             log.info("tokenizer: training %s %s model (%d subwords)", side, cfg.model_type, cfg.vocab_size)
             _train_model(texts, cfg, path)
         paths.append(path)
     return _report_size(Tokenizer.from_files(*paths), cfg)
+
+
+def _reusable(path: Path) -> bool:
+    """Whether the cached model ``path`` exists and loads; a damaged one is deleted (and then retrained)."""
+    if not path.exists():
+        return False
+    try:
+        spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError):  # SentencePiece: "INTERNAL: ... ParseFromArray"
+        log.warning("tokenizer: the cached %s is damaged (not a SentencePiece model); training it again", path)
+        path.unlink(missing_ok=True)
+        return False
+    log.info("tokenizer: reusing %s", path)
+    return True
 
 
 def _report_size(tokenizer: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
@@ -248,6 +258,11 @@ def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_di
         features = datasets.Features({} if drop_text else dict(table.features))
         features["src_ids"] = features["tgt_ids"] = datasets.List(datasets.Value("int32"))
         key = _fingerprint(TOKENIZED_FORMAT, model_key, text_column(table, "src"), text_column(table, "tgt"))
+        cache_file = cache_dir / f"{split}-{key}.arrow"
+        problem = arrow_problem(cache_file) if cache_file.exists() else None
+        if problem:
+            log.warning("%s: damaged cache file (%s); tokenizing %s again", cache_file, problem, split)
+            cache_file.unlink()
         out[split] = table.map(
             encode,
             batched=True,
@@ -255,7 +270,7 @@ def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_di
             num_proc=worker_processes(num_proc, len(table)),
             remove_columns=["src", "tgt"] if drop_text else None,
             features=features,
-            cache_file_name=str(cache_dir / f"{split}-{key}.arrow"),
+            cache_file_name=str(cache_file),
             load_from_cache_file=True,
             desc=f"tokenizing {split}",
         )

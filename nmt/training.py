@@ -7,7 +7,7 @@ the model, the ``Trainer``, and the run folder's closing files.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +15,14 @@ import numpy as np
 from nmt import run_folder
 from nmt.architectures import architecture, build_model, count_parameters
 from nmt.batching import ParallelIds
-from nmt.checkpoint import load_for_resume, read_checkpoint
-from nmt.config import DataConfig, DecodeConfig, TrainRunConfig
+from nmt.checkpoint import has_step_checkpoints, load_for_resume, read_checkpoint
+from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges
 from nmt.data import describe, load_corpus, text_column
-from nmt.errors import SettingError
+from nmt.errors import RunFolderError, SettingError
 from nmt.inference import decode_ids
 from nmt.metrics import bleu_and_chrf
 from nmt.optim import check_optim_settings
-from nmt.runtime import PREEMPTED_EXIT_CODE, StopRequest, configure_device, seed_everything
+from nmt.runtime import PREEMPTED_EXIT_CODE, StoppedDuringSetup, StopRequest, configure_device, seed_everything
 from nmt.tokenizer import Tokenizer, build_tokenizer, flat_ids, tokenize_corpus
 from nmt.trainer import Trainer, TrainingData, ValidationSet, higher_is_better
 
@@ -37,20 +37,31 @@ class PreparedData:
     test_refs: list[str]
 
 
-def split_ids(table, limit: int = 0) -> ParallelIds:
-    """A tokenized split's ids; with ``limit``, without the pairs that have a longer side."""
+def split_ids(table, limit: int = 0, split: str = "train") -> tuple[ParallelIds, np.ndarray]:
+    """A tokenized split's ids, and the rows they came from: with ``limit``, the pairs
+    with a longer side (subwords) are left out, and counted in the log."""
     data = ParallelIds(*flat_ids(table, "src_ids"), *flat_ids(table, "tgt_ids"))
+    rows = np.arange(len(data))
     if limit:
-        keep = np.maximum(data.src_lengths, data.tgt_lengths) <= limit
+        longest = np.maximum(data.src_lengths, data.tgt_lengths)
+        keep = longest <= limit
+        if split == "train" and len(data) and not keep.any():
+            raise SettingError(f"train.max_subwords={limit} leaves no training pair: all {len(data)} have a side "
+                               f"longer (the shortest: {int(longest.min())} subwords); raise train.max_subwords")
         if not keep.all():
-            log.info("skipping %d training pairs longer than %d subwords (train.max_subwords)",
-                     int((~keep).sum()), limit)
-            data = data.select(np.flatnonzero(keep))
-    return data
+            log.info("skipping %d %s pairs longer than %d subwords (train.max_subwords); %d remain",
+                     int((~keep).sum()), "training" if split == "train" else split, limit, int(keep.sum()))
+            rows = np.flatnonzero(keep)
+            data = data.select(rows)
+    return data, rows
 
 
 def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int = 0) -> PreparedData:
-    """Load and clean the corpus, train (or reuse) its tokenizer, tokenize every split (cached)."""
+    """Load and clean the corpus, train (or reuse) its tokenizer, tokenize every split (cached).
+
+    ``max_subwords`` limits the validation pairs as it limits the training pairs: one
+    sentence of a million characters would otherwise cost minutes and gigabytes in
+    every validation."""
     corpus = load_corpus(cfg)
     for split, stats in describe(corpus).items():
         log.info("%s %s: %d pairs, %d / %d words", cfg.name, split, stats["pairs"],
@@ -60,31 +71,28 @@ def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int 
     tokenizer = build_tokenizer(text_column(train, "src"), text_column(train, "tgt"), cfg.tokenizer, cache)
     tokenized = tokenize_corpus(corpus, tokenizer, cache, cfg.num_proc)
     validation = tokenized["validation"]
-    val_refs = list(validation["tgt"])
-    val_src_ids = [list(map(int, ids)) for ids in validation["src_ids"]]
+    val_ids, val_rows = split_ids(validation, limit=max_subwords, split="validation")
     if val_max_sentences:
-        val_refs, val_src_ids = val_refs[:val_max_sentences], val_src_ids[:val_max_sentences]
-    data = TrainingData(split_ids(tokenized["train"], limit=max_subwords),
-                        ValidationSet(split_ids(validation), val_src_ids, val_refs, tokenizer.decode_tgt))
+        val_rows = val_rows[:val_max_sentences]
+    decoded = validation.select(val_rows) if len(val_rows) < len(validation) else validation
+    val_refs, val_src_ids = list(decoded["tgt"]), [list(map(int, ids)) for ids in decoded["src_ids"]]
+    train_ids, _ = split_ids(tokenized["train"], limit=max_subwords)
+    data = TrainingData(train_ids, ValidationSet(val_ids, val_src_ids, val_refs, tokenizer.decode_tgt))
     test = tokenized["test"]
     return PreparedData(tokenizer, data, [list(map(int, ids)) for ids in test["src_ids"]], list(test["tgt"]))
 
 
 def check_settings(cfg: TrainRunConfig) -> None:
     """Reject impossible settings before the corpus is read (minutes, on a large one)."""
-    opt, model = cfg.train, cfg.model
+    opt = cfg.train
     higher_is_better(opt.early_stopping_metric)
     check_optim_settings(opt)
-    architecture(model)
-    positive = {"train.lr": opt.lr, "train.max_tokens": opt.max_tokens, "train.max_epochs": opt.max_epochs,
-                "model.embed_size": model.embed_size,
-                "model.hidden_size": model.hidden_size, "model.maxout_size": model.maxout_size,
-                "data.tokenizer.vocab_size": cfg.data.tokenizer.vocab_size}
-    for key, value in positive.items():
-        if not value > 0:
-            raise SettingError(f"{key}={value}: must be greater than 0")
-    if not 0 <= model.dropout < 1:
-        raise SettingError(f"model.dropout={model.dropout}: must be at least 0 and below 1")
+    architecture(cfg.model)
+    check_ranges(cfg)
+    if opt.max_subwords and opt.max_tokens < opt.max_subwords:
+        raise SettingError(f"train.max_tokens={opt.max_tokens} is smaller than the longest pair allowed "
+                           f"(train.max_subwords={opt.max_subwords}), which would not fit a batch: raise "
+                           "train.max_tokens or lower train.max_subwords")
 
 
 def build_trainer(cfg: TrainRunConfig, run_dir: Path) -> tuple[Trainer, PreparedData]:
@@ -104,25 +112,62 @@ def build_trainer(cfg: TrainRunConfig, run_dir: Path) -> tuple[Trainer, Prepared
 
 
 def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
-    """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary."""
+    """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary.
+
+    The folder is held by this process throughout (``run_folder.hold``). A new run writes
+    config.yaml before anything else, so a run stopped at any moment can be resumed; a
+    resume of a run that saved no checkpoint yet starts it from step 0."""
     check_settings(cfg)
     local = Path(cfg.data.path).expanduser()
     if cfg.data.path and local.exists():  # so that the saved config works from any folder
         cfg.data.path = str(local.resolve())
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer, prepared = build_trainer(cfg, run_dir)
-    if resume:
-        trainer.restore(load_for_resume(run_dir, log))
-    # After a successful resume too, so that train.* overrides (more steps, say) hold for
-    # the next plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
-    run_folder.write_config(run_dir, cfg)
-    with StopRequest() as stop:
-        reason = trainer.fit(stop)
-        summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
+    acquired = run_folder.hold(run_dir)
+    try:
+        problem = None if resume else run_folder.new_run_problem(run_dir)
+        if problem:
+            raise RunFolderError(problem)
+        run_folder.remove_leftovers(run_dir)
+        if not resume:
+            run_folder.write_config(run_dir, cfg)
+        with StopRequest(setting_up=True) as stop:
+            try:
+                trainer, prepared = build_trainer(cfg, run_dir)
+                if resume:
+                    resume_trainer(trainer, cfg)
+            except StoppedDuringSetup:
+                return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
+            stop.setting_up = False
+            reason = trainer.fit(stop)
+            summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
+    finally:
+        if acquired:
+            run_folder.release(run_dir)
     if reason == "signal":
         summary["exit_code"] = PREEMPTED_EXIT_CODE
     return summary
+
+
+def resume_trainer(trainer: Trainer, cfg: TrainRunConfig) -> None:
+    """Restore the newest intact checkpoint of the trainer's run (none yet: start at step 0);
+    metrics.jsonl keeps the validations up to it; config.yaml takes the resume's overrides."""
+    run_dir = trainer.run_dir
+    if has_step_checkpoints(run_dir):
+        trainer.restore(load_for_resume(run_dir, log))
+    else:
+        log.info("%s: no checkpoint saved yet; starting the run from step 0 with its config.yaml", run_dir)
+    run_folder.drop_metrics_after(run_dir, trainer.progress.step)
+    # After a successful resume only, so that train.* overrides (more steps, say) hold for
+    # the next plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
+    run_folder.write_config(run_dir, cfg)
+
+
+def settings_from_checkpoint(run_dir: Path) -> dict:
+    """A run's settings as its newest intact training checkpoint saved them (the shape of
+    config.yaml), for a resume whose config.yaml is lost or damaged."""
+    checkpoint = load_for_resume(run_dir, log)
+    return {"data": asdict(checkpoint.data_config), "model": asdict(checkpoint.model_config),
+            "train": checkpoint.training.train_config}
 
 
 def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:

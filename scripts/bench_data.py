@@ -17,7 +17,7 @@ nmt        ``nmt.data.load_corpus`` with ``data.source=files``: every file conve
            of this process is that of the whole load.
 reference  how a corpus is commonly read, and how this project read it before: each
            file into memory whole, split into a Python list of lines
-           (``nmt.data.read_lines``), ``datasets.Dataset.from_dict``, then the same
+           (``nmt.lines.read_lines``), ``datasets.Dataset.from_dict``, then the same
            cleaning (``nmt.data._clean_split``; an in-memory dataset is never cached).
 
 One JSON line per measurement (``bench``, ``impl``, ``phase``, ``pairs``,

@@ -12,9 +12,9 @@ from nmt.commands.evaluate import run_evaluate
 from nmt.commands.score import run_score
 from nmt.commands.translate import run_translate
 from nmt.config import DecodeConfig, EvaluateConfig, ScoreConfig, TranslateConfig
-from nmt.data import read_lines
 from nmt.errors import CorpusError, ReportError
 from nmt.inference import load_translator, translate_lines
+from nmt.lines import read_lines
 
 
 def run_cli(module, *args, stdin=None):

@@ -12,8 +12,9 @@ import datasets
 import pytest
 
 from nmt.config import DataConfig, SplitNames
-from nmt.data import clean_pairs, load_corpus, normalize_text, read_lines
+from nmt.data import clean_pairs, load_corpus, normalize_text
 from nmt.errors import CorpusError
+from nmt.lines import read_lines, split_lines
 
 PAIRS = {
     "train": [("hola mundo", "hello world"), ("buenos días", "good morning"), ("  ", "empty source")],
@@ -323,11 +324,11 @@ def test_files_are_converted_block_by_block_into_exactly_their_lines(tmp_path, m
     path = tmp_path / "x.txt"
     path.write_bytes(raw)
     converted = datasets.Dataset.from_file(str(data._lines_to_arrow(path, tmp_path / "cache")))
-    assert converted["text"] == data.split_lines(raw, "x.txt")
+    assert converted["text"] == split_lines(raw, "x.txt")
     for raw in (b"", b"\n", "\ufeff".encode(), "\ufeff\n".encode(), b"\n\n"):  # the edge cases
         path.write_bytes(raw)
         converted = datasets.Dataset.from_file(str(data._lines_to_arrow(path, tmp_path / "cache")))
-        assert converted["text"] == data.split_lines(raw, "x.txt"), raw
+        assert converted["text"] == split_lines(raw, "x.txt"), raw
 
 
 def test_file_errors_name_the_line_whatever_block_it_is_in(tmp_path, monkeypatch):

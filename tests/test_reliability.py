@@ -315,7 +315,7 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus
     assert json.loads((run_dir / "summary.json").read_text())["reason"] == "signal"
     assert "stopped by a signal at step" in (run_dir / "train.log").read_text()
 
-    # No hydra.run.dir: ${nmt_or:${resume},...} makes the resumed run's folder the old one.
+    # No hydra.run.dir: ${nmt_run_folder:${resume},...} makes the resumed run's folder the old one.
     proc = _nmt_train([f"resume={run_dir}", f"train.max_steps={step + 2}"], tmp_path)
     out, err = _finish(proc)
     assert proc.returncode == 0, err

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nmt.batching import ParallelIds
-from nmt.data import read_lines
 from nmt.inference import load_translator
+from nmt.lines import read_lines
 from nmt.search import beam_search, greedy_search, max_output_lengths, top_candidates
 
 

@@ -25,9 +25,11 @@ from nmt.config import (
     ScoreConfig,
     TrainRunConfig,
     TranslateConfig,
+    check_ranges,
     dataclass_of,
 )
 from nmt.errors import NmtError, SettingError
+from nmt.run_folder import claim_new_folder
 from nmt.runtime import copy_to_log_files
 
 # Errors whose message already says which file, line or setting is at fault.
@@ -40,8 +42,26 @@ SCHEMAS = {"train_schema": TrainRunConfig, "translate_schema": TranslateConfig,
 
 if not OmegaConf.has_resolver("nmt_root"):
     OmegaConf.register_new_resolver("nmt_root", lambda: str(CONF_DIR.parent))
-if not OmegaConf.has_resolver("nmt_or"):  # ${nmt_or:a,b}: a unless it is null/empty, else b
-    OmegaConf.register_new_resolver("nmt_or", lambda first, fallback: first if first else fallback)
+_claimed: dict[str, Path] = {}  # default run-folder name -> the folder this process created for it
+
+
+def run_folder_for(resume: str | None, default: str) -> str:
+    """``${nmt_run_folder:${resume},DEFAULT}``, nmt-train's hydra.run.dir: a resumed run's
+    own folder, else a new folder claimed under the default name (``NAME-2`` when taken),
+    the same one however often Hydra resolves it."""
+    if resume:
+        return str(resume)
+    if default not in _claimed:
+        _claimed[default] = claim_new_folder(default).resolve()
+    return str(_claimed[default])
+
+
+def claimed_run_folders() -> set[Path]:
+    return set(_claimed.values())
+
+
+if not OmegaConf.has_resolver("nmt_run_folder"):
+    OmegaConf.register_new_resolver("nmt_run_folder", run_folder_for)
 
 
 def register_configs() -> None:
@@ -85,7 +105,9 @@ def run_cli(command, cfg) -> None:
     Set NMT_DEBUG=1 to see the full traceback instead.
     """
     try:
-        code = command(to_object(cfg))  # a missing ckpt=... surfaces here
+        settings = to_object(cfg)  # a missing ckpt=... surfaces here
+        check_ranges(settings)
+        code = command(settings)
     except USER_ERRORS as err:
         if os.environ.get("NMT_DEBUG"):
             raise

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nmt import metrics, report
 from nmt.commands.app import hydra_command, refuse
+from nmt.commands.files import check_not_overwritten
 from nmt.config import CONF_DIR, DataConfig, EvaluateConfig
 from nmt.data import SPLITS, load_corpus
 from nmt.errors import ReportError
@@ -72,6 +73,9 @@ def decode_split(cfg: EvaluateConfig):
 def run_evaluate(cfg: EvaluateConfig) -> int:
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
         raise ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
+    check_not_overwritten([Path(cfg.report_dir) / name for name in report.REPORT_FILES],
+                          {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
+                          "choose another report_dir=")
     if cfg.hyps is not None:
         if cfg.ckpt is not None:
             log.warning("hyps= given: scoring that file; ckpt=%s is not used", cfg.ckpt)

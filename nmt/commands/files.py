@@ -1,14 +1,17 @@
 """The ``input=`` / ``output=`` files of nmt-translate and nmt-score: checked before any
-model is loaded, read line-exactly (stdin by default), written in one go."""
+model is loaded, read line-exactly (stdin by default), written whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from nmt.data import read_lines, split_lines
 from nmt.errors import SettingError
+from nmt.lines import line_chunks, read_lines, split_lines
 
 
 def check_input(path: str | None, expected: str = "a text file, one sentence per line") -> None:
@@ -33,6 +36,16 @@ def check_output(path: str | None, input_path: str | None = None) -> None:
         raise SettingError(f"output={path} is the input file, which writing would destroy; choose another output=")
 
 
+def check_not_overwritten(outputs: list[Path], inputs: dict[str, str | None], hint: str) -> None:
+    """Refuse when an input file (``{setting: path}``) is one of ``outputs``, by identity."""
+    for setting, path in inputs.items():
+        if path is None or not Path(path).exists():
+            continue
+        for output in outputs:
+            if output.exists() and os.path.samefile(output, path):
+                raise SettingError(f"{setting}={path} is {output}, which writing would destroy; {hint}")
+
+
 def read_input(path: str | None, replace_invalid: bool) -> list[str]:
     if path is not None:
         return read_lines(Path(path), replace_invalid)
@@ -45,3 +58,47 @@ def write_output(path: str | None, text: str) -> None:
         sys.stdout.flush()
     else:
         Path(path).write_text(text, encoding="utf-8")
+
+
+def input_chunks(path: str | None, replace_invalid: bool, max_lines: int = 5000) -> Iterator[list[str]]:
+    """The input's lines (``input=`` or stdin) in chunks of at most ``max_lines``, read as they come."""
+    if path is None:
+        yield from line_chunks(sys.stdin.buffer, "<stdin>", replace_invalid, max_lines)
+        return
+    with open(path, "rb") as stream:
+        yield from line_chunks(stream, path, replace_invalid, max_lines)
+
+
+def count_lines(path: str) -> int:
+    """Lines of a file (an unterminated last line counts), read in blocks: for a progress bar's total."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 24):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+@contextlib.contextmanager
+def output_stream(path: str | None):
+    """Where output lines go, chunk by chunk: stdout (flushed after each write), or ``output=``,
+    written to a hidden temporary file beside it and renamed over it at the end, so that a
+    failed run leaves no partial file (and an existing one as it was)."""
+    if path is None:
+        class Flushing:
+            def write(self, text: str) -> None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
+        yield Flushing()
+        return
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as out:
+            yield out
+        os.replace(tmp, target)
+        tmp = None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)

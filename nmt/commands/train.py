@@ -11,31 +11,40 @@ curves.png, summary.json, train.log and TensorBoard events.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nmt.commands.app import hydra_command, refuse
+from nmt.commands.app import claimed_run_folders, hydra_command, refuse
 from nmt.config import TrainRunConfig
-from nmt.errors import CheckpointError, SettingError
-from nmt.run_folder import refused_resume_changes, resume_folder_problem
+from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
+from nmt.run_folder import (
+    has_trained,
+    hold,
+    new_run_problem,
+    read_config,
+    refused_resume_changes,
+    resume_folder_problem,
+)
 from nmt.runtime import PREEMPTED_EXIT_CODE, copy_to_log_files
-from nmt.training import train
+from nmt.training import settings_from_checkpoint, train
 
 
-def resume_config(run_dir: Path, overrides: list[str]) -> TrainRunConfig:
-    """The run's own config.yaml, with overrides of ``RESUMABLE_SETTINGS`` (e.g. more epochs) applied."""
-    problem = resume_folder_problem(run_dir)
+def resume_config(run_dir: Path, overrides: list[str], settings: str = "config") -> TrainRunConfig:
+    """The run's own config.yaml (``settings="checkpoint"``: the settings its newest checkpoint
+    saved), with overrides of ``RESUMABLE_SETTINGS`` (e.g. more epochs) applied."""
+    check_choice("resume_settings", settings, ("config", "checkpoint"))
+    problem = resume_folder_problem(run_dir, from_checkpoint=settings == "checkpoint")
     if problem:
         raise CheckpointError(problem)
-    changes = [o for o in overrides if o.lstrip("+").split("=", 1)[0] != "resume" and not o.startswith("hydra.")]
+    changes = [o for o in overrides if o.lstrip("+").split("=", 1)[0] not in ("resume", "resume_settings")
+               and not o.startswith("hydra.")]
     problem = refused_resume_changes(changes)
     if problem:
         raise SettingError(problem)
-    merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), OmegaConf.load(Path(run_dir) / "config.yaml"),
-                             OmegaConf.from_dotlist(changes))
+    saved = settings_from_checkpoint(run_dir) if settings == "checkpoint" else read_config(run_dir)
+    merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), saved, OmegaConf.from_dotlist(changes))
     return OmegaConf.to_object(merged)
 
 
@@ -45,13 +54,14 @@ def run_train(cfg: TrainRunConfig) -> int:
     hydra_cfg = HydraConfig.get()
     if cfg.resume:
         run_dir = Path(cfg.resume)
-        cfg = resume_config(run_dir, list(hydra_cfg.overrides.task))
+        hold(run_dir)  # before config.yaml is read: another resume may be rewriting it
+        cfg = resume_config(run_dir, list(hydra_cfg.overrides.task), cfg.resume_settings)
         summary = train(cfg, run_dir, resume=True)
-    else:
+    else:  # the folder Hydra resolved, whatever the spelling of hydra.run.dir: train() checks it is free
         summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
     if summary.get("exit_code") == PREEMPTED_EXIT_CODE:
-        line = (f"nmt-train: stopped by a signal at step {summary['steps']}; checkpoint saved. "
-                f"Continue with: nmt-train resume={summary['run_dir']}")
+        at = "during set-up" if summary["steps"] is None else f"at step {summary['steps']}; checkpoint saved"
+        line = f"nmt-train: stopped by a signal {at}. Continue with: nmt-train resume={summary['run_dir']}"
     else:
         metric = cfg.train.early_stopping_metric
         best = summary.get(f"best_{metric}")
@@ -65,36 +75,46 @@ def run_train(cfg: TrainRunConfig) -> int:
 
 
 def check_run_folder(overrides: dict[str, str]) -> None:
-    """Before Hydra creates the run folder (or writes into an existing one)."""
+    """Before Hydra creates the run folder or writes into an existing one: a folder given
+    on the command line must suit the command and not be held by another process (this
+    one holds it from here on). ``train()`` checks the folder Hydra resolved once more."""
     resume, run_dir = overrides.get("resume"), overrides.get("hydra.run.dir")
     if resume:
-        problem = resume_folder_problem(resume)
+        problem = resume_folder_problem(resume, from_checkpoint=overrides.get("resume_settings") == "checkpoint")
         if problem:
             refuse(problem)
         if run_dir and Path(run_dir).resolve() != Path(resume).resolve():
             refuse(f"resume={resume} continues in its own folder: leave hydra.run.dir={run_dir} out")
-    elif run_dir and (Path(run_dir) / "config.yaml").exists():
-        refuse(f"hydra.run.dir={run_dir} already holds an nmt-train run: continue it with resume={run_dir}, "
-               "or choose another folder")
+        run_dir = resume
+    elif run_dir:
+        problem = new_run_problem(Path(run_dir), f"hydra.run.dir={run_dir}")
+        if problem:
+            refuse(problem)
+    if run_dir and Path(run_dir).is_dir():
+        try:
+            hold(Path(run_dir))
+        except RunFolderError as err:
+            refuse(str(err))
 
 
 def clean_up_failed_run(code: int | None) -> None:
+    """Remove the run folder of a command that failed before training made anything, if
+    this process created it (a folder named with hydra.run.dir=... may be the user's)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    # Only a folder Hydra named (outputs/.../TIMESTAMP) is new for sure; one chosen
-    # with hydra.run.dir=... may have existed (or be the current directory).
-    named_by_user = any(o.startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
-    if code not in (0, None, PREEMPTED_EXIT_CODE) and not named_by_user:
-        remove_if_unused(Path(hydra_cfg.runtime.output_dir), f"{hydra_cfg.job.name}.log")
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if code not in (0, None, PREEMPTED_EXIT_CODE) and run_dir.resolve() in claimed_run_folders():
+        remove_if_unused(run_dir)
 
 
-def remove_if_unused(run_dir: Path, log_name: str) -> None:
-    """Delete a fresh run folder of a command that failed before writing anything of its
-    own (only ``.hydra/`` and the job log are there), and the parents it left empty
-    (``outputs/DATA/MODEL``), so that failed attempts leave no empty runs behind."""
+def remove_if_unused(run_dir: Path) -> None:
+    """Delete a fresh run folder in which training made nothing (no checkpoint, no
+    validation: only Hydra's files, the log, the lock, config.yaml and the tokenizer), and
+    the parents it left empty (``outputs/DATA/MODEL``), so that failed attempts leave no
+    empty runs behind."""
     run_dir, here = run_dir.resolve(), Path.cwd().resolve()
-    if run_dir == here or not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", log_name}:
+    if run_dir == here or not run_dir.is_dir() or has_trained(run_dir):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     for parent in run_dir.parents:

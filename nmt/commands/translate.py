@@ -17,8 +17,10 @@ import logging
 import sys
 import time
 
+from tqdm.auto import tqdm
+
 from nmt.commands.app import hydra_command
-from nmt.commands.files import check_input, check_output, read_input, write_output
+from nmt.commands.files import check_input, check_output, count_lines, input_chunks, output_stream
 from nmt.config import TranslateConfig
 from nmt.inference import Translator, load_translator, translate_lines
 from nmt.search import Hypothesis
@@ -26,11 +28,12 @@ from nmt.search import Hypothesis
 log = logging.getLogger(__name__)
 
 
-def format_output(results: list[list[tuple[str, Hypothesis]]], nbest: int) -> list[str]:
+def format_output(results: list[list[tuple[str, Hypothesis]]], nbest: int, first_line: int = 0) -> list[str]:
+    """Output rows of translated lines; n-best rows number lines from ``first_line``."""
     if nbest == 1:
         return [hyps[0][0] for hyps in results]
     rows = []
-    for line, hyps in enumerate(results):
+    for line, hyps in enumerate(results, first_line):
         for rank, (text, hyp) in enumerate(hyps):
             rows.append(f"{line}\t{rank}\t{hyp.normalized_score:.4f}\t{hyp.score:.4f}\t{text}")
     return rows
@@ -63,13 +66,20 @@ def run_translate(cfg: TranslateConfig) -> int:
     if cfg.input is None and sys.stdin.isatty():
         interactive(translator, cfg)
         return 0
-    lines = read_input(cfg.input, cfg.replace_invalid_utf8)
-    start = time.perf_counter()
-    results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords, progress=cfg.input is not None)
-    write_output(cfg.output, "".join(row + "\n" for row in format_output(results, cfg.decode.nbest)))
+    # Chunk by chunk: memory stays flat for any input, and each chunk's translations are
+    # written (in order) as soon as they are done.
+    start, n_lines = time.perf_counter(), 0
+    total = count_lines(cfg.input) if cfg.input is not None else None
+    with output_stream(cfg.output) as out, tqdm(total=total, desc="translating", unit="line", leave=False,
+                                                disable=cfg.input is None) as bar:
+        for lines in input_chunks(cfg.input, cfg.replace_invalid_utf8):
+            results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords)
+            out.write("".join(row + "\n" for row in format_output(results, cfg.decode.nbest, n_lines)))
+            n_lines += len(lines)
+            bar.update(len(lines))
     seconds = time.perf_counter() - start
-    log.info("translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d", len(lines), seconds,
-             len(lines) / max(seconds, 1e-9), translator.path.name, cfg.decode.beam_size)
+    log.info("translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d", n_lines, seconds,
+             n_lines / max(seconds, 1e-9), translator.path.name, cfg.decode.beam_size)
     return 0
 
 
