@@ -284,14 +284,18 @@ def resolve_checkpoint(path_or_run: str | Path) -> Path:
 STEP_CHECKPOINT = re.compile(r"step-(\d+)\.pt")
 
 
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's step-N.pt files, oldest (lowest N) first."""
+    numbered = [(int(match[1]), path) for path in Path(run_dir).glob("step-*.pt")
+                if (match := STEP_CHECKPOINT.fullmatch(path.name))]
+    return [path for _, path in sorted(numbered)]
+
+
 def resume_candidates(run_dir: Path) -> list[Path]:
     """Checkpoints to resume from, newest first: last.pt, then step checkpoints."""
     run_dir = Path(run_dir)
-    numbered = [(int(match[1]), path) for path in run_dir.glob("step-*.pt")
-                if (match := STEP_CHECKPOINT.fullmatch(path.name))]
-    steps = [path for _, path in sorted(numbered, reverse=True)]
     last = [run_dir / "last.pt"] if (run_dir / "last.pt").exists() else []
-    return last + steps
+    return last + step_checkpoints(run_dir)[::-1]
 
 
 def has_step_checkpoints(run_dir: Path) -> bool:

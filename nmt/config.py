@@ -113,6 +113,7 @@ class OptimConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 50  # steps between reads of the loss from the device (and progress-bar updates)
     keep_last: int = 2  # step checkpoints kept besides best.pt and last.pt
+    average_last: int = 0  # >0: at the end, averaged.pt = the mean of the newest K step checkpoints (K <= keep_last)
     save_every: int = 0  # steps between step checkpoints; 0 = at each validation
     max_nonfinite_steps: int = 10  # consecutive skipped steps before training stops
 
@@ -143,7 +144,7 @@ class TrainRunConfig:
 
 @dataclass
 class TranslateConfig:
-    ckpt: str = "???"
+    ckpt: Any = "???"  # a run folder or checkpoint file; a list of them ('[RUN_A,RUN_B]'): an ensemble
     input: Optional[str] = None  # default: stdin
     output: Optional[str] = None  # default: stdout
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -155,7 +156,7 @@ class TranslateConfig:
 
 @dataclass
 class EvaluateConfig:
-    ckpt: Optional[str] = None
+    ckpt: Any = None  # a run folder or checkpoint file; a list of them: an ensemble
     data: Optional[DataConfig] = None  # default: the corpus the checkpoint was trained on
     split: str = "test"
     hyps: Optional[str] = None
@@ -172,11 +173,19 @@ class EvaluateConfig:
 
 @dataclass
 class ScoreConfig:
-    ckpt: str = "???"
+    ckpt: Any = "???"  # a run folder or checkpoint file; a list of them: an ensemble
     input: Optional[str] = None  # TSV source<TAB>target; default: stdin
     output: Optional[str] = None
     batch_tokens: int = 8000
     device: str = "auto"
+
+
+@dataclass
+class AverageConfig:
+    ckpt: Optional[str] = None  # a run folder: average its newest `last` step checkpoints (step-N.pt)
+    last: int = 5
+    ckpts: Optional[list[str]] = None  # or these checkpoint files (one architecture, size and tokenizer)
+    output: str = "???"  # the averaged checkpoint (.pt), written atomically
 
 
 # --------------------------------------------------------------------------- allowed ranges
@@ -205,7 +214,7 @@ RANGES: dict[str, tuple] = {
     "DecodeConfig.max_len_a": (lambda v: 0 <= v <= 100, "at least 0 and at most 100"),
     "DecodeConfig.max_len_b": (lambda v: 0 <= v <= 10_000, "at least 0 and at most 10000"),
     "TranslateConfig.nbest": _AT_LEAST_1, "TranslateConfig.max_source_subwords": _AT_LEAST_1,
-    "ScoreConfig.batch_tokens": _AT_LEAST_1,
+    "ScoreConfig.batch_tokens": _AT_LEAST_1, "AverageConfig.last": _AT_LEAST_1,
 }
 _DEFAULT_RANGE = (lambda v: v >= 0, "at least 0")
 

@@ -9,7 +9,7 @@ input gives an empty translation (or a ``nan`` score).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,6 +19,8 @@ from nmt.batching import ParallelIds, token_batches
 from nmt.checkpoint import Checkpoint, read_checkpoint, resolve_checkpoint
 from nmt.config import DecodeConfig
 from nmt.data import normalize_text
+from nmt.ensemble import Ensemble, check_ensemble_members
+from nmt.errors import CheckpointError
 from nmt.runtime import autocast, pick_device
 from nmt.search import Hypothesis, search
 from nmt.tokenizer import Tokenizer
@@ -29,21 +31,36 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Translator:
-    model: torch.nn.Module  # any architecture of nmt.architectures
+    model: torch.nn.Module  # any architecture of nmt.architectures, or an nmt.ensemble.Ensemble of them
     tokenizer: Tokenizer
     device: torch.device
-    checkpoint: Checkpoint  # what the checkpoint says about itself (settings, step), weights dropped
-    path: Path
+    checkpoint: Checkpoint  # what the (first) checkpoint says about itself (settings, step), weights dropped
+    path: Path  # the (first) checkpoint file
+    members: list[Path] = field(default_factory=list)  # every checkpoint file: more than one for an ensemble
+
+    @property
+    def name(self) -> str:
+        """The checkpoint, or the ensemble's checkpoints, for logs and reports."""
+        return " + ".join(str(path) for path in self.members) if len(self.members) > 1 else str(self.path)
 
 
-def load_translator(ckpt: str | Path, device: str | torch.device = "auto") -> Translator:
-    """Rebuild model and tokenizer from a run folder or checkpoint file (on any device)."""
-    path = resolve_checkpoint(ckpt)
-    checkpoint = read_checkpoint(path)
+def load_translator(ckpt: str | Path | list, device: str | torch.device = "auto") -> Translator:
+    """Rebuild model and tokenizer from a run folder or checkpoint file (on any device); from a
+    list of them, an ensemble of their models (``nmt.ensemble``), which share one tokenizer."""
+    paths = [resolve_checkpoint(c) for c in (ckpt if isinstance(ckpt, (list, tuple)) else [ckpt])]
+    if not paths:
+        raise CheckpointError("ckpt=[]: give at least one run folder or checkpoint file")
     device = pick_device(device) if isinstance(device, str) else device
-    model = checkpoint.build_model().to(device).eval()
-    checkpoint.model_state, checkpoint.training = {}, None  # held by the model now / not needed
-    return Translator(model, checkpoint.tokenizer(), device, checkpoint, path)
+    checkpoints, models = [], []
+    for path in paths:  # one checkpoint's weights in memory at a time besides the models
+        checkpoint = read_checkpoint(path)
+        if checkpoints:
+            check_ensemble_members([checkpoints[0], checkpoint])
+        models.append(checkpoint.build_model().to(device).eval())
+        checkpoint.model_state, checkpoint.training = {}, None  # held by the model now / not needed
+        checkpoints.append(checkpoint)
+    model = models[0] if len(models) == 1 else Ensemble(models).eval()
+    return Translator(model, checkpoints[0].tokenizer(), device, checkpoints[0], paths[0], paths)
 
 
 def decode_ids(

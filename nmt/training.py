@@ -15,9 +15,16 @@ import numpy as np
 from nmt import run_folder
 from nmt.architectures import architecture, build_model, count_parameters
 from nmt.batching import ParallelIds
-from nmt.checkpoint import has_step_checkpoints, load_for_resume, read_checkpoint
+from nmt.checkpoint import (
+    STEP_CHECKPOINT,
+    has_step_checkpoints,
+    load_for_resume,
+    read_checkpoint,
+    step_checkpoints,
+)
 from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges
 from nmt.data import describe, load_corpus, text_column
+from nmt.ensemble import save_average
 from nmt.errors import RunFolderError, SettingError
 from nmt.inference import decode_ids
 from nmt.metrics import bleu_and_chrf
@@ -89,6 +96,10 @@ def check_settings(cfg: TrainRunConfig) -> None:
     check_optim_settings(opt)
     architecture(cfg.model)
     check_ranges(cfg)
+    if opt.average_last > opt.keep_last:
+        raise SettingError(f"train.average_last={opt.average_last} averages step checkpoints, of which only "
+                           f"train.keep_last={opt.keep_last} are kept: raise train.keep_last to at least "
+                           f"{opt.average_last}")
     if opt.max_subwords and opt.max_tokens < opt.max_subwords:
         raise SettingError(f"train.max_tokens={opt.max_tokens} is smaller than the longest pair allowed "
                            f"(train.max_subwords={opt.max_subwords}), which would not fit a batch: raise "
@@ -185,15 +196,27 @@ def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:
         f"best_{metric}": p.best_value, "train_seconds": round(p.seconds, 1), "skipped_steps": p.nonfinite_total,
         "run_dir": str(run_dir),
     }
+    averaged = None
+    if trainer.opt.average_last and reason != "signal":
+        steps = step_checkpoints(run_dir)[-trainer.opt.average_last:]
+        if len(steps) < trainer.opt.average_last:
+            log.warning("train.average_last=%d: the run saved %d step checkpoint(s); averaging those",
+                        trainer.opt.average_last, len(steps))
+        if steps:
+            averaged = save_average(steps, run_dir / "averaged.pt")
+            summary["averaged_steps"] = [int(STEP_CHECKPOINT.fullmatch(path.name)[1]) for path in steps]
+            log.info("averaged.pt: the mean of %s", ", ".join(path.name for path in steps))
     if test is not None and reason != "signal" and (run_dir / "best.pt").exists():
-        summary.update(best_test_scores(trainer, test))
+        summary.update(greedy_test_scores(trainer, test, run_dir / "best.pt"))
+        if averaged is not None:
+            summary.update(greedy_test_scores(trainer, test, averaged, prefix="averaged_"))
     run_folder.write_summary(run_dir, summary)
     return summary
 
 
-def best_test_scores(trainer: Trainer, test: PreparedData) -> dict:
-    """Greedy BLEU / chrF of best.pt on the test split (nmt-evaluate gives the full report)."""
-    trainer.model.load_state_dict(read_checkpoint(trainer.run_dir / "best.pt").model_state)
+def greedy_test_scores(trainer: Trainer, test: PreparedData, checkpoint: Path, prefix: str = "") -> dict:
+    """Greedy BLEU / chrF of ``checkpoint`` on the test split (nmt-evaluate gives the full report)."""
+    trainer.model.load_state_dict(read_checkpoint(checkpoint).model_state)
     hyps = decode_ids(trainer.model, test.test_src_ids, DecodeConfig(), trainer.device)
     bleu, chrf = bleu_and_chrf(test.tokenizer.decode_tgt([h[0].tokens for h in hyps]), test.test_refs)
-    return {"test_bleu_greedy": round(bleu, 2), "test_chrf_greedy": round(chrf, 2)}
+    return {f"{prefix}test_bleu_greedy": round(bleu, 2), f"{prefix}test_chrf_greedy": round(chrf, 2)}

@@ -21,6 +21,7 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from nmt.config import (
     CONF_DIR,
+    AverageConfig,
     EvaluateConfig,
     ScoreConfig,
     TrainRunConfig,
@@ -38,7 +39,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 SCHEMAS = {"train_schema": TrainRunConfig, "translate_schema": TranslateConfig,
-           "evaluate_schema": EvaluateConfig, "score_schema": ScoreConfig}
+           "evaluate_schema": EvaluateConfig, "score_schema": ScoreConfig, "average_schema": AverageConfig}
 
 if not OmegaConf.has_resolver("nmt_root"):
     OmegaConf.register_new_resolver("nmt_root", lambda: str(CONF_DIR.parent))

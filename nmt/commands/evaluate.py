@@ -67,7 +67,7 @@ def decode_split(cfg: EvaluateConfig):
     model = {**asdict(checkpoint.model_config), "step": checkpoint.step,
              "src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
-    return sources, refs, hyps, speed, model, corpus, str(translator.path)
+    return sources, refs, hyps, speed, model, corpus, translator.name
 
 
 def run_evaluate(cfg: EvaluateConfig) -> int:

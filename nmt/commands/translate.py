@@ -44,7 +44,7 @@ def interactive(translator: Translator, cfg: TranslateConfig) -> None:
 
     The prompt goes to stderr, so stdout still holds only translations.
     """
-    print(f"nmt-translate: {translator.path}; type a sentence, Ctrl-D to quit", file=sys.stderr)
+    print(f"nmt-translate: {translator.name}; type a sentence, Ctrl-D to quit", file=sys.stderr)
     while True:
         print("> ", end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
@@ -79,7 +79,7 @@ def run_translate(cfg: TranslateConfig) -> int:
             bar.update(len(lines))
     seconds = time.perf_counter() - start
     log.info("translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d", n_lines, seconds,
-             n_lines / max(seconds, 1e-9), translator.path.name, cfg.decode.beam_size)
+             n_lines / max(seconds, 1e-9), translator.name, cfg.decode.beam_size)
     return 0
 
 

@@ -1,0 +1,53 @@
+"""``nmt-average``: one checkpoint whose weights are the mean of several checkpoints'.
+
+    nmt-average ckpt=outputs/RUN last=5 output=outputs/RUN/averaged.pt
+    nmt-average 'ckpts=[a.pt,b.pt,c.pt]' output=averaged.pt
+
+The output is a normal, self-contained checkpoint (the newest input's settings and
+tokenizer, no training state) that nmt-translate, nmt-evaluate and nmt-score take.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nmt.checkpoint import step_checkpoints
+from nmt.commands.app import hydra_command
+from nmt.commands.files import check_not_overwritten, check_output
+from nmt.config import AverageConfig
+from nmt.ensemble import save_average
+from nmt.errors import CheckpointError, SettingError
+
+
+def newest_step_checkpoints(run_dir: Path, k: int) -> list[Path]:
+    """The run's newest ``k`` step-N.pt, oldest first; fewer is an error naming the run."""
+    steps = step_checkpoints(run_dir)
+    if len(steps) < k:
+        raise CheckpointError(f"ckpt={run_dir}: {len(steps)} step checkpoint(s) (step-N.pt), fewer than last={k}; "
+                              "train with a larger train.keep_last, or lower last=")
+    return steps[-k:]
+
+
+def run_average(cfg: AverageConfig) -> int:
+    if (cfg.ckpt is None) == (cfg.ckpts is None):
+        raise SettingError("give ckpt=RUN_DIR (its newest last=K step checkpoints) or ckpts=[A.pt,B.pt,...]")
+    if cfg.ckpts is not None:
+        paths = [Path(path) for path in cfg.ckpts]
+        if not paths:
+            raise SettingError("ckpts=[]: give the checkpoint files to average")
+    else:
+        if not Path(cfg.ckpt).is_dir():
+            raise SettingError(f"ckpt={cfg.ckpt}: not a run folder; for checkpoint files use ckpts=[A.pt,B.pt,...]")
+        paths = newest_step_checkpoints(Path(cfg.ckpt), cfg.last)
+    check_output(cfg.output)
+    check_not_overwritten([Path(cfg.output)], {f"checkpoint {i + 1}": str(path) for i, path in enumerate(paths)},
+                          "choose another output=")
+    save_average(paths, Path(cfg.output))
+    print(f"nmt-average: {len(paths)} checkpoints ({paths[0].name} ... {paths[-1].name}) averaged into {cfg.output}")
+    return 0
+
+
+main = hydra_command("average", AverageConfig, run_average)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Checkpoint averaging (nmt-average, train.average_last) and ensembles (ckpt='[A,B]')."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt.architectures import build_model
+from nmt.checkpoint import load_checkpoint, pack_checkpoint, read_checkpoint, save_checkpoint
+from nmt.config import DecodeConfig
+from nmt.ensemble import Ensemble, average_checkpoints
+from nmt.errors import SettingError
+from nmt.inference import load_translator, score_pairs, translate_lines
+from nmt.lines import read_lines
+from nmt.training import train
+from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+DECODINGS = [DecodeConfig(), DecodeConfig(beam_size=4, nbest=3)]
+
+
+def sources(word_corpus: Path) -> list[str]:
+    return read_lines(word_corpus / "test.es")[:12] + ["", "  "]
+
+
+def run(module: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"nmt.commands.{module}", *args], input=stdin, capture_output=True,
+                          text=True, timeout=180, env=ENV)
+
+
+def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: int = 3) -> Path:
+    """A model of other sizes (random weights) with the trained run's tokenizer."""
+    checkpoint = read_checkpoint(trained_run / "best.pt")
+    torch.manual_seed(seed)
+    config = replace(checkpoint.model_config, hidden_size=hidden_size)
+    model = build_model(config, checkpoint.src_vocab_size, checkpoint.tgt_vocab_size)
+    path = tmp_path / f"other-{hidden_size}.pt"
+    save_checkpoint(pack_checkpoint(model, checkpoint.src_proto, checkpoint.tgt_proto, checkpoint.data_config, 0, 0,
+                                    None), path)
+    return path
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+def test_an_ensemble_of_one_model_is_that_model_exactly(trained_run, word_corpus):
+    alone, ensemble = load_translator(trained_run, "cpu"), load_translator([str(trained_run)], "cpu")
+    lines = sources(word_corpus)
+    for decode in DECODINGS:
+        expected = translate_lines(alone, lines, decode)
+        assert translate_lines(ensemble, lines, decode) == expected
+    pairs = [(line, "one two") for line in lines]
+    assert score_pairs(ensemble, pairs)[:12] == score_pairs(alone, pairs)[:12]
+
+
+def test_an_ensemble_of_a_model_with_itself_gives_the_same_outputs(trained_run, word_corpus):
+    alone, twice = load_translator(trained_run, "cpu"), load_translator([trained_run, trained_run / "best.pt"], "cpu")
+    assert isinstance(twice.model, Ensemble) and len(twice.members) == 2
+    lines = sources(word_corpus)
+    for decode in DECODINGS:
+        expected, got = translate_lines(alone, lines, decode), translate_lines(twice, lines, decode)
+        assert [[text for text, _ in hyps] for hyps in got] == [[text for text, _ in hyps] for hyps in expected]
+        for hyps, expected_hyps in zip(got, expected):
+            for (_, hyp), (_, expected_hyp) in zip(hyps, expected_hyps):
+                assert hyp.score == pytest.approx(expected_hyp.score, abs=1e-4)
+
+
+def test_an_ensemble_predicts_the_log_of_the_members_mean_probability(trained_run, tmp_path):
+    first = read_checkpoint(trained_run / "best.pt").build_model().eval()
+    second = read_checkpoint(other_model(trained_run, tmp_path)).build_model().eval()  # mixed sizes
+    ensemble = Ensemble([first, second]).eval()
+    src = torch.tensor([[5, 6, 7, 3], [8, 9, 3, 0]])
+    lengths, tgt_in = torch.tensor([4, 3]), torch.tensor([[2, 5, 6], [2, 7, 0]])
+    with torch.no_grad():
+        mean = (first(src, lengths, tgt_in).softmax(-1) + second(src, lengths, tgt_in).softmax(-1)) / 2
+        assert torch.allclose(ensemble(src, lengths, tgt_in), mean.log(), atol=1e-5)
+        encoder_out = ensemble.for_decoding(ensemble.encode(src, lengths))
+        logits, _ = ensemble.decode_step(torch.tensor([2, 2]), ensemble.init_state(encoder_out), encoder_out)
+        assert torch.allclose(logits.exp().sum(-1), torch.ones(2), atol=1e-5)  # already a distribution
+        assert torch.allclose(logits, mean[:, 0].log(), atol=1e-5)
+
+
+def test_ensembles_keep_the_line_contract_through_the_commands(trained_run, tmp_path, word_corpus):
+    other = other_model(trained_run, tmp_path)
+    members = f"ckpt=[{trained_run},{other}]"
+    lines = sources(word_corpus)
+    translated = run("translate", members, "nbest=2", stdin="\n".join(lines) + "\n")
+    assert translated.returncode == 0, translated.stderr
+    rows = [row.split("\t") for row in translated.stdout.splitlines()]
+    assert sorted({int(row[0]) for row in rows}) == list(range(len(lines)))
+    scored = run("score", members, stdin="uno dos\tone two\n\ngato\tcat\n")
+    assert scored.returncode == 0, scored.stderr
+    assert len(scored.stdout.splitlines()) == 3 and scored.stdout.splitlines()[1].startswith("nan")
+    report_dir = tmp_path / "report"
+    evaluated = run("evaluate", members, "decode=greedy", f"report_dir={report_dir}", "bootstrap_samples=10")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads((report_dir / "report.json").read_text())
+    assert str(trained_run) in report["checkpoint"] and str(other) in report["checkpoint"]
+
+
+def test_an_ensemble_of_different_vocabularies_is_one_line_and_writes_nothing(trained_run, tmp_path):
+    fixture = Path(__file__).parent / "fixtures" / "tiny-cho2014.pt"  # another corpus, another tokenizer
+    output = tmp_path / "out.txt"
+    result = run("translate", f"ckpt=[{trained_run},{fixture}]", f"output={output}", stdin="uno\n")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {trained_run / 'best.pt'} and {fixture} cannot be an ensemble: "
+                                     "target vocabularies differ (300 subwords each, but other ones); ensemble models "
+                                     "trained with one tokenizer")
+    assert not output.exists()
+
+
+# --------------------------------------------------------------------------- averaging
+
+
+def test_averaging_copies_of_a_checkpoint_gives_its_weights(trained_run, tmp_path):
+    best = trained_run / "best.pt"
+    averaged = average_checkpoints([best, best, best])
+    for name, tensor in load_checkpoint(best)["model"].items():
+        assert torch.equal(averaged.model_state[name], tensor), name
+    output = tmp_path / "avg.pt"
+    result = run("average", f"ckpts=[{best},{best}]", f"output={output}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"nmt-average: 2 checkpoints (best.pt ... best.pt) averaged into {output}"
+    assert translate_lines(load_translator(output, "cpu"), ["uno dos"], DecodeConfig()) == translate_lines(
+        load_translator(best, "cpu"), ["uno dos"], DecodeConfig())
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_averaging_two_checkpoints_is_their_mean(trained_run, tmp_path):
+    a, b = trained_run / "best.pt", other_model(trained_run, tmp_path, hidden_size=64, seed=5)
+    averaged = average_checkpoints([a, b]).model_state
+    for name, tensor in load_checkpoint(a)["model"].items():
+        expected = ((tensor.double() + load_checkpoint(b)["model"][name].double()) / 2).float()
+        assert torch.equal(averaged[name], expected), name
+
+
+def test_a_refused_average_is_one_line_and_writes_nothing(trained_run, tmp_path):
+    other = other_model(trained_run, tmp_path, hidden_size=48)
+    output = tmp_path / "avg.pt"
+    result = run("average", f"ckpts=[{trained_run / 'best.pt'},{other}]", f"output={output}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {trained_run / 'best.pt'} and {other} cannot be averaged: the models "
+                                     "differ (hidden_size 64 and 48)")
+    fixture = Path(__file__).parent / "fixtures" / "tiny-cho2014.pt"
+    result = run("average", f"ckpts=[{trained_run / 'best.pt'},{fixture}]", f"output={output}")
+    assert result.returncode == 1 and "cannot be averaged" in result.stderr and len(result.stderr.splitlines()) == 1
+    result = run("average", f"ckpt={trained_run}", "last=50", f"output={output}")
+    assert result.returncode == 1 and "fewer than last=50" in result.stderr
+    assert not output.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_train_average_last_writes_averaged_pt_and_its_test_bleu(tmp_path, word_corpus, cache_dir):
+    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
+        "train=debug", "train.device=cpu", "train.max_tokens=512", "train.max_steps=12", "train.val_every=6",
+        "train.save_every=2", "train.keep_last=3", "train.average_last=3", "train.log_every=2"])
+    run_dir = tmp_path / "run"
+    summary = train(cfg, run_dir)
+    assert summary["averaged_steps"] == [8, 10, 12]
+    assert math.isfinite(summary["averaged_test_bleu_greedy"]) and "test_bleu_greedy" in summary
+    expected = average_checkpoints([run_dir / f"step-{n}.pt" for n in (8, 10, 12)]).model_state
+    saved = read_checkpoint(run_dir / "averaged.pt")
+    assert saved.training is None
+    for name, tensor in expected.items():
+        assert torch.equal(saved.model_state[name], tensor), name
+    assert json.loads((run_dir / "summary.json").read_text())["averaged_steps"] == [8, 10, 12]
+
+
+def test_average_last_beyond_keep_last_is_refused_up_front(tmp_path):
+    with pytest.raises(SettingError,
+                       match=r"train.average_last=5 averages step checkpoints, of which only train.keep_last=2"):
+        train(compose_config("train", ["train=debug", "train.average_last=5", "train.keep_last=2"]), tmp_path / "r")
