@@ -22,7 +22,7 @@ from nmt.config import ModelConfig, from_dict
 from nmt.errors import check_choice
 
 # Modules whose import registers the architectures that ship with nmt.
-BUILTIN_MODULES = ("nmt.model",)
+BUILTIN_MODULES = ("nmt.model", "nmt.rnnsearch")
 
 ARCHITECTURES: dict[str, type] = {}
 

@@ -5,7 +5,8 @@ back into a ``Checkpoint``; no other module indexes that dict. Layout (format
 ``nmt-checkpoint-1``, unchanged since the first release):
 
     model         the state dict
-    model_config  {"config": ModelConfig as a dict (no "arch" key: cho2014), "src_vocab_size", "tgt_vocab_size"}
+    model_config  {"config": ModelConfig as a dict (ADDED_MODEL_SETTINGS only where not the default),
+                   "src_vocab_size", "tgt_vocab_size"}
     tokenizer     {"src": uint8 tensor, "tgt": uint8 tensor}: the SentencePiece protos
     data_config   DataConfig as a dict
     step, epoch, best_value
@@ -36,6 +37,8 @@ from nmt.config import DataConfig, ModelConfig, from_dict
 from nmt.errors import CheckpointError
 
 FORMAT = "nmt-checkpoint-1"
+# ModelConfig fields newer than the format; saved only where they differ from the default.
+ADDED_MODEL_SETTINGS = ("arch", "attention_size")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -96,10 +99,10 @@ def pack_checkpoint(model: torch.nn.Module, src_proto: bytes, tgt_proto: bytes, 
     """The dict ``save_checkpoint`` writes: a model (of any registered architecture), its
     tokenizer, the corpus settings and progress, and optionally the training state."""
     spec = model.model_config()
-    if spec["config"].get("arch") == ModelConfig.arch:
-        # The default architecture is implied when absent (unpack_checkpoint); left out, so
-        # that releases from before model.arch existed still read these checkpoints.
-        spec = {**spec, "config": {k: v for k, v in spec["config"].items() if k != "arch"}}
+    # Settings added since the first release are implied at their defaults when absent
+    # (unpack_checkpoint); left out, so that older releases still read Cho checkpoints.
+    implied = {key for key in ADDED_MODEL_SETTINGS if spec["config"].get(key) == getattr(ModelConfig, key)}
+    spec = {**spec, "config": {k: v for k, v in spec["config"].items() if k not in implied}}
     state = {
         "model": model.state_dict(),
         "model_config": spec,

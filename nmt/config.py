@@ -76,6 +76,7 @@ class ModelConfig:
     # Not in Cho et al.: read the source backwards (Sutskever et al. 2014), so the summary
     # is written last by the words the decoder needs first. Helps a fixed-size summary.
     reverse_source: bool = False
+    attention_size: int = 0  # rnnsearch: units of the alignment model (0: hidden_size)
 
 
 @dataclass

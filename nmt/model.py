@@ -154,6 +154,28 @@ class CudnnGRU(nn.Module):
 CELLS = {"cudnn": CudnnGRU, "paper": PaperGRU}
 
 
+def output_layer(maxout_size: int, output_rank: int, vocab_size: int) -> nn.Module:
+    """The softmax layer's matrix G over the maxout units; with ``output_rank``, G = G_l G_r."""
+    if output_rank:
+        return nn.Sequential(nn.Linear(maxout_size, output_rank, bias=False), nn.Linear(output_rank, vocab_size))
+    return nn.Linear(maxout_size, vocab_size)
+
+
+@torch.no_grad()
+def init_as_in_paper(model: nn.Module, rnns: list[nn.Module], embeddings: list[nn.Embedding]) -> None:
+    """Weights N(0, 0.01), the ``rnns``' recurrent matrices orthogonal, biases and PAD embeddings zero."""
+    for name, param in model.named_parameters():
+        if "bias" in name:
+            param.zero_()
+        else:
+            param.normal_(0.0, 0.01)
+    for rnn in rnns:
+        for matrix in rnn.recurrent_matrices():
+            nn.init.orthogonal_(matrix)
+    for embed in embeddings:
+        embed.weight[PAD].zero_()
+
+
 @register_architecture("cho2014")
 class RNNEncoderDecoder(nn.Module):
     """Cho et al. (2014)'s RNN Encoder–Decoder. Shapes: B batch, S source, T target length."""
@@ -178,12 +200,7 @@ class RNNEncoderDecoder(nn.Module):
         self.decoder = gru(emb + hidden, hidden)  # input [e(y_{t-1}); c]
         # Deep output O_h h' + O_y e(y) + O_c c, as one matrix over the concatenation.
         self.deep_output = nn.Linear(hidden + emb + hidden, 2 * maxout)
-        if config.output_rank:  # G = G_l G_r, the paper's rank-100 output matrix
-            self.output = nn.Sequential(
-                nn.Linear(maxout, config.output_rank, bias=False), nn.Linear(config.output_rank, tgt_vocab_size)
-            )
-        else:
-            self.output = nn.Linear(maxout, tgt_vocab_size)
+        self.output = output_layer(maxout, config.output_rank, tgt_vocab_size)  # the paper: rank 100
         self.dropout = nn.Dropout(config.dropout)
         # for_decoding: precompute the terms in c? None = on a CPU only (measured there);
         # scripts/bench_decode.py --summary-terms sets it to measure either way on a GPU.
@@ -191,19 +208,9 @@ class RNNEncoderDecoder(nn.Module):
         if config.paper_init:
             self.reset_parameters_as_in_paper()
 
-    @torch.no_grad()
     def reset_parameters_as_in_paper(self) -> None:
         """Weights N(0, 0.01), recurrent matrices orthogonal, biases zero (Appendix A)."""
-        for name, param in self.named_parameters():
-            if "bias" in name:
-                param.zero_()
-            else:
-                param.normal_(0.0, 0.01)
-        for rnn in (self.encoder, self.decoder):
-            for matrix in rnn.recurrent_matrices():
-                nn.init.orthogonal_(matrix)
-        for embed in (self.src_embed, self.tgt_embed):
-            embed.weight[PAD].zero_()
+        init_as_in_paper(self, [self.encoder, self.decoder], [self.src_embed, self.tgt_embed])
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """src: (B, S) token ids, src_lengths: (B,) -> EncoderOutput.

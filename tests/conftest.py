@@ -60,15 +60,28 @@ def word_corpus_overrides(corpus: Path, cache: Path) -> list[str]:
     ]
 
 
+def train_tiny(folder: Path, corpus: Path, cache: Path, model: list[str], steps: int) -> Path:
+    """A tiny model trained on the word corpus (validating 3 times, all sentences)."""
+    from nmt.training import train
+
+    cfg = compose_config("train", word_corpus_overrides(corpus, cache) + model + [
+        "train=debug", f"train.max_steps={steps}", "train.max_epochs=1000", f"train.val_every={steps // 3}",
+        "train.val_max_sentences=0", "train.max_tokens=512", "train.lr=0.01", "train.log_every=50",
+    ])
+    train(cfg, folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, word_corpus, cache_dir) -> Path:
     """A tiny model that has learned the word corpus (training loss near zero: it reproduces its training targets)."""
-    from nmt.training import train
+    return train_tiny(tmp_path_factory.mktemp("trained-run"), word_corpus, cache_dir, TINY_MODEL, 1500)
 
-    run_dir = tmp_path_factory.mktemp("trained-run")
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
-        "train=debug", "train.max_steps=1500", "train.max_epochs=1000", "train.val_every=500",
-        "train.val_max_sentences=0", "train.max_tokens=512", "train.lr=0.01", "train.log_every=50",
-    ])
-    train(cfg, run_dir)
-    return run_dir
+TINY_RNNSEARCH = ["model=rnnsearch_small", "model.embed_size=16", "model.hidden_size=24", "model.attention_size=20",
+                  "model.maxout_size=12", "model.dropout=0.0"]
+
+
+@pytest.fixture(scope="session")
+def trained_rnnsearch_run(tmp_path_factory, word_corpus, cache_dir) -> Path:
+    """A tiny attention model (model.arch=rnnsearch) trained on the word corpus, for the CLI tests."""
+    return train_tiny(tmp_path_factory.mktemp("trained-rnnsearch-run"), word_corpus, cache_dir, TINY_RNNSEARCH, 600)

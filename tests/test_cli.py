@@ -17,13 +17,19 @@ from nmt.inference import load_translator, translate_lines
 from nmt.lines import read_lines
 
 
+@pytest.fixture(params=["cho2014", "rnnsearch"])
+def any_run(request):
+    """Every command-line test runs with a Cho model and with an attention model."""
+    return request.getfixturevalue("trained_run" if request.param == "cho2014" else "trained_rnnsearch_run")
+
+
 def run_cli(module, *args, stdin=None):
     return subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, timeout=180)
 
 
-def test_translate_stdin_to_stdout_keeps_every_line(trained_run):
+def test_translate_stdin_to_stdout_keeps_every_line(any_run):
     lines = "uno dos\n\n   \nperro gato rojo\n"
-    result = run_cli("nmt.commands.translate", f"ckpt={trained_run}", stdin=lines.encode())
+    result = run_cli("nmt.commands.translate", f"ckpt={any_run}", stdin=lines.encode())
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode().split("\n")
     assert out[-1] == "" and len(out) - 1 == 4
@@ -32,10 +38,10 @@ def test_translate_stdin_to_stdout_keeps_every_line(trained_run):
     assert "translated 4 lines" in result.stderr.decode()
 
 
-def test_translate_files_beam_and_nbest_tsv(tmp_path, trained_run, word_corpus):
+def test_translate_files_beam_and_nbest_tsv(tmp_path, any_run, word_corpus):
     source = word_corpus / "test.es"
     output = tmp_path / "hyps.tsv"
-    cfg = TranslateConfig(ckpt=str(trained_run), input=str(source), output=str(output),
+    cfg = TranslateConfig(ckpt=str(any_run), input=str(source), output=str(output),
                           decode=DecodeConfig(name="greedy"), nbest=3)  # nbest=3 widens the beam to 3
     assert run_translate(cfg) == 0
     rows = [row.split("\t") for row in read_lines(output)]
@@ -57,20 +63,20 @@ def test_translate_files_beam_and_nbest_tsv(tmp_path, trained_run, word_corpus):
     assert [r[4] for r in rows if r[0] in "12"] == ["", ""]  # one empty row per blank line, not K copies
 
 
-def test_translate_cuts_overlong_lines_with_a_warning(trained_run, caplog):
-    translator = load_translator(trained_run, "cpu")
+def test_translate_cuts_overlong_lines_with_a_warning(any_run, caplog):
+    translator = load_translator(any_run, "cpu")
     long_line = " ".join(["uno dos tres"] * 200)
     results = translate_lines(translator, ["uno", long_line], DecodeConfig(), max_source_subwords=10)
     assert len(results) == 2 and all(len(r) == 1 for r in results)
     assert "1 line(s) longer than 10 subwords were cut" in caplog.text
 
 
-def test_translate_invalid_utf8_is_an_error_naming_the_line(trained_run):
-    result = run_cli("nmt.commands.translate", f"ckpt={trained_run}", stdin=b"uno\ndos\n\xff\xfe\n")
+def test_translate_invalid_utf8_is_an_error_naming_the_line(any_run):
+    result = run_cli("nmt.commands.translate", f"ckpt={any_run}", stdin=b"uno\ndos\n\xff\xfe\n")
     assert result.returncode == 1
     assert "<stdin>:3: invalid UTF-8" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
-    replaced = run_cli("nmt.commands.translate", f"ckpt={trained_run}", "replace_invalid_utf8=true",
+    replaced = run_cli("nmt.commands.translate", f"ckpt={any_run}", "replace_invalid_utf8=true",
                        stdin=b"uno\ndos\n\xff\xfe\n")
     assert replaced.returncode == 0 and replaced.stdout.count(b"\n") == 3
 
@@ -121,22 +127,22 @@ def test_evaluate_report_dir_that_is_a_file_is_refused_before_decoding(tmp_path)
         run_evaluate(cfg)
 
 
-def test_input_may_be_a_pipe(trained_run, tmp_path):
+def test_input_may_be_a_pipe(any_run, tmp_path):
     """input=<(...) or /dev/stdin: not a regular file, still something to read."""
-    result = subprocess.run(["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={trained_run} "
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={any_run} "
                              "input=<(printf 'uno dos\\tone two\\n')"], capture_output=True, timeout=180)
     assert result.returncode == 0, result.stderr.decode()
     assert len(result.stdout.decode().splitlines()) == 1
 
 
-def test_evaluate_unknown_split_is_a_clear_error(tmp_path, trained_run):
+def test_evaluate_unknown_split_is_a_clear_error(tmp_path, any_run):
     with pytest.raises(ReportError, match="split='dev': expected one of"):
-        run_evaluate(EvaluateConfig(ckpt=str(trained_run), split="dev", report_dir=str(tmp_path)))
+        run_evaluate(EvaluateConfig(ckpt=str(any_run), split="dev", report_dir=str(tmp_path)))
 
 
-def test_evaluate_decodes_the_test_split_and_writes_the_report(tmp_path, trained_run):
+def test_evaluate_decodes_the_test_split_and_writes_the_report(tmp_path, any_run):
     report_dir = tmp_path / "report"
-    cfg = EvaluateConfig(ckpt=str(trained_run), report_dir=str(report_dir),
+    cfg = EvaluateConfig(ckpt=str(any_run), report_dir=str(report_dir),
                          decode=DecodeConfig(name="beam", beam_size=3), bootstrap_samples=100)
     assert run_evaluate(cfg) == 0
     report = json.loads((report_dir / "report.json").read_text())
@@ -172,7 +178,7 @@ def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
         run_evaluate(EvaluateConfig(hyps=str(short), refs=str(refs), report_dir=str(tmp_path / "x")))
 
 
-def test_score_pairs(tmp_path, trained_run, word_corpus, caplog):
+def test_score_pairs(tmp_path, any_run, word_corpus, caplog):
     pairs = tmp_path / "pairs.tsv"
     src, tgt = read_lines(word_corpus / "train.es")[:5], read_lines(word_corpus / "train.en")[:5]
     wrong = tgt[1:] + tgt[:1]
@@ -180,7 +186,7 @@ def test_score_pairs(tmp_path, trained_run, word_corpus, caplog):
     pairs.write_text("\n".join(rows) + "\n")
     output = tmp_path / "scores.tsv"
     with caplog.at_level("WARNING", logger="nmt.inference"):
-        assert run_score(ScoreConfig(ckpt=str(trained_run), input=str(pairs), output=str(output))) == 0
+        assert run_score(ScoreConfig(ckpt=str(any_run), input=str(pairs), output=str(output))) == 0
     assert "2 pair(s) with an empty side: scored nan" in caplog.text
     scores = [line.split("\t") for line in read_lines(output)]
     assert len(scores) == 12
@@ -192,15 +198,15 @@ def test_score_pairs(tmp_path, trained_run, word_corpus, caplog):
     bad = tmp_path / "bad.tsv"
     bad.write_text("no tab\n")
     with pytest.raises(CorpusError, match=r"bad\.tsv:1: expected source<TAB>target"):
-        run_score(ScoreConfig(ckpt=str(trained_run), input=str(bad)))
+        run_score(ScoreConfig(ckpt=str(any_run), input=str(bad)))
 
 
-def test_interactive_prompt_on_a_terminal(trained_run):
+def test_interactive_prompt_on_a_terminal(any_run):
     import os
     import pty
 
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}"],
+    process = subprocess.Popen([sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
                                stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     os.close(terminal)
     os.write(controller, b"uno dos\n")
@@ -212,8 +218,8 @@ def test_interactive_prompt_on_a_terminal(trained_run):
     assert len(stdout.decode().splitlines()) == 1 and stdout.strip()
 
 
-def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(trained_run):
-    result = run_cli("nmt.commands.evaluate", f"ckpt={trained_run}", "data.path=/somewhere")
+def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(any_run):
+    result = run_cli("nmt.commands.evaluate", f"ckpt={any_run}", "data.path=/somewhere")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert err.startswith("error: data.path=... needs a corpus group: add data=files") and "\n" not in err
@@ -221,14 +227,14 @@ def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(trai
 
 @pytest.mark.parametrize("what", ["missing", "file", "not a run"])
 def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(
-        tmp_path, trained_run, what):
-    target = {"missing": tmp_path / "no" / "such", "file": trained_run / "best.pt", "not a run": tmp_path}[what]
+        tmp_path, any_run, what):
+    target = {"missing": tmp_path / "no" / "such", "file": any_run / "best.pt", "not a run": tmp_path}[what]
     result = run_cli("nmt.commands.train", f"resume={target}")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert "\n" not in err and err.startswith(f"error: resume={target}")
     expected = {"missing": "no such folder", "file": f"is a file: resume takes an nmt-train run folder and "
-                f"continues from its newest intact checkpoint; to continue that run: resume={trained_run}",
+                f"continues from its newest intact checkpoint; to continue that run: resume={any_run}",
                 "not a run": "no config.yaml there"}[what]
     assert expected in err
     assert not (tmp_path / "no").exists() and not (tmp_path / ".hydra").exists()
@@ -245,12 +251,12 @@ def test_command_line_overrides_are_read_as_hydra_reads_them():
                    "forced": "/f", "esc": "/a,b"}
 
 
-def test_resume_of_a_quoted_run_folder_passes_the_check(trained_run, tmp_path):
+def test_resume_of_a_quoted_run_folder_passes_the_check(any_run, tmp_path):
     """A quoted path (Hydra needs quotes around some characters) is the folder, not an error."""
     from nmt.commands.app import command_line_overrides
     from nmt.run_folder import resume_folder_problem
 
-    assert resume_folder_problem(command_line_overrides([f'resume="{trained_run}"'])["resume"]) is None
+    assert resume_folder_problem(command_line_overrides([f'resume="{any_run}"'])["resume"]) is None
 
 
 def test_evaluating_on_other_languages_than_the_checkpoint_warns(caplog):

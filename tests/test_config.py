@@ -127,7 +127,8 @@ def test_a_run_folder_is_never_trained_into_again_without_resume(tmp_path, train
 @pytest.mark.parametrize("command_line, problem", [
     ("train.max_stpes=5", "train.max_stpes is not a setting (OptimConfig in nmt/config.py); did you mean train.max_steps?"),
     ("modle=small", "modle is not a setting (TrainRunConfig in nmt/config.py); did you mean model?"),
-    ("model=smal", "model=smal: no such option; choose from cho2014, small (did you mean model=small?)"),
+    ("model=smal", "model=smal: no such option; choose from cho2014, rnnsearch, rnnsearch_small, small (did you mean "
+                   "model=small?)"),
     ("data=/corpora/de-en", "data=/corpora/de-en: no such option; choose from " + ", ".join(options("data"))
      + " (a folder of text files: data=files data.path=/corpora/de-en)"),
     ("train.max_steps=abc", "train.max_steps=abc: expected a whole number"),
