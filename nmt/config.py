@@ -153,6 +153,7 @@ class TranslateConfig:
     max_source_subwords: int = 250  # longer inputs are cut to this (counted and warned)
     replace_invalid_utf8: bool = False  # False: invalid UTF-8 is an error naming the line
     device: str = "auto"
+    alignments: Optional[str] = None  # a file: per input line, the best translation's attention weights (JSON)
 
 
 @dataclass

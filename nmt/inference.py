@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -101,29 +102,85 @@ def clean_output(text: str) -> str:
     return normalize_text(text)
 
 
+def source_ids(translator: Translator, lines: list[str], max_source_subwords: int = 250) -> list[list[int]]:
+    """The normalized lines' subword ids, each cut to ``max_source_subwords`` (counted in a
+    warning); an empty line (once normalized) gives no ids."""
+    texts = [normalize_text(line) for line in lines]
+    filled = [i for i, text in enumerate(texts) if text]
+    ids: list[list[int]] = [[] for _ in texts]
+    for i, encoded in zip(filled, translator.tokenizer.encode_src([texts[i] for i in filled]) if filled else []):
+        ids[i] = encoded
+    too_long = sum(len(x) > max_source_subwords for x in ids)
+    if too_long:
+        log.warning("%d line(s) longer than %d subwords were cut to that length (max_source_subwords)",
+                    too_long, max_source_subwords)
+        ids = [x[:max_source_subwords] for x in ids]
+    return ids
+
+
 def translate_lines(
     translator: Translator, lines: list[str], decode: DecodeConfig,
     max_source_subwords: int = 250, progress: bool = False,
 ) -> list[list[tuple[str, Hypothesis]]]:
     """Translate raw lines; returns, per line, its n-best (text, hypothesis) pairs. A line
     that is empty once normalized gets one empty translation without touching the model."""
-    texts = [normalize_text(line) for line in lines]
+    src_ids = source_ids(translator, lines, max_source_subwords)
     empty = [("", Hypothesis([], 0.0, 0.0))]
-    out = [empty] * len(texts)
-    filled = [i for i, text in enumerate(texts) if text]
+    out = [empty] * len(src_ids)
+    filled = [i for i, ids in enumerate(src_ids) if ids]
     if not filled:
         return out
-    src_ids = translator.tokenizer.encode_src([texts[i] for i in filled])
-    too_long = sum(len(ids) > max_source_subwords for ids in src_ids)
-    if too_long:
-        log.warning("%d line(s) longer than %d subwords were cut to that length (max_source_subwords)",
-                    too_long, max_source_subwords)
-        src_ids = [ids[:max_source_subwords] for ids in src_ids]
-    hyps = decode_ids(translator.model, src_ids, decode, translator.device, progress)
+    hyps = decode_ids(translator.model, [src_ids[i] for i in filled], decode, translator.device, progress)
     for line, sentence_hyps in zip(filled, hyps):
         decoded = translator.tokenizer.decode_tgt([h.tokens for h in sentence_hyps])
         out[line] = [(clean_output(text), h) for text, h in zip(decoded, sentence_hyps)]
     return out
+
+
+def has_alignments(model) -> bool:
+    """Whether the model attends over the source (RNNsearch), and so has alignments."""
+    return callable(getattr(model, "alignments", None))
+
+
+@torch.inference_mode()
+def align_ids(translator: Translator, src_ids: list[list[int]], tgt_ids: list[list[int]],
+              batch_tokens: int = 8000) -> list[np.ndarray]:
+    """Per pair, the attention weights (one row per target token and the final EOS, one column
+    per source token and its EOS) of the teacher-forced decoder: for a hypothesis found by
+    search, the weights the search saw. An empty source gives a 0 x 0 matrix."""
+    model, device = translator.model.eval(), translator.device
+    results = [np.zeros((0, 0), dtype=np.float32)] * len(src_ids)
+    rows = [i for i, ids in enumerate(src_ids) if ids]
+    if not rows:
+        return results
+    data = ParallelIds.from_lists([src_ids[i] for i in rows], [tgt_ids[i] for i in rows])
+    budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
+    for batch_rows in token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False):
+        batch = data.collate(batch_rows).to(device)
+        with autocast(device):
+            weights = model.alignments(batch.src, batch.src_lengths, batch.tgt_in).float().cpu().numpy()
+        for row, matrix in zip(batch_rows.tolist(), weights):
+            results[rows[row]] = matrix[: data.tgt_lengths[row], : data.src_lengths[row]]
+    return results
+
+
+def alignment_records(translator: Translator, lines: list[str], results: list[list[tuple[str, Hypothesis]]],
+                      max_source_subwords: int = 250) -> list[dict]:
+    """Per line, its best translation's alignment: source and target pieces (each ending in
+    ``</s>``) and the weights, one row per target piece; an empty line gives empty lists."""
+    src_ids = source_ids(translator, lines, max_source_subwords)
+    tgt_ids = [hyps[0][1].tokens for hyps in results]
+    matrices = align_ids(translator, src_ids, tgt_ids)
+    src_sp, tgt_sp = translator.tokenizer.src, translator.tokenizer.tgt
+    records = []
+    for source, target, matrix in zip(src_ids, tgt_ids, matrices):
+        if not source:
+            records.append({"source": [], "target": [], "weights": []})
+            continue
+        records.append({"source": [src_sp.id_to_piece(i) for i in source] + ["</s>"],
+                        "target": [tgt_sp.id_to_piece(i) for i in target] + ["</s>"],
+                        "weights": [[round(float(w), 4) for w in row] for row in matrix]})
+    return records
 
 
 @torch.inference_mode()

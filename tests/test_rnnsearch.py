@@ -3,6 +3,10 @@ attention over real tokens only, batch independence, search, training and resume
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -167,3 +171,47 @@ def test_both_recipes_train(tmp_path, word_corpus, cache_dir, recipe):
         "train.val_max_sentences=2", "train.log_every=1", "evaluate_test=false", "train.max_minutes=0"])
     summary = train(cfg, tmp_path / "run")
     assert summary["steps"] == 3 and summary["skipped_steps"] == 0
+
+
+def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsearch_run):
+    source = tmp_path / "source.txt"
+    source.write_text("uno dos tres\n\ngato\n  \ncinco seis siete ocho\n")
+    output, aligned = tmp_path / "hyps.txt", tmp_path / "alignments.jsonl"
+    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_rnnsearch_run}",
+                             f"input={source}", f"output={output}", f"alignments={aligned}", "decode=beam"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in aligned.read_text().splitlines()]
+    hyps = output.read_text().splitlines()
+    assert len(records) == len(hyps) == 5
+    for i in (1, 3):
+        assert records[i] == {"source": [], "target": [], "weights": []} and hyps[i] == ""
+    translator = load_translator(trained_rnnsearch_run, "cpu")
+    for record, hyp in zip(records, hyps):
+        if not record["source"]:
+            continue
+        weights = torch.tensor(record["weights"])
+        assert record["source"][-1] == record["target"][-1] == "</s>"
+        assert weights.shape == (len(record["target"]), len(record["source"]))
+        assert torch.allclose(weights.sum(1), torch.ones(len(weights)), atol=1e-3)
+        assert translator.tokenizer.tgt.decode_pieces(record["target"][:-1]) == hyp
+    # The weights are those of the sentence alone (batch-mates and padding change nothing).
+    alone = tmp_path / "alone.txt"
+    alone.write_text("gato\n")
+    subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_rnnsearch_run}",
+                    f"input={alone}", f"output={tmp_path / 'alone.out'}", f"alignments={tmp_path / 'alone.jsonl'}",
+                    "decode=beam"], check=True, capture_output=True, timeout=120)
+    single = json.loads((tmp_path / "alone.jsonl").read_text())
+    assert single["target"] == records[2]["target"]
+    assert torch.allclose(torch.tensor(single["weights"]), torch.tensor(records[2]["weights"]), atol=2e-4)
+
+
+def test_alignments_of_a_model_without_attention_are_a_one_line_error(tmp_path, trained_run):
+    aligned = tmp_path / "alignments.jsonl"
+    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}",
+                             f"alignments={aligned}"], input="uno\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: alignments={aligned}: {trained_run / 'best.pt'} has no attention, so no "
+                                     "alignments (the Cho et al. model reads one summary vector); use an attention "
+                                     "model (model=rnnsearch)")
+    assert not aligned.exists()

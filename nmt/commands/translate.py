@@ -8,21 +8,28 @@ An empty or whitespace-only line gives an empty line; a line longer than
 invalid UTF-8 is an error naming the line unless ``replace_invalid_utf8=true``.
 With ``nbest=K`` (or ``decode.nbest=K``) the output is TSV, K rows per input line:
 ``line<TAB>rank<TAB>normalized_score<TAB>log_prob<TAB>translation`` (line and rank from 0);
-an empty line gets one row, with an empty translation.
+an empty line gets one row, with an empty translation. With ``alignments=FILE`` (an
+attention model), FILE gets one JSON line per input line: the best translation's
+``{"source": pieces, "target": pieces, "weights": rows}`` (pieces end in ``</s>``; one
+row of source weights per target piece); an empty line gives empty lists.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from nmt.commands.app import hydra_command
 from nmt.commands.files import check_input, check_output, count_lines, input_chunks, output_stream
 from nmt.config import TranslateConfig
-from nmt.inference import Translator, load_translator, translate_lines
+from nmt.errors import SettingError
+from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
 from nmt.search import Hypothesis
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,14 @@ def run_translate(cfg: TranslateConfig) -> int:
         cfg.decode.beam_size = max(cfg.decode.beam_size, cfg.nbest)
     check_input(cfg.input)
     check_output(cfg.output, cfg.input)
+    if cfg.alignments is not None:
+        check_output(cfg.alignments, cfg.input)
+        if cfg.output is not None and Path(cfg.alignments).resolve() == Path(cfg.output).resolve():
+            raise SettingError(f"alignments={cfg.alignments} is also output=: give the alignments a file of their own")
     translator = load_translator(cfg.ckpt, cfg.device)
+    if cfg.alignments is not None and not has_alignments(translator.model):
+        raise SettingError(f"alignments={cfg.alignments}: {translator.name} has no attention, so no alignments "
+                           "(the Cho et al. model reads one summary vector); use an attention model (model=rnnsearch)")
     if cfg.input is None and sys.stdin.isatty():
         interactive(translator, cfg)
         return 0
@@ -70,11 +84,15 @@ def run_translate(cfg: TranslateConfig) -> int:
     # written (in order) as soon as they are done.
     start, n_lines = time.perf_counter(), 0
     total = count_lines(cfg.input) if cfg.input is not None else None
-    with output_stream(cfg.output) as out, tqdm(total=total, desc="translating", unit="line", leave=False,
-                                                disable=cfg.input is None) as bar:
+    aligned = output_stream(cfg.alignments) if cfg.alignments is not None else contextlib.nullcontext()
+    with output_stream(cfg.output) as out, aligned as alignments, tqdm(
+            total=total, desc="translating", unit="line", leave=False, disable=cfg.input is None) as bar:
         for lines in input_chunks(cfg.input, cfg.replace_invalid_utf8):
             results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords)
             out.write("".join(row + "\n" for row in format_output(results, cfg.decode.nbest, n_lines)))
+            if alignments is not None:
+                records = alignment_records(translator, lines, results, cfg.max_source_subwords)
+                alignments.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
             n_lines += len(lines)
             bar.update(len(lines))
     seconds = time.perf_counter() - start
