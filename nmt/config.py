@@ -164,7 +164,9 @@ class EvaluateConfig:
     hyps: Optional[str] = None
     refs: Optional[str] = None
     srcs: Optional[str] = None  # optional sources for hyps= / refs= (length buckets, examples)
-    compare: Optional[str] = None  # another system's hypotheses: paired bootstrap test
+    compare: Optional[str] = None  # another system's hypotheses: paired bootstrap test, BLEU by length of both
+    compare_ckpt: Any = None  # or another checkpoint (or ensemble), decoded on the same split for the same
+    n_alignments: int = 3  # attention models: alignment heatmaps of this many example sentences
     report_dir: str = "report"
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     bootstrap_samples: int = 1000

@@ -169,6 +169,7 @@ def build_report(
     examples: Sequence[Mapping[str, Any]] | None = None,
     corpus: Mapping[str, Any] | str | None = None,
     checkpoint: str | Path | None = None,
+    figures: Sequence[Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Assemble the ``report.json`` dict from the pieces of an evaluation.
 
@@ -183,6 +184,7 @@ def build_report(
         examples: e.g. from :func:`make_examples`.
         corpus: a name/split dict or file names.
         checkpoint: the evaluated checkpoint, if any.
+        figures: more figures in the report folder, ``[{"title", "file"}]`` (``nmt.plots``).
     """
     return _jsonable(
         {
@@ -202,6 +204,7 @@ def build_report(
             "examples": list(examples or []),
             "corpus": corpus,
             "checkpoint": checkpoint,
+            "figures": list(figures or []),
             "sacrebleu_version": sacrebleu.__version__,
         }
     )
@@ -363,6 +366,8 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
             out.append(f"  - Hypothesis: {_md(ex.get('hypothesis', ''))}")
         out.append("")
 
+    for figure in report.get("figures") or []:
+        out += [f"## {_md(figure['title'])}", "", f"![{_md(figure['title'])}]({figure['file']})", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

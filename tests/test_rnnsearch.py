@@ -215,3 +215,21 @@ def test_alignments_of_a_model_without_attention_are_a_one_line_error(tmp_path, 
                                      "alignments (the Cho et al. model reads one summary vector); use an attention "
                                      "model (model=rnnsearch)")
     assert not aligned.exists()
+
+
+def test_evaluate_draws_alignments_and_both_systems_by_length(tmp_path, trained_rnnsearch_run, trained_run):
+    report_dir = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"ckpt={trained_rnnsearch_run}",
+                             f"compare_ckpt={trained_run}", "decode=greedy", "bootstrap_samples=20",
+                             "n_alignments=2", f"report_dir={report_dir}"], capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((report_dir / "report.json").read_text())
+    files = [figure["file"] for figure in report["figures"]]
+    assert files[0] == "bleu_by_length_compared.png" and len(files) == 3
+    assert all(name.startswith("alignment-") for name in files[1:])
+    for name in files:
+        assert (report_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in (report_dir / "report.md").read_text()
+    assert report["compare"]["other_name"] == str(trained_run / "best.pt")
+    assert [example["line"] for example in report["examples"][:2]] == [int(f[10:-4]) for f in files[1:]]

@@ -4,7 +4,9 @@
     nmt-evaluate ckpt=outputs/RUN decode=greedy split=validation report_dir=report-val
     nmt-evaluate hyps=hyps.txt refs=refs.txt srcs=src.txt compare=baseline.txt
 
-Writes report.md, report.json, hypotheses.txt and bleu_by_length.png into report_dir.
+Writes report.md, report.json, hypotheses.txt and bleu_by_length.png into report_dir; with
+``compare=`` / ``compare_ckpt=`` both systems' BLEU by length (bleu_by_length_compared.png),
+and for an attention model heatmaps of a few examples' alignments (alignment-LINE.png).
 """
 
 from __future__ import annotations
@@ -12,16 +14,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nmt import metrics, report
+from nmt import metrics, plots, report
 from nmt.commands.app import hydra_command, refuse
 from nmt.commands.files import check_not_overwritten
 from nmt.config import CONF_DIR, DataConfig, EvaluateConfig
 from nmt.data import SPLITS, load_corpus
 from nmt.errors import ReportError
-from nmt.inference import load_translator, translate_lines
+from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,23 @@ def corpus_for(cfg: EvaluateConfig, trained: DataConfig) -> DataConfig:
     return data
 
 
-def decode_split(cfg: EvaluateConfig):
-    """Translate ``cfg.split`` with the checkpoint; returns sources, references, hypotheses and facts."""
-    translator = load_translator(cfg.ckpt, cfg.device)
+@dataclass
+class Decoded:
+    """A checkpoint's translations of a split, and what the report says about them."""
+
+    sources: list[str]
+    refs: list[str]
+    hyps: list[str]
+    results: list  # per sentence, its n-best (text, Hypothesis) pairs
+    speed: dict
+    model: dict
+    corpus: dict
+    translator: Translator
+
+
+def decode_split(cfg: EvaluateConfig, ckpt) -> Decoded:
+    """Translate ``cfg.split`` with ``ckpt`` (a run, a checkpoint file or a list: an ensemble)."""
+    translator = load_translator(ckpt, cfg.device)
     data = corpus_for(cfg, translator.checkpoint.data_config)
     if cfg.split not in SPLITS:
         raise ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
@@ -55,7 +71,6 @@ def decode_split(cfg: EvaluateConfig):
     start = time.perf_counter()
     results = translate_lines(translator, sources, cfg.decode, progress=True)
     seconds = time.perf_counter() - start
-    hyps = [hyps[0][0] for hyps in results]
     tokens = sum(len(hyps[0][1].tokens) + 1 for hyps in results)  # generated subwords, EOS included
     speed = {
         "seconds": round(seconds, 3),
@@ -67,7 +82,22 @@ def decode_split(cfg: EvaluateConfig):
     model = {**asdict(checkpoint.model_config), "step": checkpoint.step,
              "src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
-    return sources, refs, hyps, speed, model, corpus, translator.name
+    return Decoded(sources, refs, [hyps[0][0] for hyps in results], results, speed, model, corpus, translator)
+
+
+def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, n: int) -> list[dict]:
+    """Heatmaps of the attention model's alignments for the first ``n`` examples."""
+    chosen = [example["line"] - 1 for example in examples[:n]]
+    lines = [decoded.sources[i] for i in chosen]
+    records = alignment_records(decoded.translator, lines, [decoded.results[i] for i in chosen])
+    figures = []
+    for line, record in zip(chosen, records):
+        if record["source"]:
+            name = f"alignment-{line + 1}.png"
+            plots.plot_alignment(record["source"], record["target"], record["weights"], report_dir / name,
+                                 f"line {line + 1}")
+            figures.append({"title": f"Alignment of line {line + 1}", "file": name})
+    return figures
 
 
 def run_evaluate(cfg: EvaluateConfig) -> int:
@@ -76,6 +106,9 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     check_not_overwritten([Path(cfg.report_dir) / name for name in report.REPORT_FILES],
                           {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
                           "choose another report_dir=")
+    if cfg.compare_ckpt is not None and (cfg.ckpt is None or cfg.hyps is not None):
+        raise ReportError("compare_ckpt= decodes the split as ckpt= does: give ckpt= (with hyps=, use compare=FILE)")
+    decoded = None
     if cfg.hyps is not None:
         if cfg.ckpt is not None:
             log.warning("hyps= given: scoring that file; ckpt=%s is not used", cfg.ckpt)
@@ -89,22 +122,36 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         speed = model = decoding = checkpoint = None
         corpus = {"hyps": cfg.hyps, "refs": cfg.refs}
     elif cfg.ckpt is not None:
-        sources, refs, hyps, speed, model, corpus, checkpoint = decode_split(cfg)
-        decoding = asdict(cfg.decode)
+        decoded = decode_split(cfg, cfg.ckpt)
+        sources, refs, hyps, speed, model = decoded.sources, decoded.refs, decoded.hyps, decoded.speed, decoded.model
+        corpus, checkpoint, decoding = decoded.corpus, decoded.translator.name, asdict(cfg.decode)
     else:
         raise ReportError("give ckpt=RUN_DIR_OR_FILE (decode a split) or hyps=FILE refs=FILE")
 
     scores = metrics.corpus_scores(hyps, refs, cfg.bootstrap_samples)
     by_length = metrics.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
-    compare = None
+    compare, other, figures = None, None, []
     if cfg.compare is not None:
-        other = report.read_lines(cfg.compare, "compare")
+        other, other_name = report.read_lines(cfg.compare, "compare"), Path(cfg.compare).name
         metrics.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
+    elif cfg.compare_ckpt is not None:
+        other_decoded = decode_split(cfg, cfg.compare_ckpt)
+        other, other_name = other_decoded.hyps, other_decoded.translator.name
+    if other is not None:
+        this_name = checkpoint or "this system"
         compare = metrics.paired_bootstrap(hyps, other, refs, cfg.bootstrap_samples,
-                                           system_name="this system", other_name=Path(cfg.compare).name)
+                                           system_name="this system", other_name=other_name)
+        if sources:
+            other_by_length = metrics.bleu_by_length([len(s.split()) for s in sources], other, refs)
+            plots.plot_bleu_by_length_systems({this_name: by_length, other_name: other_by_length},
+                                              Path(cfg.report_dir) / "bleu_by_length_compared.png")
+            figures.append({"title": "BLEU by source sentence length, both systems",
+                            "file": "bleu_by_length_compared.png"})
     examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
+    if decoded is not None and has_alignments(decoded.translator.model) and cfg.n_alignments:
+        figures += alignment_figures(decoded, examples, Path(cfg.report_dir), cfg.n_alignments)
     built = report.build_report(scores, by_length, speed=speed, model=model, decoding=decoding, compare=compare,
-                                examples=examples, corpus=corpus, checkpoint=checkpoint)
+                                examples=examples, corpus=corpus, checkpoint=checkpoint, figures=figures)
     written = report.write_report(cfg.report_dir, built, hyps, examples)
     ci = built["ci95"]["bleu"]
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""

@@ -1,0 +1,61 @@
+"""Figures of an evaluation besides the BLEU-by-length plot (``nmt.report``): an attention
+model's alignments (Bahdanau et al. 2015, Fig. 3) and two systems' BLEU by source length
+in one plot (their Fig. 2). Matplotlib's object API on an Agg canvas: no window, no
+pyplot state, works on a headless machine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_alignment(source: Sequence[str], target: Sequence[str], weights: Sequence[Sequence[float]],
+                   path: str | Path, title: str = "") -> Path:
+    """A heatmap of one sentence's attention weights: source pieces along the top, output
+    pieces down the side, white = 0 and black = 1 (as the paper's Fig. 3)."""
+    fig = _figure(max(3.0, 0.32 * len(source) + 1.5), max(2.5, 0.3 * len(target) + 1.5))
+    ax = fig.add_subplot()
+    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(source)), source, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(target)), target, fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9, pad=12)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_bleu_by_length_systems(systems: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
+                                title: str = "BLEU by source sentence length") -> Path:
+    """BLEU against the source-length bucket, one line per system (``nmt.metrics.bleu_by_length`` rows)."""
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    buckets = next((list(r["bucket"] for r in rows) for rows in systems.values() if rows), [])
+    for name, rows in systems.items():
+        ax.plot(range(len(rows)), [float(r["bleu"]) for r in rows], marker="o", label=name)
+    ax.set_xticks(range(len(buckets)), [str(b) for b in buckets])
+    ax.set_xlabel("source sentence length (words)")
+    ax.set_ylabel("BLEU")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="best", frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
