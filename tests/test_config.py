@@ -91,8 +91,8 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
 
 
 @pytest.mark.parametrize("command, groups", [
-    ("train", ["data", "model", "train"]), ("translate", ["decode"]), ("evaluate", ["data", "decode"]), ("score", []),
-    ("average", []),
+    ("train", ["data", "model", "train", "experiment"]), ("translate", ["decode"]), ("evaluate", ["data", "decode"]),
+    ("score", []), ("average", []),
 ])
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):
     """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""
@@ -155,3 +155,24 @@ def test_good_command_lines_pass_the_check(command_line):
 
     for key, value in command_line_overrides([command_line]).items():
         assert setting_problem(key, value, TrainRunConfig) is None
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_passes_the_checks(experiment):
+    from nmt.config import check_ranges
+    from nmt.training import check_settings
+
+    cfg = compose_config("train", [f"+experiment={experiment}"])
+    check_ranges(cfg)
+    check_settings(cfg)
+
+
+def test_the_tuned_experiment_is_the_readme_s_six_overrides():
+    """+experiment=bible_cho_tuned reproduces the README's results row with one short command."""
+    tuned = compose_config("train", ["+experiment=bible_cho_tuned"])
+    spelled_out = compose_config("train", [
+        "model=cho2014", "model.embed_size=512", "model.output_rank=0", "model.paper_init=false", "model.dropout=0.3",
+        "model.reverse_source=true", "train.label_smoothing=0.1", "train.max_tokens=8192"])
+    assert tuned == spelled_out
+    assert compose_config("train", ["+experiment=bible_cho_paper"]) == compose_config(
+        "train", ["model=cho2014", "train=paper"])

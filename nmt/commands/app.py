@@ -213,6 +213,8 @@ def setting_problem(key: str, value: str, schema: type) -> str | None:
     """
     if key.startswith("hydra"):  # hydra.run.dir=..., hydra/job_logging=...: Hydra's own
         return None
+    if "." not in key and key not in typing.get_type_hints(schema) and (CONF_DIR / key).is_dir():
+        return _option_problem(key, value)  # +experiment=NAME: a group with no setting of its own
     schema_now, prefix = schema, ""
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -227,13 +229,9 @@ def setting_problem(key: str, value: str, schema: type) -> str | None:
             continue
         group = CONF_DIR / key.replace(".", "/")
         if nested is not None and group.is_dir():  # e.g. model=small: a file in conf/model
-            options = sorted(path.stem for path in group.glob("*.yaml"))
-            if value not in options:
-                close = difflib.get_close_matches(value, options, n=1)
-                hint = f" (did you mean {key}={close[0]}?)" if close else ""
-                if key == "data" and ("/" in value or Path(value).exists()):
-                    hint = f" (a folder of text files: data=files data.path={value})"
-                return f"{key}={value}: no such option; choose from {', '.join(options)}{hint}"
+            problem = _option_problem(key, value)
+            if problem:
+                return problem
         kinds = {int: "a whole number", float: "a number", bool: "true or false"}
         annotation = hints[part]  # a number, a flag, or Optional[one of them]; lists are left to Hydra
         union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
@@ -242,6 +240,18 @@ def setting_problem(key: str, value: str, schema: type) -> str | None:
         if kind is not None and not _parses_as(value, kind):
             return f"{key}={value}: expected {kinds[kind]}"
     return None
+
+
+def _option_problem(group: str, value: str) -> str | None:
+    """Why ``group=value`` names no file ``conf/<group>/<value>.yaml``, or None."""
+    options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    if value in options:
+        return None
+    close = difflib.get_close_matches(value, options, n=1)
+    hint = f" (did you mean {group}={close[0]}?)" if close else ""
+    if group == "data" and ("/" in value or Path(value).exists()):
+        hint = f" (a folder of text files: data=files data.path={value})"
+    return f"{group}={value}: no such option; choose from {', '.join(options)}{hint}"
 
 
 def _parses_as(value: str, kind: type) -> bool:
