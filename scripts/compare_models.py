@@ -1,0 +1,107 @@
+"""The Cho et al. model against RNNsearch on one budget, side by side (issue 13).
+
+Trains ``+experiment=bible_small_cpu`` (model=small) and
+``+experiment=bible_rnnsearch_small_cpu`` (model=rnnsearch_small) on the embedded Bible
+corpus for the same wall-clock budget, at the same time, one thread each (so on a
+2-core machine each has a core), then evaluates both with beam 5 on the test split
+(``nmt-evaluate ... compare_ckpt=``: the paired bootstrap test and both systems' BLEU by
+source length in one plot) and prints JSON lines: one per model, then a summary with the
+targets of issue 13 (attention BLEU >= 1.5x the Cho model's; its BLEU on 40+-word
+sentences within 2 points of its BLEU on 10-19-word ones).
+
+    python scripts/compare_models.py --minutes 15 --out docs/results/DATE-cpu-compare/bench.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import JsonLines, common_fields  # noqa: E402
+
+from nmt.lines import read_lines  # noqa: E402
+from nmt.metrics import bleu_by_length  # noqa: E402
+
+MODELS = {"cho2014": "bible_small_cpu", "rnnsearch": "bible_rnnsearch_small_cpu"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default="runs/compare-models", help="folder of the two runs and the report")
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each model")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    args = parser.parse_args()
+    out, work = JsonLines(args.out), Path(args.work)
+    runs = {arch: work / arch for arch in MODELS}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    training = [subprocess.Popen([sys.executable, "-m", "nmt.commands.train", f"+experiment={experiment}",
+                                  f"train.max_minutes={args.minutes}", "evaluate_test=false",
+                                  f"hydra.run.dir={runs[arch]}"], env=env)
+                for arch, experiment in MODELS.items() if not (runs[arch] / "summary.json").exists()]
+    if any(proc.wait() != 0 for proc in training):
+        sys.exit("a training run failed; see its train.log")
+    report_dir = work / "report"
+    subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"ckpt={runs['rnnsearch']}",
+                    f"compare_ckpt={runs['cho2014']}", "decode=beam", f"decode.beam_size={args.beam}",
+                    f"report_dir={report_dir}", "device=cpu"], check=True)
+    report = json.loads((report_dir / "report.json").read_text())
+    # The Cho model's own report: its speed, and its hypotheses for the by-length rows below.
+    cho_report_dir = work / "report-cho2014"
+    subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"ckpt={runs['cho2014']}", "decode=beam",
+                    f"decode.beam_size={args.beam}", f"report_dir={cho_report_dir}", "device=cpu"], check=True)
+    reports = {"rnnsearch": report, "cho2014": json.loads((cho_report_dir / "report.json").read_text())}
+    test = _test_split()  # the sentences nmt-evaluate decoded, in its order
+    sources, refs = list(test["src"]), list(test["tgt"])
+    records = {}
+    for arch, built in reports.items():
+        hyps = read_lines((report_dir if arch == "rnnsearch" else cho_report_dir) / "hypotheses.txt")
+        rows = bleu_by_length([len(s.split()) for s in sources], hyps, refs, bucket_edges=(10, 20, 40))
+        by_bucket = {row["bucket"]: round(row["bleu"], 2) for row in rows}
+        summary = json.loads((runs[arch] / "summary.json").read_text())
+        records[arch] = {"test_bleu": round(built["bleu"], 2), "bleu_10_19": by_bucket.get("10-19"),
+                         "bleu_40_plus": by_bucket.get("40+")}
+        out.emit({**common_fields("compare_models", torch.device("cpu")), "model": arch,
+                  "experiment": MODELS[arch], "train_minutes": args.minutes, "steps": summary["steps"],
+                  "epochs": summary["epochs"], "best_val_bleu": round(summary["best_val_bleu"], 2),
+                  "beam": args.beam, "test_bleu": records[arch]["test_bleu"], "test_chrf": round(built["chrf"], 2),
+                  "bleu_ci95": built["ci95"]["bleu"], "bleu_by_length": by_bucket,
+                  "sentences_per_s": built["speed"]["sentences_per_s"]})
+    attention, cho = records["rnnsearch"], records["cho2014"]
+    ratio = attention["test_bleu"] / cho["test_bleu"] if cho["test_bleu"] else None
+    gap = (attention["bleu_10_19"] - attention["bleu_40_plus"]) if attention["bleu_40_plus"] is not None else None
+    out.emit({**common_fields("compare_models_summary", torch.device("cpu")),
+              "bleu_ratio_rnnsearch_over_cho": None if ratio is None else round(ratio, 3),
+              "target_min_bleu_ratio": 1.5, "met_bleu_ratio": None if ratio is None else ratio >= 1.5,
+              "rnnsearch_bleu_10_19_minus_40_plus": None if gap is None else round(gap, 2),
+              "target_max_gap": 2.0, "met_gap": None if gap is None else gap <= 2.0,
+              "paired_test": {k: report["compare"].get(k) for k in ("bleu", "chrf") if report.get("compare")},
+              "joint_plot": str(report_dir / "bleu_by_length_compared.png")})
+    if args.out:  # the plots and reports beside the JSON lines
+        target = Path(args.out).parent
+        for folder, name in ((report_dir, "rnnsearch"), (cho_report_dir, "cho2014")):
+            shutil.copytree(folder, target / f"report-{name}", dirs_exist_ok=True)
+        for arch, run_dir in runs.items():
+            for name in ("config.yaml", "metrics.jsonl", "summary.json", "curves.png", "train.log"):
+                if (run_dir / name).exists():
+                    (target / arch).mkdir(parents=True, exist_ok=True)
+                    shutil.copy(run_dir / name, target / arch / name)
+
+
+def _test_split():
+    from nmt.config import DataConfig
+    from nmt.data import load_corpus
+
+    return load_corpus(DataConfig(), splits=("test",))["test"]
+
+
+if __name__ == "__main__":
+    main()
