@@ -198,8 +198,8 @@ def map_rebuilding_damaged_cache(table: datasets.Dataset, what: str, **map_args)
     try:
         return table.map(**map_args)
     except (OSError, pa.ArrowException) as err:
-        if map_args.get("load_from_cache_file") is False:
-            raise
+        if map_args.get("load_from_cache_file") is False or getattr(err, "errno", None) is not None:
+            raise  # a full disk or a permission, not a damaged file (pyarrow's read errors carry no errno)
         log.warning("%s cannot be read (%s); rebuilding it", what, str(err).splitlines()[0] if str(err) else err)
         return table.map(**{**map_args, "load_from_cache_file": False})
 

@@ -48,11 +48,11 @@ def check_ensemble_members(checkpoints: list[Checkpoint]) -> None:
 def average_checkpoints(paths: list[str | Path]) -> Checkpoint:
     """The checkpoint whose weights are the mean of these checkpoints' weights (summed in
     float64, cast back to each tensor's type); its settings, tokenizer and step are those
-    of the last path. All must be of one architecture, size and tokenizer; one model's
-    weights are held at a time besides the sums."""
+    of the last path. All must be of one architecture, size and tokenizer; one
+    checkpoint is held at a time besides the sums."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
-    first, sums = None, {}
+    first, sums, last_state = None, {}, {}
     for path in paths:
         checkpoint = read_checkpoint(resolve_checkpoint(path))
         if first is None:
@@ -64,12 +64,10 @@ def average_checkpoints(paths: list[str | Path]) -> Checkpoint:
         for name, tensor in checkpoint.model_state.items():
             if tensor.is_floating_point():
                 sums[name] = sums[name] + tensor.double() if name in sums else tensor.double()
-        last = checkpoint
-        if checkpoint is not first:
-            first.model_state = {}  # only the sums (and the last model's layout) are needed
-    last.training = None
+        last, last_state = checkpoint, checkpoint.model_state
+        checkpoint.model_state, checkpoint.training = {}, None  # the sums hold what is needed
     last.model_state = {name: (sums[name] / len(paths)).to(tensor.dtype) if name in sums else tensor
-                        for name, tensor in last.model_state.items()}
+                        for name, tensor in last_state.items()}
     return last
 
 

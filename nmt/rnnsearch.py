@@ -97,10 +97,15 @@ class RNNSearch(nn.Module):
         if config.paper_init:
             self.reset_parameters_as_in_paper()
 
+    @torch.no_grad()
     def reset_parameters_as_in_paper(self) -> None:
-        """Weights N(0, 0.01), recurrent matrices orthogonal, biases zero, as for the Cho model."""
+        """Appendix B.1: recurrent matrices orthogonal, W_a and U_a N(0, 0.001²), v_a and the
+        biases zero, every other weight N(0, 0.01²)."""
         init_as_in_paper(self, [self.forward_encoder, self.backward_encoder, self.decoder],
                          [self.src_embed, self.tgt_embed])
+        self.query.weight.normal_(0.0, 0.001)
+        self.keys.weight.normal_(0.0, 0.001)
+        self.energy.weight.zero_()
 
     # ----------------------------------------------------------------- encoder
 

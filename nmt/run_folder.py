@@ -205,12 +205,11 @@ def has_trained(run_dir: Path) -> bool:
 def new_run_problem(run_dir: Path, named_as: str = "") -> str | None:
     """Why a new run cannot start in ``run_dir`` (spelled ``named_as`` on the command line), or None."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
+    if not (run_dir / "config.yaml").exists() or not has_trained(run_dir):
+        # A run that never trained (it failed or was killed during set-up or its first epoch)
+        # has nothing to lose: a new run may take its folder, or resume= start it again.
         return None
     where = named_as or str(run_dir)
-    if not has_trained(run_dir):
-        return (f"{where} holds an nmt-train run that has saved no checkpoint yet: start it again with "
-                f"resume={run_dir} (from step 0, with its config.yaml), or choose another folder")
     return f"{where} already holds an nmt-train run: continue it with resume={run_dir}, or choose another folder"
 
 

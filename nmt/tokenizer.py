@@ -22,7 +22,7 @@ import pyarrow as pa
 import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
-from nmt.data import arrow_problem, text_column, worker_processes
+from nmt.data import arrow_problem, map_rebuilding_damaged_cache, text_column, worker_processes
 from nmt.errors import CorpusError, SettingError, check_choice
 from nmt.tokens import BOS, EOS, PAD, UNK
 
@@ -263,8 +263,9 @@ def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_di
         if problem:
             log.warning("%s: damaged cache file (%s); tokenizing %s again", cache_file, problem, split)
             cache_file.unlink()
-        out[split] = table.map(
-            encode,
+        out[split] = map_rebuilding_damaged_cache(  # also the shards of num_proc > 1, which the check above misses
+            table, f"the tokenized {split} split cached under {cache_dir}",
+            function=encode,
             batched=True,
             batch_size=2000,
             num_proc=worker_processes(num_proc, len(table)),

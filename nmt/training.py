@@ -25,7 +25,7 @@ from nmt.checkpoint import (
 from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges
 from nmt.data import describe, load_corpus, text_column
 from nmt.ensemble import save_average
-from nmt.errors import RunFolderError, SettingError
+from nmt.errors import CheckpointError, RunFolderError, SettingError
 from nmt.inference import decode_ids
 from nmt.metrics import bleu_and_chrf
 from nmt.optim import check_optim_settings
@@ -163,8 +163,8 @@ def resume_trainer(trainer: Trainer, cfg: TrainRunConfig) -> None:
     """Restore the newest intact checkpoint of the trainer's run (none yet: start at step 0);
     metrics.jsonl keeps the validations up to it; config.yaml takes the resume's overrides."""
     run_dir = trainer.run_dir
-    if has_step_checkpoints(run_dir):
-        trainer.restore(load_for_resume(run_dir, log))
+    if has_step_checkpoints(run_dir) or any(run_dir.glob("*.pt")):
+        trainer.restore(load_for_resume(run_dir, log))  # only best.pt, say: an error, never a restart
     else:
         log.info("%s: no checkpoint saved yet; starting the run from step 0 with its config.yaml", run_dir)
     run_folder.drop_metrics_after(run_dir, trainer.progress.step)
@@ -202,8 +202,11 @@ def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:
         if len(steps) < trainer.opt.average_last:
             log.warning("train.average_last=%d: the run saved %d step checkpoint(s); averaging those",
                         trainer.opt.average_last, len(steps))
-        if steps:
-            averaged = save_average(steps, run_dir / "averaged.pt")
+        try:
+            averaged = save_average(steps, run_dir / "averaged.pt") if steps else None
+        except CheckpointError as err:  # e.g. a damaged step checkpoint that a resume fell back past
+            log.warning("train.average_last: no averaged.pt (%s); nmt-average can average other checkpoints", err)
+        if averaged is not None:
             summary["averaged_steps"] = [int(STEP_CHECKPOINT.fullmatch(path.name)[1]) for path in steps]
             log.info("averaged.pt: the mean of %s", ", ".join(path.name for path in steps))
     if test is not None and reason != "signal" and (run_dir / "best.pt").exists():

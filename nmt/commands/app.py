@@ -90,6 +90,10 @@ def hydra_command(config_name: str, schema: type, run: Callable[[Any], int],
             if on_exit is not None:
                 on_exit(exit_.code)
             raise
+        except BaseException:  # a traceback (NMT_DEBUG=1, a bug, CUDA out of memory) or a second Ctrl-C
+            if on_exit is not None:
+                on_exit(1)
+            raise
 
     def main() -> None:
         overrides = check_command_line(schema)

@@ -55,12 +55,14 @@ class Decoded:
     model: dict
     corpus: dict
     translator: Translator
+    data: DataConfig
 
 
-def decode_split(cfg: EvaluateConfig, ckpt) -> Decoded:
-    """Translate ``cfg.split`` with ``ckpt`` (a run, a checkpoint file or a list: an ensemble)."""
+def decode_split(cfg: EvaluateConfig, ckpt, data: DataConfig | None = None) -> Decoded:
+    """Translate ``cfg.split`` with ``ckpt`` (a run, a checkpoint file or a list: an ensemble), of
+    ``data`` (default: ``data=``, else the corpus the checkpoint was trained on)."""
     translator = load_translator(ckpt, cfg.device)
-    data = corpus_for(cfg, translator.checkpoint.data_config)
+    data = data or corpus_for(cfg, translator.checkpoint.data_config)
     if cfg.split not in SPLITS:
         raise ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
     # Only the split scored is read and cleaned (a Hub dataset is still prepared whole on first use).
@@ -82,7 +84,7 @@ def decode_split(cfg: EvaluateConfig, ckpt) -> Decoded:
     model = {**asdict(checkpoint.model_config), "step": checkpoint.step,
              "src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
-    return Decoded(sources, refs, [hyps[0][0] for hyps in results], results, speed, model, corpus, translator)
+    return Decoded(sources, refs, [hyps[0][0] for hyps in results], results, speed, model, corpus, translator, data)
 
 
 def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, n: int) -> list[dict]:
@@ -135,7 +137,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         other, other_name = report.read_lines(cfg.compare, "compare"), Path(cfg.compare).name
         metrics.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
     elif cfg.compare_ckpt is not None:
-        other_decoded = decode_split(cfg, cfg.compare_ckpt)
+        other_decoded = decode_split(cfg, cfg.compare_ckpt, decoded.data)  # the same sentences, whatever it trained on
         other, other_name = other_decoded.hyps, other_decoded.translator.name
     if other is not None:
         this_name = checkpoint or "this system"

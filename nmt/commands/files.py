@@ -13,6 +13,9 @@ from pathlib import Path
 from nmt.errors import SettingError
 from nmt.lines import line_chunks, read_lines, split_lines
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def check_input(path: str | None, expected: str = "a text file, one sentence per line") -> None:
     """Fail on a missing input= file before the checkpoint is loaded, naming the setting."""
@@ -92,9 +95,14 @@ def output_stream(path: str | None):
 
         yield Flushing()
         return
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # through a symbolic link, to the file it names
+    if target.exists() and not target.is_file():  # /dev/null, a FIFO: written as it is
+        with open(target, "w", encoding="utf-8") as out:
+            yield out
+        return
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # temporary files are private (0600); outputs need not be
         with open(fd, "w", encoding="utf-8") as out:
             yield out
         os.replace(tmp, target)

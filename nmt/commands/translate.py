@@ -78,12 +78,15 @@ def run_translate(cfg: TranslateConfig) -> int:
         raise SettingError(f"alignments={cfg.alignments}: {translator.name} has no attention, so no alignments "
                            "(the Cho et al. model reads one summary vector); use an attention model (model=rnnsearch)")
     if cfg.input is None and sys.stdin.isatty():
+        if cfg.alignments is not None:
+            raise SettingError(f"alignments={cfg.alignments} needs input=FILE or a piped stdin, not the prompt")
         interactive(translator, cfg)
         return 0
     # Chunk by chunk: memory stays flat for any input, and each chunk's translations are
     # written (in order) as soon as they are done.
     start, n_lines = time.perf_counter(), 0
-    total = count_lines(cfg.input) if cfg.input is not None else None
+    # A regular file is counted for the progress bar; a pipe (input=<(zcat ...)) can be read once only.
+    total = count_lines(cfg.input) if cfg.input is not None and Path(cfg.input).is_file() else None
     aligned = output_stream(cfg.alignments) if cfg.alignments is not None else contextlib.nullcontext()
     with output_stream(cfg.output) as out, aligned as alignments, tqdm(
             total=total, desc="translating", unit="line", leave=False, disable=cfg.input is None) as bar:
