@@ -177,3 +177,13 @@ def test_average_last_beyond_keep_last_is_refused_up_front(tmp_path):
     with pytest.raises(SettingError,
                        match=r"train.average_last=5 averages step checkpoints, of which only train.keep_last=2"):
         train(compose_config("train", ["train=debug", "train.average_last=5", "train.keep_last=2"]), tmp_path / "r")
+
+
+def test_an_ensemble_may_mix_architectures(trained_run, trained_rnnsearch_run, word_corpus):
+    mixed = load_translator([trained_run, trained_rnnsearch_run], "cpu")
+    assert [type(m).__name__ for m in mixed.model.members] == ["RNNEncoderDecoder", "RNNSearch"]
+    lines = sources(word_corpus)
+    for decode in DECODINGS:
+        results = translate_lines(mixed, lines, decode)
+        assert len(results) == len(lines) and all(len(hyps) == decode.nbest for hyps in results[:12])
+    assert [n for _, n in score_pairs(mixed, [("uno dos", "one two"), ("", "")])] == [3, 0]
