@@ -39,7 +39,9 @@ class Seq2SeqModel(Protocol):
 
     Optional: ``for_decoding(encoder_out) -> encoder_out``, work done once per sentence
     before the search's first step (search calls it when the model has it); and
-    ``check_config(config)`` (a classmethod), which refuses settings the class cannot build.
+    ``check_config(config)`` (a classmethod), which refuses settings the class cannot build;
+    ``phrase_vectors(src, src_lengths) -> (B, D)``, one vector per source (nmt-embed); and
+    ``alignments(src, src_lengths, tgt_in) -> (B, T, S)`` for a model that attends.
     """
 
     src_vocab_size: int

@@ -185,6 +185,20 @@ class ScoreConfig:
 
 
 @dataclass
+class EmbedConfig:
+    ckpt: Any = "???"  # a run folder or checkpoint file
+    input: Optional[str] = None  # one phrase per line; default: stdin
+    output: str = "???"  # one vector per input line: .npy (float32, N x D) or .tsv
+    neighbours: int = 0  # >0: each line's K nearest lines by cosine similarity, as TSV
+    index: Optional[str] = None  # neighbours among this file's phrases instead of the input's
+    neighbours_output: Optional[str] = None  # default: OUTPUT with .neighbours.tsv for its suffix
+    batch_tokens: int = 8000
+    max_source_subwords: int = 250
+    replace_invalid_utf8: bool = False
+    device: str = "auto"
+
+
+@dataclass
 class AverageConfig:
     ckpt: Optional[str] = None  # a run folder: average its newest `last` step checkpoints (step-N.pt)
     last: int = 5
@@ -219,6 +233,7 @@ RANGES: dict[str, tuple] = {
     "DecodeConfig.max_len_b": (lambda v: 0 <= v <= 10_000, "at least 0 and at most 10000"),
     "TranslateConfig.nbest": _AT_LEAST_1, "TranslateConfig.max_source_subwords": _AT_LEAST_1,
     "ScoreConfig.batch_tokens": _AT_LEAST_1, "AverageConfig.last": _AT_LEAST_1,
+    "EmbedConfig.batch_tokens": _AT_LEAST_1, "EmbedConfig.max_source_subwords": _AT_LEAST_1,
 }
 _DEFAULT_RANGE = (lambda v: v >= 0, "at least 0")
 

@@ -21,11 +21,11 @@ from nmt.checkpoint import Checkpoint, read_checkpoint, resolve_checkpoint
 from nmt.config import DecodeConfig
 from nmt.data import normalize_text
 from nmt.ensemble import Ensemble, check_ensemble_members
-from nmt.errors import CheckpointError
+from nmt.errors import CheckpointError, SettingError
 from nmt.runtime import autocast, pick_device
 from nmt.search import Hypothesis, search
 from nmt.tokenizer import Tokenizer
-from nmt.tokens import PAD
+from nmt.tokens import PAD, UNK
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,34 @@ def translate_lines(
     for line, sentence_hyps in zip(filled, hyps):
         decoded = translator.tokenizer.decode_tgt([h.tokens for h in sentence_hyps])
         out[line] = [(clean_output(text), h) for text, h in zip(decoded, sentence_hyps)]
+    return out
+
+
+@torch.inference_mode()
+def embed_ids(translator: Translator, src_ids: list[list[int]], batch_tokens: int = 8000) -> np.ndarray:
+    """The model's vector of each source (``phrase_vectors``), (N, D) float32, in input order;
+    an empty source gives a row of NaN. The same source gives the same vector in any batch."""
+    model, device = translator.model.eval(), translator.device
+    if not callable(getattr(model, "phrase_vectors", None)):
+        raise SettingError(f"{translator.name}: this model gives no phrase vectors (an ensemble does not)")
+    rows = [i for i, ids in enumerate(src_ids) if ids]
+    width = None
+    out: np.ndarray | None = None
+    data = ParallelIds.from_lists([src_ids[i] for i in rows]) if rows else None
+    batches = token_batches(data.src_lengths, data.src_lengths, max(batch_tokens, int(data.src_lengths.max())),
+                            shuffle=False) if rows else []
+    for batch_rows in batches:
+        batch = data.collate(batch_rows).to(device)
+        with autocast(device):
+            vectors = model.phrase_vectors(batch.src, batch.src_lengths).float().cpu().numpy()
+        if out is None:
+            width = vectors.shape[1]
+            out = np.full((len(src_ids), width), np.nan, dtype=np.float32)
+        out[[rows[r] for r in batch_rows.tolist()]] = vectors
+    if out is None:  # nothing but empty lines: the width from a one-token probe
+        probe = ParallelIds.from_lists([[UNK]]).collate(np.array([0])).to(device)
+        width = model.phrase_vectors(probe.src, probe.src_lengths).shape[1]
+        out = np.full((len(src_ids), width), np.nan, dtype=np.float32)
     return out
 
 

@@ -227,6 +227,11 @@ class RNNEncoderDecoder(nn.Module):
         mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.unsqueeze(1)
         return EncoderOutput(summary, states, mask)
 
+    def phrase_vectors(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """The summary c of each source phrase, (B, hidden): the representation the paper's
+        title names, whose neighbourhoods its Fig. 5 draws."""
+        return self.encode(src, src_lengths).summary
+
     def init_state(self, encoder_out: EncoderOutput) -> torch.Tensor:
         """h'_0 = tanh(V' c): (B, hidden)."""
         return torch.tanh(self.decoder_init(encoder_out.summary))

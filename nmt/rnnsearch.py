@@ -130,6 +130,13 @@ class RNNSearch(nn.Module):
     def init_state(self, encoder_out: Annotations) -> torch.Tensor:
         return encoder_out.start
 
+    def phrase_vectors(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """A phrase's representation, (B, 2 * hidden): the mean of its annotations over its real
+        tokens (EOS included). RNNsearch has no single summary vector; this is the usual stand-in."""
+        encoder_out = self.encode(src, src_lengths)
+        mask = encoder_out.mask.unsqueeze(-1).to(encoder_out.annotations.dtype)
+        return (encoder_out.annotations * mask).sum(1) / mask.sum(1)
+
     def reorder_encoder_out(self, encoder_out: Annotations, index: torch.Tensor) -> Annotations:
         return encoder_out.select(index)
 

@@ -92,7 +92,7 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
 
 @pytest.mark.parametrize("command, groups", [
     ("train", ["data", "model", "train", "experiment"]), ("translate", ["decode"]), ("evaluate", ["data", "decode"]),
-    ("score", []), ("average", []),
+    ("score", []), ("average", []), ("embed", []),
 ])
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):
     """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""

@@ -22,6 +22,7 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 from nmt.config import (
     CONF_DIR,
     AverageConfig,
+    EmbedConfig,
     EvaluateConfig,
     ScoreConfig,
     TrainRunConfig,
@@ -39,7 +40,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 SCHEMAS = {"train_schema": TrainRunConfig, "translate_schema": TranslateConfig,
-           "evaluate_schema": EvaluateConfig, "score_schema": ScoreConfig, "average_schema": AverageConfig}
+           "evaluate_schema": EvaluateConfig, "score_schema": ScoreConfig, "average_schema": AverageConfig,
+           "embed_schema": EmbedConfig}
 
 if not OmegaConf.has_resolver("nmt_root"):
     OmegaConf.register_new_resolver("nmt_root", lambda: str(CONF_DIR.parent))

@@ -83,7 +83,7 @@ def count_lines(path: str) -> int:
 
 
 @contextlib.contextmanager
-def output_stream(path: str | None):
+def output_stream(path: str | None, binary: bool = False):
     """Where output lines go, chunk by chunk: stdout (flushed after each write), or ``output=``,
     written to a hidden temporary file beside it and renamed over it at the end, so that a
     failed run leaves no partial file (and an existing one as it was)."""
@@ -96,14 +96,15 @@ def output_stream(path: str | None):
         yield Flushing()
         return
     target = Path(os.path.realpath(path))  # through a symbolic link, to the file it names
+    mode, encoding = ("wb", None) if binary else ("w", "utf-8")
     if target.exists() and not target.is_file():  # /dev/null, a FIFO: written as it is
-        with open(target, "w", encoding="utf-8") as out:
+        with open(target, mode, encoding=encoding) as out:
             yield out
         return
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # temporary files are private (0600); outputs need not be
-        with open(fd, "w", encoding="utf-8") as out:
+        with open(fd, mode, encoding=encoding) as out:
             yield out
         os.replace(tmp, target)
         tmp = None
