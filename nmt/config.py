@@ -96,7 +96,8 @@ class OptimConfig:
     min_lr: float = 1e-5
     clip_norm: float = 1.0  # 0 disables clipping
     label_smoothing: float = 0.0
-    max_tokens: int = 4096  # token budget per batch: batch size x longest sequence
+    max_tokens: int = 4096  # token budget per batch: batch size x longest sequence (per rank under torchrun)
+    accumulate: int = 1  # batches per optimizer step (fairseq's update_freq); with N ranks a step takes N x this
     max_subwords: int = 128  # training pairs with a longer side (subwords) are skipped
     max_epochs: int = 20
     max_steps: int = 0  # 0 = no limit
@@ -117,6 +118,7 @@ class OptimConfig:
     average_last: int = 0  # >0: at the end, averaged.pt = the mean of the newest K step checkpoints (K <= keep_last)
     save_every: int = 0  # steps between step checkpoints; 0 = at each validation
     max_nonfinite_steps: int = 10  # consecutive skipped steps before training stops
+    dist_timeout_minutes: float = 30.0  # torchrun: the longest wait on another rank (a dead one) before failing
 
 
 @dataclass
@@ -192,6 +194,10 @@ class EmbedConfig:
     neighbours: int = 0  # >0: each line's K nearest lines by cosine similarity, as TSV
     index: Optional[str] = None  # neighbours among this file's phrases instead of the input's
     neighbours_output: Optional[str] = None  # default: OUTPUT with .neighbours.tsv for its suffix
+    plot: Optional[str] = None  # FILE.png: a 2-D map of the vectors, labelled (t-SNE; PCA for under 30 points)
+    plot_points: int = 500  # the map shows the first this many non-empty lines (or words)
+    words: bool = False  # embed the whole-word pieces of the source vocabulary (of input=, if given) instead of lines
+    seed: int = 1  # of the map's t-SNE
     batch_tokens: int = 8000
     max_source_subwords: int = 250
     replace_invalid_utf8: bool = False
@@ -226,6 +232,8 @@ RANGES: dict[str, tuple] = {
     "OptimConfig.label_smoothing": _FRACTION, "OptimConfig.max_tokens": _POSITIVE,
     "OptimConfig.max_epochs": _POSITIVE, "OptimConfig.val_batch_tokens": _AT_LEAST_1,
     "OptimConfig.log_every": _AT_LEAST_1, "OptimConfig.max_nonfinite_steps": _AT_LEAST_1,
+    "EmbedConfig.plot_points": _AT_LEAST_1, "OptimConfig.accumulate": _AT_LEAST_1,
+    "OptimConfig.dist_timeout_minutes": _POSITIVE,
     "DecodeConfig.beam_size": _AT_LEAST_1, "DecodeConfig.nbest": _AT_LEAST_1,
     "DecodeConfig.length_penalty": _ANY, "DecodeConfig.batch_tokens": _AT_LEAST_1,
     # An output length of a * source length + b subwords: beyond these it is no limit at all.

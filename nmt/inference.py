@@ -9,6 +9,8 @@ input gives an empty translation (or a ``nan`` score).
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +165,31 @@ def embed_ids(translator: Translator, src_ids: list[list[int]], batch_tokens: in
         width = model.phrase_vectors(probe.src, probe.src_lengths).shape[1]
         out = np.full((len(src_ids), width), np.nan, dtype=np.float32)
     return out
+
+
+def source_word_vectors(translator: Translator, texts: Iterable[list[str]] | None = None) -> tuple[list[str], np.ndarray]:
+    """The source embeddings of the SentencePiece pieces that are whole words: a piece "▁word"
+    of letters only, which the tokenizer also gives for "word" alone. All of them in vocabulary
+    order (most frequent first for a unigram model), or with ``texts`` (chunks of lines) those
+    that occur in them, most frequent first: the way to keep to one language's words when
+    source and target share a tokenizer. Returns the words and their (N, embed_size) vectors."""
+    embedding = getattr(translator.model, "src_embed", None)
+    if not isinstance(embedding, torch.nn.Embedding):
+        raise SettingError(f"{translator.name}: words=true needs one model's source embeddings (an ensemble has several)")
+    sp = translator.tokenizer.src
+    if texts is None:
+        candidates = [sp.id_to_piece(piece_id)[1:] for piece_id in range(sp.get_piece_size())]
+    else:
+        counts = Counter(word for chunk in texts for line in chunk for word in normalize_text(line).split())
+        candidates = sorted(counts, key=lambda word: (-counts[word], word))
+    ids, words = [], []
+    for word in candidates:
+        encoded = sp.encode(word) if word.isalpha() else []
+        if len(encoded) == 1 and sp.id_to_piece(encoded[0]) == "\u2581" + word and encoded[0] not in ids:
+            ids.append(encoded[0])
+            words.append(word)
+    vectors = embedding.weight.detach()[ids].float().cpu().numpy() if ids else np.zeros((0, embedding.embedding_dim))
+    return words, vectors
 
 
 def has_alignments(model) -> bool:

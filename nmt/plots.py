@@ -1,7 +1,8 @@
-"""Figures of an evaluation besides the BLEU-by-length plot (``nmt.report``): an attention
-model's alignments (Bahdanau et al. 2015, Fig. 3) and two systems' BLEU by source length
-in one plot (their Fig. 2). Matplotlib's object API on an Agg canvas: no window, no
-pyplot state, works on a headless machine."""
+"""Figures besides the BLEU-by-length plot (``nmt.report``): an attention model's alignments
+(Bahdanau et al. 2015, Fig. 3), two systems' BLEU by source length in one plot (their
+Fig. 2), and 2-D maps of phrase or word vectors (Cho et al. 2014, Figs. 4 and 5).
+Matplotlib's object API on an Agg canvas: no window, no pyplot state, works on a headless
+machine."""
 
 from __future__ import annotations
 
@@ -54,6 +55,50 @@ def plot_bleu_by_length_systems(systems: Mapping[str, Sequence[Mapping[str, Any]
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="best", frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+MIN_TSNE_POINTS = 30  # t-SNE needs several times more points than its perplexity; fewer get PCA
+
+
+def map_2d(vectors, seed: int = 1):
+    """2-D coordinates for rows of ``vectors`` (no NaN), neighbours by cosine staying near: the
+    rows scaled to unit length, then t-SNE (scikit-learn, cosine metric, fixed seed) or, for
+    fewer than ``MIN_TSNE_POINTS`` rows, PCA. Returns (coordinates (N, 2), method name)."""
+    import numpy as np
+
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    if len(x) < 3:  # PCA of one or two points says nothing: put them on a line
+        return np.stack([np.arange(len(x), dtype=np.float64), np.zeros(len(x))], 1), "none"
+    if len(x) < MIN_TSNE_POINTS:
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
+    from sklearn.manifold import TSNE
+
+    tsne = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), metric="cosine", init="pca",
+                random_state=seed)
+    return tsne.fit_transform(x), "t-SNE"
+
+
+def plot_phrase_map(points, labels: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Each point with its label as text (Cho et al. 2014, Figs. 4 and 5); the figure grows
+    with the number of points so that a few hundred labels stay legible."""
+    side = min(30.0, max(5.0, 0.85 * len(labels) ** 0.5 + 2))
+    fig = _figure(side, side)
+    ax = fig.add_subplot()
+    ax.scatter(points[:, 0], points[:, 1], s=4, color="tab:blue", alpha=0.6)
+    for (x, y), label in zip(points, labels):
+        ax.annotate(label, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=6.5, alpha=0.85)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

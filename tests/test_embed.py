@@ -77,3 +77,80 @@ def test_bad_input_gets_the_same_one_line_errors_as_nmt_translate(tmp_path, trai
     assert invalid.stderr.strip().splitlines()[-1] == (f"error: {bad}:2: invalid UTF-8 (invalid start byte at byte 1 "
                                                        "of the line); re-encode the input as UTF-8")
     assert sorted(os.listdir(tmp_path)) == ["bad.txt"]  # no output, no temporary files
+
+
+def is_png(path) -> bool:
+    from matplotlib.image import imread
+
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(path).ndim == 3
+
+
+def test_the_map_is_a_png_of_the_non_empty_lines(tmp_path, trained_run):
+    source = tmp_path / "phrases.txt"
+    source.write_text("\n".join(PHRASES) + "\n")
+    result = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'v.npy'}",
+                   f"plot={tmp_path / 'map.png'}")
+    assert result.returncode == 0, result.stderr
+    assert is_png(tmp_path / "map.png")
+    refused = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'w.npy'}",
+                    f"plot={tmp_path / 'map.jpg'}")
+    assert refused.returncode == 1 and refused.stderr.strip() == f"error: plot={tmp_path / 'map.jpg'}: give a file " \
+                                                                 "name ending in .png"
+    assert not (tmp_path / "w.npy").exists()
+
+
+def test_map_2d_is_seeded_t_sne_and_pca_for_few_points():
+    from nmt.plots import MIN_TSNE_POINTS, map_2d
+
+    vectors = np.random.default_rng(0).normal(size=(MIN_TSNE_POINTS + 10, 8))
+    points, method = map_2d(vectors, seed=3)
+    assert method == "t-SNE" and points.shape == (len(vectors), 2)
+    assert np.array_equal(points, map_2d(vectors, seed=3)[0])
+    few, method = map_2d(vectors[:5], seed=3)
+    assert method == "PCA" and few.shape == (5, 2)
+    unit = vectors[:5] / np.linalg.norm(vectors[:5], axis=1, keepdims=True)  # PCA of the rows at unit length
+    u, s, _ = np.linalg.svd(unit - unit.mean(0), full_matrices=False)
+    assert np.allclose(np.abs(few), np.abs(u[:, :2] * s[:2]), atol=1e-6)
+    assert map_2d(vectors[:1])[0].shape == (1, 2)
+
+
+def test_words_are_whole_word_pieces_with_their_source_embeddings(tmp_path, trained_run):
+    from nmt.inference import source_word_vectors
+
+    translator = load_translator(trained_run, "cpu")
+    words, vectors = source_word_vectors(translator)
+    sp = translator.tokenizer.src
+    assert words and len(words) == len(vectors)
+    for word, vector in zip(words, vectors):
+        (piece,) = sp.encode(word)
+        assert sp.id_to_piece(piece) == "\u2581" + word
+        assert np.array_equal(vector, translator.model.src_embed.weight[piece].detach().numpy())
+    text = tmp_path / "text.txt"
+    text.write_text(f"{words[1]} {words[0]} zzzqqq\n{words[1]}\n")
+    result = embed(f"ckpt={trained_run}", "words=true", f"input={text}", f"output={tmp_path / 'w.npy'}",
+                   "neighbours=1", f"plot={tmp_path / 'words.png'}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "w.words.txt").read_text().splitlines() == [words[1], words[0]]  # most frequent first
+    assert np.array_equal(np.load(tmp_path / "w.npy"), vectors[[1, 0]])
+    rows = [line.split("\t") for line in (tmp_path / "w.neighbours.tsv").read_text().splitlines()]
+    assert [(r[0], r[2], r[4]) for r in rows] == [("0", "1", words[0]), ("1", "0", words[1])]
+    assert is_png(tmp_path / "words.png")
+
+
+def test_blockwise_neighbours_equal_the_full_similarity_matrix():
+    from nmt.commands.embed import nearest
+
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(23, 6)).astype(np.float32)
+    queries[[4, 9]] = np.nan
+    queries[7] = queries[2]
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    sims = np.nan_to_num(unit @ unit.T, nan=-np.inf)
+    np.fill_diagonal(sims, -np.inf)
+    blocked = dict(nearest(queries, queries, 3, exclude_self=True, query_block=5, key_block=4))
+    assert sorted(blocked) == [i for i in range(23) if i not in (4, 9)]
+    for row, found in blocked.items():
+        expected = np.argsort(-sims[row], kind="stable")[:3]
+        assert [j for j, _ in found] == expected.tolist()
+        assert np.allclose([c for _, c in found], sims[row, expected], atol=1e-5)
+    assert blocked[2][0][0] == 7 and blocked[7][0][0] == 2

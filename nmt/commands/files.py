@@ -17,26 +17,27 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def check_input(path: str | None, expected: str = "a text file, one sentence per line") -> None:
+def check_input(path: str | None, expected: str = "a text file, one sentence per line", setting: str = "input") -> None:
     """Fail on a missing input= file before the checkpoint is loaded, naming the setting."""
     if path is not None and (Path(path).is_dir() or not Path(path).exists()):  # a pipe is fine
         where = "a folder" if Path(path).is_dir() else "no such file"
-        raise SettingError(f"input={path}: {where}; give {expected} (or leave input= out and pipe it to stdin)")
+        stdin = " (or leave input= out and pipe it to stdin)" if setting == "input" else ""
+        raise SettingError(f"{setting}={path}: {where}; give {expected}{stdin}")
 
 
-def check_output(path: str | None, input_path: str | None = None) -> None:
+def check_output(path: str | None, input_path: str | None = None, setting: str = "output") -> None:
     """Fail on an output= that cannot be written before any decoding, naming the setting."""
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
-        raise SettingError(f"output={path}: a folder; give a file name")
+        raise SettingError(f"{setting}={path}: a folder; give a file name")
     if not target.parent.is_dir():
-        raise SettingError(f"output={path}: no folder {target.parent}; create it first")
+        raise SettingError(f"{setting}={path}: no folder {target.parent}; create it first")
     # By identity (device and inode), not by name: a hard link or another spelling of the
     # input's path is the same file.
     if input_path is not None and target.exists() and Path(input_path).exists() and os.path.samefile(target, input_path):
-        raise SettingError(f"output={path} is the input file, which writing would destroy; choose another output=")
+        raise SettingError(f"{setting}={path} is the input file, which writing would destroy; choose another {setting}=")
 
 
 def check_not_overwritten(outputs: list[Path], inputs: dict[str, str | None], hint: str) -> None:

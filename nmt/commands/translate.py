@@ -70,7 +70,7 @@ def run_translate(cfg: TranslateConfig) -> int:
     check_input(cfg.input)
     check_output(cfg.output, cfg.input)
     if cfg.alignments is not None:
-        check_output(cfg.alignments, cfg.input)
+        check_output(cfg.alignments, cfg.input, "alignments")
         if cfg.output is not None and Path(cfg.alignments).resolve() == Path(cfg.output).resolve():
             raise SettingError(f"alignments={cfg.alignments} is also output=: give the alignments a file of their own")
     translator = load_translator(cfg.ckpt, cfg.device)
