@@ -1,5 +1,5 @@
-"""Reference implementations: the same Cho et al. (2014) model, search and training step
-written the way PyTorch tutorials write them, one sentence or one step at a time.
+"""Reference implementations: the same Cho et al. (2014) and RNNsearch models, search and
+training step written the way PyTorch tutorials write them, one sentence or one step at a time.
 
 nmt itself never uses this module. The tests check that nmt's fast paths compute what
 these compute (tests/test_fast_paths.py), and the benchmarks (scripts/bench_train.py,
@@ -7,6 +7,9 @@ scripts/bench_decode.py) time nmt against them; both import them from here.
 
 * ``ReferenceSeq2Seq``: encoder ``nn.GRU`` over the packed source, decoder ``nn.GRUCell``
   unrolled in Python, full logits; ``from_nmt`` copies an nmt model's weights.
+* ``ReferenceRNNSearch``: the same for the attention model, the whole alignment model
+  computed again at every decoder step, as the tutorial's attention decoder does.
+* ``reference_for``: the reference of a given nmt model.
 * ``reference_decode``: greedy and beam search of one sentence at a time with the same
   rules as ``nmt.search``.
 * ``reference_loss`` / ``reference_train_step`` / ``reference_optimizer``: the tutorial
@@ -24,14 +27,28 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.batching import Batch, ParallelIds
 from nmt.config import DecodeConfig, OptimConfig
 from nmt.search import Hypothesis
 from nmt.tokens import BOS, EOS, PAD
 
-# --------------------------------------------------------------------------- the model
+# --------------------------------------------------------------------------- the models
+
+
+def _mirrored_config(model):
+    """The nmt model's settings, if a reference can mirror them."""
+    if model.config.cell != "cudnn" or model.config.output_rank:
+        raise ValueError("the reference mirrors model.cell=cudnn with a full-rank output layer (output_rank=0)")
+    return model.config
+
+
+def _with_weights_of(model, reference: nn.Module) -> nn.Module:
+    """``reference`` holding a copy of ``model``'s weights, on its device and in its dtype."""
+    reference.load_state_dict({name: model.state_dict()[src] for name, src in reference.nmt_names().items()})
+    first = next(model.parameters())
+    return reference.to(device=first.device, dtype=first.dtype)
 
 
 class ReferenceSeq2Seq(nn.Module):
@@ -64,14 +81,9 @@ class ReferenceSeq2Seq(nn.Module):
     @classmethod
     def from_nmt(cls, model) -> "ReferenceSeq2Seq":
         """A reference model holding a copy of ``model``'s weights (same device and dtype)."""
-        cfg = model.config
-        if cfg.cell != "cudnn" or cfg.output_rank:
-            raise ValueError("the reference mirrors model.cell=cudnn with a full-rank output layer (output_rank=0)")
-        ref = cls(model.src_vocab_size, model.tgt_vocab_size, cfg.embed_size, cfg.hidden_size,
-                  cfg.maxout_size, cfg.dropout, getattr(cfg, "reverse_source", False))
-        ref.load_state_dict({name: model.state_dict()[src] for name, src in cls.nmt_names().items()})
-        first = next(model.parameters())
-        return ref.to(device=first.device, dtype=first.dtype)
+        cfg = _mirrored_config(model)
+        return _with_weights_of(model, cls(model.src_vocab_size, model.tgt_vocab_size, cfg.embed_size, cfg.hidden_size,
+                                           cfg.maxout_size, cfg.dropout, getattr(cfg, "reverse_source", False)))
 
     @staticmethod
     def nmt_names() -> dict[str, str]:
@@ -118,6 +130,96 @@ class ReferenceSeq2Seq(nn.Module):
             logits, hidden = self.step(tgt_in[:, t], hidden, summary)
             outputs.append(logits)
         return torch.stack(outputs, dim=1)
+
+
+    def expand_memory(self, summary: torch.Tensor, n: int) -> torch.Tensor:
+        """One sentence's encoding for ``n`` beams."""
+        return summary.expand(n, -1)
+
+
+class ReferenceRNNSearch(nn.Module):
+    """Bahdanau et al.'s RNNsearch as the PyTorch seq2seq tutorial's attention decoder writes it.
+
+    The encoder is one bidirectional ``nn.GRU`` over the packed source (so the backward
+    direction starts at each sentence's last token); the decoder is an ``nn.GRUCell``
+    unrolled in Python, and every step computes the whole alignment model again,
+    ``v_aᵀ tanh(W_a s + U_a h_j)`` with ``U_a h_j`` included, over the padded annotations,
+    then the deep output and the full softmax layer; training stacks every position's
+    logits (padding included). Same equations and parameter shapes as
+    ``nmt.rnnsearch.RNNSearch`` with ``cell="cudnn"`` and ``output_rank=0``, hence ``from_nmt``.
+    """
+
+    def __init__(self, src_vocab: int, tgt_vocab: int, embed: int, hidden: int, maxout: int, attention: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.maxout_size = maxout
+        self.src_embed = nn.Embedding(src_vocab, embed, padding_idx=PAD)
+        self.encoder = nn.GRU(embed, hidden, batch_first=True, bidirectional=True)
+        self.start = nn.Linear(hidden, hidden)  # s_0 = tanh(W_s ←h_1)
+        self.Wa = nn.Linear(hidden, attention, bias=False)
+        self.Ua = nn.Linear(2 * hidden, attention)
+        self.va = nn.Linear(attention, 1, bias=False)
+        self.tgt_embed = nn.Embedding(tgt_vocab, embed, padding_idx=PAD)
+        self.decoder_cell = nn.GRUCell(embed + 2 * hidden, hidden)
+        self.deep_output = nn.Linear(hidden + embed + 2 * hidden, 2 * maxout)
+        self.output = nn.Linear(maxout, tgt_vocab)
+        self.dropout = nn.Dropout(dropout)
+
+    @classmethod
+    def from_nmt(cls, model) -> "ReferenceRNNSearch":
+        """A reference model holding a copy of ``model``'s weights (same device and dtype)."""
+        cfg = _mirrored_config(model)
+        return _with_weights_of(model, cls(model.src_vocab_size, model.tgt_vocab_size, cfg.embed_size, cfg.hidden_size,
+                                           cfg.maxout_size, cfg.attention_size or cfg.hidden_size, cfg.dropout))
+
+    @staticmethod
+    def nmt_names() -> dict[str, str]:
+        """Reference parameter name -> the ``nmt.rnnsearch`` parameter it copies."""
+        names = {"Wa.weight": "query.weight", "Ua.weight": "keys.weight", "Ua.bias": "keys.bias",
+                 "va.weight": "energy.weight"}
+        for layer in ("src_embed", "tgt_embed"):
+            names[f"{layer}.weight"] = f"{layer}.weight"
+        for layer in ("start", "deep_output", "output"):
+            names[f"{layer}.weight"], names[f"{layer}.bias"] = f"{layer}.weight", f"{layer}.bias"
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            names[f"encoder.{kind}_l0"] = f"forward_encoder.rnn.{kind}_l0"
+            names[f"encoder.{kind}_l0_reverse"] = f"backward_encoder.rnn.{kind}_l0"
+            names[f"decoder_cell.{kind}"] = f"decoder.rnn.{kind}_l0"
+        return names
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor):
+        """src (B, S) -> (annotations (B, S, 2H), mask (B, S), s_0 (B, H))."""
+        embedded = self.dropout(self.src_embed(src))
+        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        annotations, _ = pad_packed_sequence(self.encoder(packed)[0], batch_first=True, total_length=src.size(1))
+        mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        hidden = self.encoder.hidden_size
+        return annotations, mask, torch.tanh(self.start(annotations[:, 0, hidden:]))
+
+    def init_hidden(self, memory) -> torch.Tensor:
+        return memory[2]
+
+    def expand_memory(self, memory, n: int):
+        return tuple(x.expand(n, *x.shape[1:]) for x in memory)
+
+    def step(self, prev_tokens: torch.Tensor, hidden: torch.Tensor, memory):
+        """One decoder step, attention included: prev_tokens (B,), s_{i-1} (B, H) -> logits (B, V), s_i."""
+        annotations, mask = memory[0], memory[1]
+        embedded = self.dropout(self.tgt_embed(prev_tokens))
+        energies = self.va(torch.tanh(self.Wa(hidden).unsqueeze(1) + self.Ua(annotations))).squeeze(2)
+        weights = torch.softmax(energies.masked_fill(~mask, float("-inf")), dim=1)
+        context = torch.bmm(weights.unsqueeze(1), annotations).squeeze(1)
+        pre_maxout = self.deep_output(torch.cat([hidden, embedded, context], dim=1))
+        maxout = pre_maxout.view(-1, self.maxout_size, 2).max(dim=2).values
+        hidden = self.decoder_cell(torch.cat([embedded, context], dim=1), hidden)  # after the output: s_{i-1} there
+        return self.output(self.dropout(maxout)), hidden
+
+    forward = ReferenceSeq2Seq.forward
+
+
+def reference_for(model) -> nn.Module:
+    """The tutorial-style reference of an nmt model (Cho et al. or RNNsearch), with its weights."""
+    return (ReferenceRNNSearch if model.config.arch == "rnnsearch" else ReferenceSeq2Seq).from_nmt(model)
 
 
 # --------------------------------------------------------------------------- search
@@ -178,7 +280,7 @@ def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: D
     for step in range(1, limit + 1):
         prev = torch.tensor([tokens[-1] if tokens else BOS for _, tokens, _ in beams], device=device)
         hidden = torch.cat([state for _, _, state in beams])
-        logits, hidden = model.step(prev, hidden, summary.expand(len(beams), -1))
+        logits, hidden = model.step(prev, hidden, model.expand_memory(summary, len(beams)))
         log_probs = mask_scores(torch.log_softmax(logits.float(), dim=-1), step, limit, decode.min_len)
 
         # (total score, beam, token): each beam's best 2 x beam extensions, then the best of all.

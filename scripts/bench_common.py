@@ -28,15 +28,16 @@ SIZES = {
 }
 
 
-def model_config(size: str) -> tuple[ModelConfig, int]:
-    """``(ModelConfig, vocabulary size)`` of a named size (fused cuDNN GRU, full-rank output)."""
+def model_config(size: str, arch: str = "cho2014") -> tuple[ModelConfig, int]:
+    """``(ModelConfig, vocabulary size)`` of a named size (fused cuDNN GRU, full-rank output);
+    for ``arch="rnnsearch"`` the same sizes, the alignment model as large as the hidden state."""
     spec = dict(SIZES[size])
     vocab = spec.pop("vocab")
-    return ModelConfig(name=size, output_rank=0, cell="cudnn", paper_init=False, **spec), vocab
+    return ModelConfig(name=size, arch=arch, output_rank=0, cell="cudnn", paper_init=False, **spec), vocab
 
 
-def size_record(size: str) -> dict:
-    return {"model": size, **SIZES[size]}
+def size_record(size: str, arch: str = "cho2014") -> dict:
+    return {"model": size, "arch": arch, **SIZES[size]}
 
 
 # --------------------------------------------------------------------------- device, timing, output

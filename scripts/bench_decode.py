@@ -20,7 +20,8 @@ nmt        ``nmt.inference.decode_ids``: sentences sorted by length, token-budge
            batches (``DecodeConfig.batch_tokens`` source tokens / beam size),
            ``nmt.search`` batched over sentences x beams, bf16 autocast on CUDA.
 reference  one sentence at a time, in float32, with ``ReferenceSeq2Seq``
-           (nmt/reference.py) holding the same weights: greedy is one
+           (nmt/reference.py; ``ReferenceRNNSearch``, whose every step computes the
+           whole alignment model, for the attention model) holding the same weights: greedy is one
            decoder call per token; beam search keeps its beams in a Python list
            of (score, tokens, state), runs the live beams of the sentence as one
            decoder call per step, takes each beam's top candidates with one
@@ -60,7 +61,7 @@ from nmt.config import DataConfig, DecodeConfig, TokenizerConfig  # noqa: E402
 from nmt.data import load_corpus, normalize_text  # noqa: E402
 from nmt.errors import CorpusError  # noqa: E402
 from nmt.inference import decode_ids, load_translator  # noqa: E402
-from nmt.reference import ReferenceSeq2Seq, reference_decode  # noqa: E402
+from nmt.reference import reference_decode, reference_for  # noqa: E402
 from nmt.search import Hypothesis  # noqa: E402
 from nmt.tokenizer import build_tokenizer  # noqa: E402
 
@@ -127,30 +128,33 @@ def time_decoding(decode_fn, src_ids, device: torch.device, repeats: int = 1) ->
     return hyps, sorted(times)[len(times) // 2], times
 
 
-def prepare_model(args, device: torch.device, train_src, train_tgt):
-    """(model, tokenizer, description) from --ckpt, or a random model and an on-the-fly tokenizer."""
+def prepare_model(args, device: torch.device, train_src, train_tgt, arch: str = "cho2014"):
+    """(model, tokenizer, description) from --ckpt, or a random ``arch`` model and an on-the-fly tokenizer."""
     if args.ckpt:
         translator = load_translator(args.ckpt, device)
         spec = translator.model.model_config()
         cfg = spec["config"]
-        sizes = {"model": f"checkpoint {translator.path}", "embed_size": cfg["embed_size"],
+        sizes = {"model": f"checkpoint {translator.path}", "arch": cfg.get("arch", "cho2014"),
+                 "embed_size": cfg["embed_size"],
                  "hidden_size": cfg["hidden_size"], "maxout_size": cfg["maxout_size"],
                  "output_rank": cfg["output_rank"], "vocab": spec["tgt_vocab_size"], "cell": cfg["cell"]}
         return translator.model, translator.tokenizer, sizes
-    model_cfg, vocab = bc.model_config(args.model)
+    model_cfg, vocab = bc.model_config(args.model, arch)
     n_train = args.tokenizer_sentences or len(train_src)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else Path(default_data_config().cache_dir).expanduser()
     tokenizer = build_tokenizer(train_src[:n_train], train_tgt[:n_train], TokenizerConfig(vocab_size=vocab), cache)
     vocab = max(vocab, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     torch.manual_seed(args.seed)
     model = build_model(model_cfg, vocab, vocab).to(device).eval()
-    sizes = {**bc.size_record(args.model), "vocab": vocab, "weights": "random init",
+    sizes = {**bc.size_record(args.model, arch), "vocab": vocab, "weights": "random init",
              "tokenizer_vocab": tokenizer.tgt_vocab_size, "tokenizer_sentences": n_train}
     return model, tokenizer, sizes
 
 
 def summary_terms_mode(model, device: torch.device) -> str:
     """When nmt's search computes c's terms (``model.for_decoding`` decides), for the JSON."""
+    if not hasattr(model, "for_decoding"):
+        return "no summary (attention: U_a h_j once per sentence)"
     with torch.inference_mode():
         probe = model.for_decoding(model.encode(torch.full((1, 1), 4, device=device), torch.ones(1, dtype=torch.long)))
     return "once per sentence" if probe.gate_terms is not None else "every step"
@@ -177,6 +181,9 @@ def main(argv=None) -> int:
                         help="train the on-the-fly tokenizer on this many train pairs (default: all; --quick: 5000)")
     parser.add_argument("--cache-dir", default=None, help="tokenizer cache (default: DataConfig().cache_dir)")
     parser.add_argument("--seed", type=int, default=0, help="random weights and sentence subsets")
+    parser.add_argument("--arch", default="cho2014",
+                        help="the random model's architecture: cho2014, rnnsearch, or cho2014,rnnsearch for both "
+                             "at the same sizes and their cost per token (default: cho2014)")
     parser.add_argument("--summary-terms", choices=["auto", "on", "off"], default="auto",
                         help="nmt: compute c's terms once per sentence (on), at every step (off), or as "
                              "nmt does by default: on a CPU only (auto)")
@@ -197,7 +204,25 @@ def main(argv=None) -> int:
     out = bc.JsonLines(args.out)
 
     train_src, train_tgt, test_src, data_desc = load_sentences(args.seed)
-    model, tokenizer, sizes = prepare_model(args, device, train_src, train_tgt)
+    archs = [None] if args.ckpt else args.arch.split(",")
+    beams = {}
+    for arch in archs:
+        model, tokenizer, sizes = prepare_model(args, device, train_src, train_tgt, arch or "cho2014")
+        beams[arch] = measure_model(args, device, out, model, tokenizer, {"sizes": sizes, "data": data_desc}, test_src)
+    if set(beams) == {"cho2014", "rnnsearch"}:  # the attention model's cost per generated token
+        cho, attention = beams["cho2014"], beams["rnnsearch"]
+        out.emit({
+            **bc.common_fields("decode", device), "impl": "nmt", "search": f"beam{args.beam}",
+            "comparison": "cost_per_token_ratio = Cho tokens/s / RNNsearch tokens/s, same sizes and sentences",
+            "sizes": attention["sizes"], "cho_tgt_tokens_per_s": cho["tgt_tokens_per_s"],
+            "rnnsearch_tgt_tokens_per_s": attention["tgt_tokens_per_s"],
+            "cost_per_token_ratio": bc.rounded(cho["tgt_tokens_per_s"] / attention["tgt_tokens_per_s"], 3),
+        })
+    return 0
+
+
+def measure_model(args, device: torch.device, out: bc.JsonLines, model, tokenizer, base: dict, test_src) -> dict:
+    """Greedy and beam search of one model against its reference; returns nmt's beam record."""
     model.precompute_summary_terms = {"auto": None, "on": True, "off": False}[args.summary_terms]
     summary_terms = summary_terms_mode(model, device)
     texts = [normalize_text(line) for line in test_src]
@@ -207,13 +232,12 @@ def main(argv=None) -> int:
         src_ids = [src_ids[i] for i in sorted(rng.sample(range(len(src_ids)), args.sentences))]
     ref_rows = sorted(rng.sample(range(len(src_ids)), min(args.ref_sentences, len(src_ids))))
     ref_ids = [src_ids[i] for i in ref_rows]
-    reference = ReferenceSeq2Seq.from_nmt(model).float().eval()
+    reference = reference_for(model).float().eval()
 
     searches = {"greedy": DecodeConfig(), f"beam{args.beam}": DecodeConfig(name="beam", beam_size=args.beam)}
     if args.batch_tokens:
         for decode in searches.values():
             decode.batch_tokens = args.batch_tokens
-    base = {"sizes": sizes, "data": data_desc}
     results = {}
     for search_name, decode in searches.items():
         # Warm-up: cuDNN / BLAS handles, autocast caches, the allocator.
@@ -281,7 +305,9 @@ def main(argv=None) -> int:
         **base, "sentences": greedy["sentences"], **measured, "target": target,
         "target_hardware": "H100" if target else None, "target_met": met, "met": all_met,
     })
-    return 0
+    return beam
+
+
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python scripts/bench_train.py                      # all configurations (a GPU job)
     python scripts/bench_train.py --quick              # CPU-sized, under two minutes
     python scripts/bench_train.py --configs yardstick-b1024 --out bench.jsonl
+    python scripts/bench_train.py --ddp 2 --device cpu --threads 1   # 2 torchrun ranks against 1
 
 For each configuration both implementations train one epoch over the same
 synthetic sentences (random token ids; target lengths fixed or drawn from a
@@ -20,12 +21,16 @@ nmt        the loop body of ``Trainer.fit``: ``ParallelIds.collate`` of a
            alone (``nmt_trainer`` below): ``model.loss`` (real positions only
            through the output layer, fused GRU decoder), Adam with the default
            ``OptimConfig``, ``clip_grad_norm_(1.0)``, bf16 autocast and TF32 on CUDA.
-reference  ``ReferenceSeq2Seq`` (nmt/reference.py) trained as tutorials
+reference  ``ReferenceSeq2Seq`` (nmt/reference.py; ``ReferenceRNNSearch`` for the
+           attention model, its alignment model computed whole at every step) trained as tutorials
            do: random-order batches of a fixed number of sentences padded to
            the longest (the same mean batch size as nmt's), the decoder unrolled
            step by step with ``nn.GRUCell``, full logits at every position,
            ``nn.CrossEntropyLoss(ignore_index=PAD)``, float32 (PyTorch defaults:
            no TF32 for matrix products), the same Adam and clipping.
+
+An ``rnnsearch-X`` configuration, measured after ``X`` in the same run, adds a line with the
+attention model's cost per target token relative to the Cho model's at the same sizes.
 
 Throughput counts non-padding target tokens (EOS included) over the timed
 epoch; device work is synchronized before the clock is read. One JSON line per
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +64,7 @@ from nmt.architectures import build_model  # noqa: E402
 from nmt.batching import ParallelIds, token_batches  # noqa: E402
 from nmt.config import OptimConfig  # noqa: E402
 from nmt.reference import (  # noqa: E402
-    ReferenceSeq2Seq,
+    reference_for,
     reference_optimizer,
     reference_train_step,
     synthetic_corpus,
@@ -68,14 +74,18 @@ from nmt.trainer import StepResult, Trainer, TrainingData  # noqa: E402
 # Configurations. lengths: target tokens per sentence incl. EOS (low, high), sources
 # alike; batch: sentences per batch (fixed lengths, exact); max_tokens: nmt's token
 # budget (the reference then takes the same mean number of sentences per batch).
+# arch: the model (default cho2014); a "rnnsearch-" configuration is the attention model at
+# the same sizes as the configuration it is named after, whose cost per token it is compared with.
 CONFIGS = {
     "yardstick-b1024": {"size": "yardstick", "lengths": (30, 30), "batch": 1024},
     "yardstick-b128": {"size": "yardstick", "lengths": (30, 30), "batch": 128},
     "yardstick-var": {"size": "yardstick", "lengths": (10, 50), "max_tokens": 30_720},
     "small-var": {"size": "small", "lengths": (10, 50), "max_tokens": 4096},
+    "rnnsearch-yardstick-var": {"size": "yardstick", "arch": "rnnsearch", "lengths": (10, 50), "max_tokens": 30_720},
+    "rnnsearch-small-var": {"size": "small", "arch": "rnnsearch", "lengths": (10, 50), "max_tokens": 4096},
 }
 DEFAULT_CONFIGS = list(CONFIGS)
-QUICK = {"configs": ["small-var"], "max_tokens": 1200, "steps": 6, "warmup": 1}
+QUICK = {"configs": ["small-var", "rnnsearch-small-var"], "max_tokens": 1200, "steps": 6, "warmup": 1}
 
 
 # --------------------------------------------------------------------------- data
@@ -203,8 +213,8 @@ def take_turns(contenders: list[Contender], device: torch.device, block: int, ro
 
 
 def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLines) -> dict:
-    size = config["size"]
-    model_cfg, vocab = bc.model_config(size)
+    size, arch = config["size"], config.get("arch", "cho2014")
+    model_cfg, vocab = bc.model_config(size, arch)
     low, high = config["lengths"]
     max_tokens = args.max_tokens or config.get("max_tokens") or config["batch"] * high
     data = synthetic_corpus(corpus_size(config["lengths"], max_tokens, args.steps), config["lengths"], vocab)
@@ -212,7 +222,7 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
 
     torch.manual_seed(0)
     model = build_model(model_cfg, vocab, vocab).to(device)
-    reference = ReferenceSeq2Seq.from_nmt(model)  # same initial weights
+    reference = reference_for(model)  # same initial weights
 
     batches = nmt_batches(data, max_tokens, epoch=0)
     ref_batch = max(1, round(n / len(batches)))
@@ -250,7 +260,7 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
     syncs = count_host_syncs(contenders[0].step, contenders[0].warmup, device) if "nmt" in args.impls else None
     shape = (f"{max_tokens // high} sentences x {low} target tokens" if low == high
              else f"token budget {max_tokens}, lengths {low}-{high}")
-    sizes = {**bc.size_record(size), "data": shape, "sentences": n}
+    sizes = {**bc.size_record(size, arch), "data": shape, "sentences": n}
     results = {}
     for c in contenders:
         padded = sum(len(rows) * int(data.tgt_lengths[rows].max()) for rows in c.batches)
@@ -336,7 +346,92 @@ def targets_for(name: str, device: torch.device) -> tuple[dict, str]:
         if name == "yardstick-b1024":
             target["min_nmt_tgt_tokens_per_s"] = 1.0e6
         return target, "H100"
-    return {"min_speedup": 1.1}, "2-core CPU"
+    return {"min_speedup": 1.5 if CONFIGS[name].get("arch") == "rnnsearch" else 1.1}, "2-core CPU"
+
+
+def attention_cost_line(name: str, results: dict, device: torch.device) -> dict | None:
+    """The attention model's training cost per target token relative to the Cho model's at
+    the same sizes and data, when both configurations ran (``rnnsearch-X`` against ``X``)."""
+    base = name.removeprefix("rnnsearch-")
+    if base == name or base not in results or "nmt" not in results[base] or "nmt" not in results[name]:
+        return None
+    cho, attention = results[base]["nmt"], results[name]["nmt"]
+    return {**bc.common_fields("train", device), "config": f"{name}/{base}", "impl": "nmt",
+            "comparison": "cost_per_token_ratio = Cho tokens/s / RNNsearch tokens/s, same sizes and data",
+            "sizes": attention["sizes"], "cho_tgt_tokens_per_s": cho["tgt_tokens_per_s"],
+            "rnnsearch_tgt_tokens_per_s": attention["tgt_tokens_per_s"],
+            "cost_per_token_ratio": bc.rounded(cho["tgt_tokens_per_s"] / attention["tgt_tokens_per_s"], 3)}
+
+
+# --------------------------------------------------------------------------- data-parallel scaling
+
+
+def ddp_worker(args) -> None:
+    """One torchrun process of ``--ddp``: ``Trainer`` steps as ``Trainer.fit`` takes them
+    (``step_batches``: N batches a step, one per rank), timed on rank 0 between barriers."""
+    import json
+
+    from nmt.distributed import join, leave
+    from nmt.trainer import step_batches
+
+    world = join("cpu" if args.device == "cpu" else "auto", 10.0)
+    device = torch.device(world.device) if world.distributed else bc.setup_device(args.device)
+    config = CONFIGS[args.configs.split(",")[0]]
+    model_cfg, vocab = bc.model_config(config["size"], config.get("arch", "cho2014"))
+    max_tokens = args.max_tokens or config.get("max_tokens") or config["batch"] * config["lengths"][1]
+    steps, warmup = args.steps or 20, 3 if args.warmup is None else args.warmup
+    data = synthetic_corpus(corpus_size(config["lengths"], max_tokens, (steps + warmup) * world.size),
+                            config["lengths"], vocab)
+    torch.manual_seed(0)
+    trainer = Trainer(build_model(model_cfg, vocab, vocab).to(device), TrainingData(data), OptimConfig(), device,
+                      world=world)
+    batches = nmt_batches(data, max_tokens, epoch=0)
+    groups = [batches[i: i + world.size] for i in range(0, len(batches) - world.size + 1, world.size)]
+    tokens, results = 0, []
+    for i, group in enumerate(groups[: warmup + steps]):
+        if i == warmup:
+            world.barrier()
+            bc.synchronize(device)
+            start = time.perf_counter()
+        micro, total, idle = step_batches(data, group, world, 1, device)
+        results.append(trainer.train_step(micro, total, idle))
+        tokens += total if i >= warmup else 0
+    torch.stack([r.loss_sum for r in results]).tolist()  # read the losses, as settle_steps does
+    world.barrier()
+    seconds = time.perf_counter() - start
+    if world.is_main:
+        print("DDP-RESULT " + json.dumps({"ranks": world.size, "steps": len(groups[warmup: warmup + steps]),
+                                          "tgt_tokens": tokens, "seconds": seconds}), flush=True)
+    leave(world)
+
+
+def measure_ddp(args, device: torch.device, out: bc.JsonLines) -> None:
+    """``--ddp N``: N torchrun processes against one, the same batch per rank, in one run."""
+    import json
+    import subprocess
+
+    name = (args.configs or "small-var").split(",")[0]
+    threads = args.threads or 1
+    results = {}
+    for ranks in (1, args.ddp):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+                   __file__, "--ddp-worker", "--configs", name, "--device", args.device, "--threads", str(threads)]
+        for flag, value in (("--steps", args.steps), ("--warmup", args.warmup), ("--max-tokens", args.max_tokens)):
+            if value is not None:
+                command += [flag, str(value)]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if done.returncode:
+            raise SystemExit(f"torchrun with {ranks} process(es) failed:\n{done.stderr[-3000:]}")
+        result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("DDP-RESULT "))[11:])
+        results[ranks] = {**result, "tgt_tokens_per_s": bc.rounded(result["tgt_tokens"] / result["seconds"])}
+        out.emit({**bc.common_fields("train-ddp", device), "config": name, "impl": "nmt", "ranks": ranks,
+                  "threads_per_rank": threads, "sizes": bc.size_record(CONFIGS[name]["size"],
+                                                                       CONFIGS[name].get("arch", "cho2014")),
+                  **results[ranks]})
+    one, many = results[1]["tgt_tokens_per_s"], results[args.ddp]["tgt_tokens_per_s"]
+    out.emit({**bc.common_fields("train-ddp", device), "config": name, "impl": f"nmt x{args.ddp}/nmt x1",
+              "comparison": "scaling_efficiency = tokens/s of N ranks / (N x tokens/s of one), same batch per rank",
+              "speedup": bc.rounded(many / one, 3), "scaling_efficiency": bc.rounded(many / (args.ddp * one), 3)})
 
 
 def main(argv=None) -> int:
@@ -359,8 +454,20 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="after timing, print a torch.profiler table of a few nmt steps (stderr)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    parser.add_argument("--ddp", type=int, default=0,
+                        help="N > 1: data-parallel scaling instead: N torchrun processes against one, the same "
+                             "batch per rank (the first of --configs; default small-var)")
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.ddp_worker:
+        ddp_worker(args)
+        return 0
+    if args.ddp > 1:
+        measure_ddp(args, bc.setup_device(args.device), bc.JsonLines(args.out))
+        return 0
 
     if args.quick:
         args.configs = args.configs or ",".join(QUICK["configs"])
@@ -374,13 +481,14 @@ def main(argv=None) -> int:
     args.steps = args.steps or 20
     args.warmup = 3 if args.warmup is None else args.warmup
     args.impls = args.impls.split(",")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = bc.setup_device(args.device)
     out = bc.JsonLines(args.out)
 
+    measured_configs = {}
     for name in names:
-        results = measure(name, CONFIGS[name], args, device, out)
+        results = measured_configs[name] = measure(name, CONFIGS[name], args, device, out)
+        if (cost := attention_cost_line(name, measured_configs, device)) is not None:
+            out.emit(cost)
         if set(results) != {"nmt", "reference"}:
             continue
         nmt, ref = results["nmt"], results["reference"]

@@ -23,6 +23,10 @@ echo "=== bench_train, train.compile=true (yardstick sizes)"
 timeout 120 python scripts/bench_train.py --configs yardstick-b1024 --impls nmt --compile \
   --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -3
 
+echo "=== bench_train, RNNsearch at the yardstick sizes against its reference, and its cost per token against Cho's"
+timeout 120 python scripts/bench_train.py --configs yardstick-var,rnnsearch-yardstick-var \
+  --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | grep -E '"(nmt/reference|nmt)"' | tail -4
+
 # PAIR: the two recipes trained side by side. cho-rnnsearch (default): the tuned Cho recipe
 # against RNNsearch at the paper's sizes (issue 13); paper-tuned: the paper's own recipe
 # against the tuned one (the README's first table).
@@ -50,5 +54,10 @@ timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --out "$OUT/bench
 echo "=== bench_decode, c's terms once per sentence (for_decoding; off by default on CUDA until measured)"
 timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --summary-terms on --out "$OUT/bench.jsonl" $BENCH_ARGS \
   2>&1 | grep -v '^\s*$' | grep '"nmt' | tail -4
+if [ -d "$RUNS/rnnsearch" ]; then
+  echo "=== bench_decode (RNNsearch checkpoint)"
+  timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/rnnsearch" --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 \
+    | grep -v '^\s*$' | grep '"nmt/reference"' | tail -2
+fi
 pack
 echo "=== done"; date -u

@@ -27,6 +27,7 @@ from nmt.batching import ParallelIds, token_batches
 from nmt.config import DecodeConfig, ModelConfig, OptimConfig
 from nmt.inference import decode_ids
 from nmt.reference import (
+    ReferenceRNNSearch,
     ReferenceSeq2Seq,
     reference_decode,
     reference_loss,
@@ -52,11 +53,18 @@ def fit_step(trainer: Trainer, data: ParallelIds, rows):
     return trainer.train_step(data.collate(rows))
 
 
-def tiny_model(cell="cudnn", output_rank=0, seed=0, dtype=torch.float32):
+def tiny_model(cell="cudnn", output_rank=0, seed=0, dtype=torch.float32, arch="cho2014"):
     torch.manual_seed(seed)
-    config = ModelConfig(embed_size=8, hidden_size=12, maxout_size=6, output_rank=output_rank,
-                         dropout=0.0, cell=cell)
-    return build_model(config, SRC_VOCAB, TGT_VOCAB).to(dtype)
+    config = ModelConfig(arch=arch, embed_size=8, hidden_size=12, maxout_size=6, output_rank=output_rank,
+                         dropout=0.0, cell=cell, attention_size=10 if arch == "rnnsearch" else 0)
+    model = build_model(config, SRC_VOCAB, TGT_VOCAB).to(dtype)
+    if arch == "rnnsearch":  # the paper's initialization gives flat attention (v_a = 0): make it peaked
+        with torch.no_grad():
+            model.energy.weight.normal_(0.0, 1.0)
+    return model
+
+
+REFERENCES = {"cho2014": ReferenceSeq2Seq, "rnnsearch": ReferenceRNNSearch}
 
 
 def random_pairs(n: int, max_len: int, seed: int) -> ParallelIds:
@@ -288,17 +296,27 @@ def test_batched_search_equals_per_sentence_search(name):
     assert_same_hypotheses(batched, reference_decode(reference, src_ids, decode, CPU), f"{name}: the reference")
 
 
+@pytest.mark.parametrize("name", ["greedy", "beam 5, nbest 5"])
+def test_attention_model_search_equals_its_tutorial_reference(name):
+    """What scripts/bench_decode.py times for model=rnnsearch: the same hypotheses both ways."""
+    decode = SEARCHES[name]
+    model = tiny_model(seed=5, arch="rnnsearch").eval()
+    src_ids = sources()
+    batched = decode_ids(model, src_ids, decode, CPU)
+    assert len({len(h[0].tokens) for h in batched}) > 2
+    reference = ReferenceRNNSearch.from_nmt(model).eval()
+    assert_same_hypotheses(batched, reference_decode(reference, src_ids, decode, CPU), f"{name}: the reference")
+
+
 # --------------------------------------------------------------------------- (d) the benchmarks' references
 
 
-@pytest.mark.parametrize("reverse_source", [False, True])
-def test_reference_model_computes_the_same_loss_and_gradients(reverse_source):
-    if reverse_source and not hasattr(ModelConfig(), "reverse_source"):
-        pytest.skip("ModelConfig has no reverse_source")
-    model = tiny_model()
+@pytest.mark.parametrize("arch, reverse_source", [("cho2014", False), ("cho2014", True), ("rnnsearch", False)])
+def test_reference_model_computes_the_same_loss_and_gradients(arch, reverse_source):
+    model = tiny_model(arch=arch)
     if reverse_source:
         model.config.reverse_source = True
-    reference = ReferenceSeq2Seq.from_nmt(model)
+    reference = REFERENCES[arch].from_nmt(model)
     data = random_pairs(9, 11, seed=7)
     batch = data.collate(np.arange(len(data)))
 
@@ -308,15 +326,16 @@ def test_reference_model_computes_the_same_loss_and_gradients(reverse_source):
     ref_grads = gradients(reference, ref_loss)
 
     assert_relative_close(ref_loss.detach(), (loss_sum / n_tokens).detach(), 1e-5, "loss")
-    for ref_name, nmt_name in ReferenceSeq2Seq.nmt_names().items():
+    for ref_name, nmt_name in reference.nmt_names().items():
         assert_relative_close(ref_grads[ref_name], nmt_grads[nmt_name], 1e-5, ref_name)
-    assert set(ReferenceSeq2Seq.nmt_names().values()) == set(nmt_grads), "every parameter mapped"
+    assert set(reference.nmt_names().values()) == set(nmt_grads), "every parameter mapped"
 
 
-def test_benchmarked_training_steps_are_the_same_update():
+@pytest.mark.parametrize("arch", ["cho2014", "rnnsearch"])
+def test_benchmarked_training_steps_are_the_same_update(arch):
     """Trainer.train_step (as bench_train calls it) and the reference step: the same new weights."""
-    model = tiny_model(dtype=torch.float64)
-    reference = ReferenceSeq2Seq.from_nmt(model)
+    model = tiny_model(dtype=torch.float64, arch=arch)
+    reference = REFERENCES[arch].from_nmt(model)
     data = random_pairs(30, 12, seed=8)
     trainer = plain_trainer(model, data)
     optimizer = reference_optimizer(reference)
@@ -328,9 +347,11 @@ def test_benchmarked_training_steps_are_the_same_update():
         assert ref_mean == pytest.approx(float(result.loss_sum) / result.n_tokens, rel=1e-6)
     params = dict(model.named_parameters())
     for ref_name, param in reference.named_parameters():
-        nmt_name = ReferenceSeq2Seq.nmt_names()[ref_name]
-        # Three Adam steps of lr 1e-3: the weights agree to 1e-4 of one step.
-        torch.testing.assert_close(param, params[nmt_name], rtol=0, atol=1e-7, msg=ref_name)
+        nmt_name = REFERENCES[arch].nmt_names()[ref_name]
+        # Three Adam steps of lr 1e-3: the weights agree to 1e-4 of one step (to 1e-3 for the
+        # attention model, whose softmax over the source runs in float32 even in a float64 model).
+        atol = 1e-6 if arch == "rnnsearch" else 1e-7
+        torch.testing.assert_close(param, params[nmt_name], rtol=0, atol=atol, msg=ref_name)
 
 
 def test_synthetic_training_corpus_has_the_requested_lengths():
