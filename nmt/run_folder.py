@@ -41,7 +41,7 @@ _held: dict[Path, int] = {}  # run folder -> the open, locked lock file of this 
 # restored optimizer state, schedule and best value.)
 RESUMABLE_SETTINGS = {
     "max_epochs", "max_steps", "max_minutes", "patience", "val_every", "val_max_sentences",
-    "val_batch_tokens", "save_every", "keep_last", "log_every", "max_nonfinite_steps", "device",
+    "val_batch_tokens", "save_every", "keep_last", "log_every", "max_nonfinite_steps", "device", "dist_timeout_minutes",
 }
 
 

@@ -9,10 +9,9 @@ there; without one it only trains.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -30,12 +29,12 @@ from nmt.checkpoint import (
     prune_step_checkpoints,
     save_checkpoint,
 )
-from nmt.config import DataConfig, DecodeConfig, OptimConfig
+from nmt.config import DataConfig, OptimConfig
+from nmt.distributed import World, step_share
 from nmt.errors import CheckpointError, SettingError, TrainingError, check_choice
-from nmt.inference import decode_ids
-from nmt.metrics import bleu_and_chrf
 from nmt.optim import LearningRateSchedule, build_optimizer, restore_optimizer_kind, skips_on_device
 from nmt.runtime import StopRequest, autocast, copy_to_log_files, rng_state, set_rng_state
+from nmt.validation import ValidationSet, validation_metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +45,6 @@ EARLY_STOPPING_METRICS = {"val_bleu": True, "val_chrf": True, "val_loss": False}
 def higher_is_better(metric: str) -> bool:
     check_choice("train.early_stopping_metric", metric, EARLY_STOPPING_METRICS)
     return EARLY_STOPPING_METRICS[metric]
-
-
-@dataclass
-class ValidationSet:
-    ids: ParallelIds  # every validation pair, for the loss
-    src_ids: list[list[int]]  # the sources translated for BLEU / chrF (train.val_max_sentences of them)
-    refs: list[str]  # their reference translations
-    detokenize: Callable[[list[list[int]]], list[str]]  # target ids -> text (Tokenizer.decode_tgt)
 
 
 @dataclass
@@ -89,6 +80,7 @@ class Progress:
     interval_seconds: float = 0.0  # step time behind train_tokens
     seconds: float = 0.0  # training wall time across resumes
     history: list = field(default_factory=list)  # train loss per log interval: (step, loss)
+    world_size: int = 1  # processes training together (torchrun), as of the last step
 
     def book_step(self, loss: float, n_tokens: int, finite: bool) -> None:
         """Count one trained step's loss, or one skipped (non-finite) step."""
@@ -101,23 +93,6 @@ class Progress:
         else:
             self.nonfinite_in_a_row += 1
             self.nonfinite_total += 1
-
-
-@torch.no_grad()
-def mean_loss(model, data: ParallelIds, batch_tokens: int, device: torch.device, amp: bool = False) -> float:
-    """Cross-entropy per target token over all of ``data`` (teacher-forced, in eval mode)."""
-    model.eval()
-    losses, tokens = [], 0
-    budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
-    for rows in token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False):
-        batch = data.collate(rows)
-        n_tokens = batch.n_tgt_tokens
-        batch = batch.to(device)
-        with autocast(device, amp):
-            loss_sum, _ = model.loss(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, n_tokens=n_tokens)
-        losses.append(loss_sum.float())
-        tokens += n_tokens
-    return float(torch.stack(losses).double().sum()) / max(tokens, 1) if losses else 0.0
 
 
 def clipped_grad_norm(model: torch.nn.Module, clip_norm: float) -> torch.Tensor:
@@ -140,25 +115,116 @@ def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) ->
                               "now (did the corpus or data.tokenizer settings change?)")
 
 
+class _Loss(torch.nn.Module):
+    """``model.loss`` as a module's ``forward``: what DistributedDataParallel wraps, since it
+    synchronizes the gradients of what its forward ran."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return self.model.loss(*args)
+
+
+def warn_about_resume(progress: Progress, opt: OptimConfig, world: World, run_dir) -> None:
+    """What a resumed run should know: another number of processes, or nothing left to train."""
+    if progress.world_size != world.size:
+        log.warning("the run was saved by %d process(es) and continues on %d: a step now takes %d batches "
+                    "instead of %d (the batch order stays the same)", progress.world_size, world.size,
+                    world.size * opt.accumulate, progress.world_size * opt.accumulate)
+        progress.world_size = world.size
+    for name, limit, done in (("train.max_steps", opt.max_steps, progress.step),
+                              ("train.max_epochs", opt.max_epochs, progress.epoch)):
+        if limit and done >= limit:
+            log.warning("the run has already reached %s=%d: nothing left to train; raise it on the "
+                        "command line (resume=%s %s=...)", name, limit, run_dir, name)
+            break
+
+
+def step_batches(train: ParallelIds, group: list, world: World, accumulate: int, device: torch.device):
+    """This rank's micro-batches of one step's ``group`` of batches (``nmt.distributed.step_share``),
+    the target tokens of the whole group, and which micro-batches are idle (stand-ins that count for
+    nothing, for a rank whose share ran out at the end of an epoch)."""
+    share = step_share(group, world, accumulate)
+    if not world.distributed:  # one process: no stand-ins needed
+        share = [rows for rows in share if rows is not None]
+    micro = [train.collate(group[0] if rows is None else rows) for rows in share]
+    if device.type == "cuda":
+        micro = [batch.pin_memory() for batch in micro]
+    total = sum(int(train.tgt_lengths[rows].sum()) for rows in group)
+    return micro, total, tuple(i for i, rows in enumerate(share) if rows is None)
+
+
+def stop_votes(world: World, step: int, read_every: int, *flags: bool) -> list[bool]:
+    """Whether to stop (on a signal, at the time limit): with several processes all must
+    stop at the same step, so they vote, every ``read_every`` steps (where the losses are
+    read anyway); one process decides at every step."""
+    if world.distributed and step % read_every:
+        return [False] * len(flags)
+    return [world.any(flag) for flag in flags]
+
+
+def log_interval(p: Progress, bar, writer, lr: float, log_start: float) -> float:
+    """The progress bar's figures and TensorBoard's step loss for the steps since ``log_start``; returns now."""
+    now = time.perf_counter()
+    if p.log_tokens:
+        loss = p.log_loss_sum / p.log_tokens
+        p.history.append((p.step, loss))
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{p.log_tokens / (now - log_start):.0f}", lr=f"{lr:.2g}",
+                        epoch=p.epoch + 1, refresh=False)
+        if writer is not None:
+            writer.add_scalar("train_loss_step", loss, p.step)
+    p.log_loss_sum, p.log_tokens = 0.0, 0
+    return now
+
+
+def nonfinite_error(limit: int, failed_at: int, step: int, run_dir) -> TrainingError:
+    return TrainingError(
+        f"{limit} consecutive steps had a non-finite loss or gradient (steps {failed_at - limit + 1}-{failed_at}); "
+        f"stopped at step {step}" + (f" with a checkpoint in {run_dir} (weights of the last finite step)"
+                                     if run_dir else "") + ". Lower train.lr, enable train.clip_norm, or check the data.")
+
+
+def restore_rng(saved: dict, world: World, device: torch.device, seed: int, step: int) -> None:
+    """Each rank's random state as the checkpoint saved it; with another number of ranks than
+    saved, rank 0 takes the saved one and the others a seed of their own."""
+    ranks = saved.get("ranks")
+    if ranks is not None and len(ranks) == world.size:
+        set_rng_state(ranks[world.rank], device)
+    elif world.rank == 0:
+        set_rng_state(saved, device)
+    else:
+        torch.manual_seed(seed + 1000 * world.rank + step)
+
+
 class Trainer:
     def __init__(self, model: torch.nn.Module, data: TrainingData, opt: OptimConfig, device: torch.device,
-                 run_dir: Path | None = None, tokenizer=None, data_config: DataConfig | None = None):
+                 run_dir: Path | None = None, tokenizer=None, data_config: DataConfig | None = None,
+                 world: World | None = None):
         """``model``: any architecture of ``nmt.architectures``, on ``device``. ``run_dir``: where checkpoints
-        and metrics go, with the ``tokenizer`` and ``data_config`` that checkpoints carry; None writes nothing."""
+        and metrics go, with the ``tokenizer`` and ``data_config`` that checkpoints carry; None writes nothing
+        (what ranks other than 0 get). ``world``: the processes training together (``nmt.distributed``)."""
         if run_dir is not None and (tokenizer is None or data_config is None):
             raise SettingError("a Trainer that writes a run folder needs the tokenizer and data settings")
         self.model, self.data, self.opt, self.device = model, data, opt, device
+        self.world = world or World()
         self.run_dir = None if run_dir is None else Path(run_dir)
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tokenizer, self.data_config = tokenizer, data_config
         self.maximize = higher_is_better(opt.early_stopping_metric)
         # torch.compile(model) would compile forward() only; training calls model.loss.
-        self.loss_fn = torch.compile(model.loss) if opt.compile else model.loss
+        self.ddp = None
+        if self.world.distributed:  # also makes every rank start from rank 0's weights
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                _Loss(model), device_ids=[device.index] if device.type == "cuda" else None)
+        loss = self.ddp or model.loss
+        self.loss_fn = torch.compile(loss) if opt.compile else loss
         self.optimizer = build_optimizer(opt, model.parameters(), device)
         self.schedule = LearningRateSchedule(opt, self.optimizer)
         self.amp = opt.amp and device.type == "cuda"
-        self.progress = Progress()
+        self.progress = Progress(world_size=self.world.size)
         self.pending: list[tuple[int, StepResult]] = []  # (step, result) trained but not yet read
         self.writer = None  # TensorBoard, opened by fit()
         self.epoch_batches = 1  # batches in the current epoch, known once fit() has made them
@@ -170,13 +236,16 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
 
     def save(self, name: str, with_training_state: bool = True) -> None:
+        """Rank 0 writes; every rank must call it (the training state holds every rank's random state)."""
         self.settle_steps()  # the progress saved includes every step trained
+        rngs = self.world.gather(rng_state(self.device)) if with_training_state else []
         if self.run_dir is None:
             return
         p, training = self.progress, None
         if with_training_state:
+            rng = {**rngs[0], "ranks": rngs} if self.world.distributed else rngs[0]
             training = TrainingState(self.optimizer.state_dict(), self.schedule.state_dict(), asdict(p),
-                                     rng_state(self.device), asdict(self.opt))
+                                     rng, asdict(self.opt))
         state = pack_checkpoint(self.model, self.tokenizer.src_proto, self.tokenizer.tgt_proto, self.data_config,
                                 p.step, p.epoch, p.best_value, training)
         save_checkpoint(state, self.run_dir / name)
@@ -200,37 +269,43 @@ class Trainer:
         restore_optimizer_kind(self.optimizer, fused)
         self.schedule.load_state_dict(checkpoint.training.schedule)
         self.progress = p = Progress(**checkpoint.training.progress)
-        set_rng_state(checkpoint.training.rng, self.device)
+        restore_rng(checkpoint.training.rng, self.world, self.device, self.opt.seed, p.step)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint.path, p.step, p.epoch + 1,
                  p.batch_in_epoch)
-        for name, limit, done in (("train.max_steps", self.opt.max_steps, p.step),
-                                  ("train.max_epochs", self.opt.max_epochs, p.epoch)):
-            if limit and done >= limit:
-                log.warning("the run has already reached %s=%d: nothing left to train; raise it on the "
-                            "command line (resume=%s %s=...)", name, limit, self.run_dir, name)
-                break
+        warn_about_resume(p, self.opt, self.world, self.run_dir)
 
     # ----------------------------------------------------------------- one step
 
-    def train_step(self, batch: Batch) -> StepResult:
-        """Forward, backward, clip, update, without waiting for the device.
+    def train_step(self, batch: Batch | list[Batch], total_tokens: int | None = None,
+                   idle: tuple[int, ...] = ()) -> StepResult:
+        """Forward, backward, clip, update, without waiting for the device (``settle_steps``
+        reads many steps' losses at once; a non-finite step is skipped on the device, by
+        fused Adam's ``found_inf``; Adadelta syncs once per step).
 
-        Reading a number off a GPU makes the host wait, and the GPU then idles while the
-        host builds the next batch. So the loss stays on the device (``settle_steps``
-        reads many steps at once), the token count comes from the host's batch, and a
-        step with a non-finite loss or gradient is skipped on the device (fused Adam's
-        ``found_inf``). Optimizers that cannot do that (Adadelta) sync once per step.
-        """
+        ``batch``: one batch, or this rank's micro-batches of one step (``train.accumulate``),
+        gradients summed, the loss divided by ``total_tokens``: the step's target tokens on
+        all ranks, counted on the host (default: these batches'). Micro-batches at ``idle``
+        count for nothing (a rank whose share ran out at an epoch's end still takes part)."""
+        batches = [batch] if isinstance(batch, Batch) else batch
+        total = total_tokens or sum(b.n_tgt_tokens for i, b in enumerate(batches) if i not in idle)
         self.model.train()
-        n_tokens = batch.n_tgt_tokens
-        batch = batch.to(self.device, non_blocking=True)
-        with autocast(self.device, self.amp):
-            loss_sum, _ = self.loss_fn(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
-                                       self.opt.label_smoothing, n_tokens)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss_sum / n_tokens).backward()
+        loss_sum = torch.zeros((), device=self.device)
+        for i, micro in enumerate(batches):
+            n_tokens = micro.n_tgt_tokens
+            micro = micro.to(self.device, non_blocking=True)
+            # DDP averages gradients over the ranks: * world.size / total makes it the sum / total.
+            ranks = 0.0 if i in idle else self.world.size
+            synced = self.ddp is None or i == len(batches) - 1  # gradients are exchanged once per step
+            with contextlib.nullcontext() if synced else self.ddp.no_sync():
+                with autocast(self.device, self.amp):
+                    micro_loss, _ = self.loss_fn(micro.src, micro.src_lengths, micro.tgt_in, micro.tgt_out,
+                                                 self.opt.label_smoothing, n_tokens)
+                (micro_loss * ranks / total).backward()
+            if i not in idle:
+                loss_sum = loss_sum + micro_loss.detach().float()
+        self.world.all_reduce_sum_(loss_sum)  # the step's loss on all ranks, so that all skip alike
         grad_norm = clipped_grad_norm(self.model, self.opt.clip_norm)
-        loss_sum = loss_sum.detach().float()
         finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
         if skips_on_device(self.optimizer):
             self.optimizer.found_inf = (~finite).float()
@@ -240,7 +315,7 @@ class Trainer:
                 del self.optimizer.found_inf  # non-fused Adam refuses a step while it is set
         elif finite.item():
             self.optimizer.step()
-        return StepResult(loss_sum, n_tokens, finite)
+        return StepResult(loss_sum, total, finite)
 
     def settle_steps(self) -> None:
         """Read the losses of the steps trained since the last call (one device sync) and
@@ -268,34 +343,19 @@ class Trainer:
                 failed_at = step
         if failed_at is not None:
             self.save_step_checkpoints()
-            limit = self.opt.max_nonfinite_steps
-            raise TrainingError(
-                f"{limit} consecutive steps had a non-finite loss or gradient (steps {failed_at - limit + 1}-"
-                f"{failed_at}); stopped at step {p.step}"
-                + (f" with a checkpoint in {self.run_dir} (weights of the last finite step)" if self.run_dir else "")
-                + ". Lower train.lr, enable train.clip_norm, or check the data."
-            )
+            raise nonfinite_error(self.opt.max_nonfinite_steps, failed_at, p.step, self.run_dir)
 
     # ----------------------------------------------------------------- validation
 
     def validate(self) -> dict:
         """Validation loss, greedy BLEU / chrF; metrics.jsonl, best.pt, step checkpoints (only those without data)."""
         self.settle_steps()
-        start, p, val = time.perf_counter(), self.progress, self.data.validation
-        if val is None:
+        p = self.progress
+        if self.data.validation is None:
             self.save_step_checkpoints()
             return {}
-        val_loss = mean_loss(self.model, val.ids, self.opt.val_batch_tokens, self.device, self.amp)
-        hyps = val.detokenize([h[0].tokens for h in decode_ids(self.model, val.src_ids, DecodeConfig(), self.device)])
-        bleu, chrf = bleu_and_chrf(hyps, val.refs)
-        metrics = {
-            "step": p.step, "epoch": self.epochs(),
-            "train_loss": p.train_loss_sum / max(p.train_tokens, 1) if p.train_tokens else None,
-            "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bleu": bleu, "val_chrf": chrf,
-            "tokens_per_s": p.train_tokens / max(p.interval_seconds, 1e-9),
-            "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": p.seconds,
-            "val_seconds": time.perf_counter() - start, "skipped_steps": p.nonfinite_total,
-        }
+        # Rank 0 validates; every rank takes the same decisions from its figures.
+        metrics = self.world.broadcast(validation_metrics(self) if self.world.is_main else None)
         value = metrics[self.opt.early_stopping_metric]
         improved = p.best_value is None or (value > p.best_value if self.maximize else value < p.best_value)
         if improved:
@@ -314,10 +374,11 @@ class Trainer:
         if improved:
             self.save("best.pt", with_training_state=False)
         self.save_step_checkpoints()
-        line = (f"step {p.step}: val loss {val_loss:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU {bleu:.2f}, "
-                f"chrF {chrf:.2f}{' *' if improved else ''}")
-        tqdm.write(line)
-        copy_to_log_files(line)
+        if self.world.is_main:
+            line = (f"step {p.step}: val loss {metrics['val_loss']:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU "
+                    f"{metrics['val_bleu']:.2f}, chrF {metrics['val_chrf']:.2f}{' *' if improved else ''}")
+            tqdm.write(line)
+            copy_to_log_files(line)
         return metrics
 
     # ----------------------------------------------------------------- the loop
@@ -330,32 +391,35 @@ class Trainer:
         opt, p, train = self.opt, self.progress, self.data.train
         self.writer = run_folder.tensorboard_writer(self.run_dir) if self.run_dir is not None else None
         bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
-                   desc="training", mininterval=1.0)
+                   desc="training", mininterval=1.0, disable=True if not self.world.is_main else None)
         log_start = session_start = time.perf_counter()
         # The host reads the device's losses at each log line, and often enough that a run
         # of non-finite steps stops training within max_nonfinite_steps more.
         read_every = max(1, min(opt.log_every, opt.max_nonfinite_steps))
+        per_step = self.world.size * opt.accumulate  # batches of the epoch one optimizer step takes
         try:
             while p.epoch < opt.max_epochs:
+                # Every rank derives the same batches: the order is a function of the seed and epoch.
                 batches = token_batches(train.src_lengths, train.tgt_lengths, opt.max_tokens,
                                         shuffle=True, seed=opt.seed, epoch=p.epoch)
                 self.epoch_batches = len(batches)
                 while p.batch_in_epoch < len(batches):
-                    if stop:
+                    out_of_time = bool(opt.max_minutes) and time.perf_counter() - session_start >= 60 * opt.max_minutes
+                    signalled, out_of_time = stop_votes(self.world, p.step, read_every, bool(stop), out_of_time)
+                    if signalled:
                         self.save_step_checkpoints()
                         return "signal"
                     if opt.max_steps and p.step >= opt.max_steps:
                         return "max_steps"
-                    if opt.max_minutes and time.perf_counter() - session_start >= 60 * opt.max_minutes:
+                    if out_of_time:
                         return "max_minutes"
                     step_start = time.perf_counter()
-                    # While the device runs the step launched last, the host builds this batch.
-                    batch = train.collate(batches[p.batch_in_epoch])
-                    if self.device.type == "cuda":
-                        batch = batch.pin_memory()
+                    # While the device runs the step launched last, the host builds this step's batches.
+                    group = batches[p.batch_in_epoch: p.batch_in_epoch + per_step]
+                    micro, total, idle = step_batches(train, group, self.world, opt.accumulate, self.device)
                     lr = self.schedule.step(p.step + 1)
-                    self.pending.append((p.step + 1, self.train_step(batch)))
-                    p.batch_in_epoch += 1
+                    self.pending.append((p.step + 1, self.train_step(micro, total, idle)))
+                    p.batch_in_epoch += len(group)
                     p.step += 1
                     elapsed = time.perf_counter() - step_start
                     p.seconds += elapsed
@@ -364,15 +428,7 @@ class Trainer:
                     if p.step % read_every == 0:
                         self.settle_steps()
                     if p.step % opt.log_every == 0:
-                        now = time.perf_counter()
-                        if p.log_tokens:
-                            loss = p.log_loss_sum / p.log_tokens
-                            p.history.append((p.step, loss))
-                            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{p.log_tokens / (now - log_start):.0f}",
-                                            lr=f"{lr:.2g}", epoch=p.epoch + 1, refresh=False)
-                            if self.writer is not None:
-                                self.writer.add_scalar("train_loss_step", loss, p.step)
-                        p.log_loss_sum, p.log_tokens, log_start = 0.0, 0, now
+                        log_start = log_interval(p, bar, self.writer, lr, log_start)
                     if opt.val_every and p.step % opt.val_every == 0:
                         self.validate()
                         if self.should_stop_early():

@@ -1,7 +1,9 @@
 """A training run from its settings: data preparation (corpus -> tokenizer -> id tables),
 the model, the ``Trainer``, and the run folder's closing files.
 
-``train(cfg, run_dir)`` is what ``nmt-train`` calls once Hydra has composed ``cfg``.
+``train(cfg, run_dir)`` is what ``nmt-train`` calls once Hydra has composed ``cfg``. Under
+torchrun every process calls it: rank 0 with the settings and the run folder, which it
+sends the others (``nmt.distributed``); only rank 0 writes into the folder.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nmt import run_folder
 from nmt.architectures import architecture, build_model, count_parameters
@@ -24,6 +27,7 @@ from nmt.checkpoint import (
 )
 from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges
 from nmt.data import describe, load_corpus, text_column
+from nmt.distributed import World, leave
 from nmt.ensemble import save_average
 from nmt.errors import CheckpointError, RunFolderError, SettingError
 from nmt.inference import decode_ids
@@ -63,8 +67,10 @@ def split_ids(table, limit: int = 0, split: str = "train") -> tuple[ParallelIds,
     return data, rows
 
 
-def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int = 0) -> PreparedData:
-    """Load and clean the corpus, train (or reuse) its tokenizer, tokenize every split (cached).
+def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int = 0,
+                 tokenizer: Tokenizer | None = None) -> PreparedData:
+    """Load and clean the corpus, train (or reuse) its tokenizer (or take ``tokenizer``),
+    tokenize every split (cached).
 
     ``max_subwords`` limits the validation pairs as it limits the training pairs: one
     sentence of a million characters would otherwise cost minutes and gigabytes in
@@ -75,7 +81,8 @@ def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int 
                  stats["src_words"], stats["tgt_words"])
     cache = Path(cfg.cache_dir).expanduser()
     train = corpus["train"]
-    tokenizer = build_tokenizer(text_column(train, "src"), text_column(train, "tgt"), cfg.tokenizer, cache)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(text_column(train, "src"), text_column(train, "tgt"), cfg.tokenizer, cache)
     tokenized = tokenize_corpus(corpus, tokenizer, cache, cfg.num_proc)
     validation = tokenized["validation"]
     val_ids, val_rows = split_ids(validation, limit=max_subwords, split="validation")
@@ -106,46 +113,69 @@ def check_settings(cfg: TrainRunConfig) -> None:
                            "train.max_tokens or lower train.max_subwords")
 
 
-def build_trainer(cfg: TrainRunConfig, run_dir: Path) -> tuple[Trainer, PreparedData]:
+def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None = None
+                  ) -> tuple[Trainer, PreparedData]:
     """Device, seed, data and a fresh model of ``cfg.model.arch``: the ``Trainer`` of a run
-    folder (the tokenizer is saved there), and the data it was built on."""
-    opt = cfg.train
+    folder (the tokenizer is saved there; None on ranks other than 0), and its data."""
+    opt, world = cfg.train, world or World()
     device = configure_device(opt.device, opt.tf32, opt.deterministic)
     seed_everything(opt.seed)
-    prepared = prepare_data(cfg.data, opt.max_subwords, opt.val_max_sentences)
+    # Rank 0 trains the tokenizer (SentencePiece training is not deterministic) and sends it
+    # to all; the first process of each other machine then tokenizes the corpus into its
+    # cache, and the remaining processes find it there: no two processes write one cache file.
+    args = (cfg.data, opt.max_subwords, opt.val_max_sentences)
+    prepared = prepare_data(*args) if world.is_main else None
+    protos = world.broadcast((prepared.tokenizer.src_proto, prepared.tokenizer.tgt_proto) if world.is_main else None)
+    if not world.is_main and not world.local_rank:
+        prepared = prepare_data(*args, tokenizer=Tokenizer(*protos))
+    world.barrier()
+    if world.local_rank:
+        prepared = prepare_data(*args, tokenizer=Tokenizer(*protos))
     tokenizer = prepared.tokenizer
-    tokenizer.save(run_dir)
+    if run_dir is not None:
+        tokenizer.save(run_dir)
     model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).to(device)
-    trainer = Trainer(model, prepared.data, opt, device, run_dir, tokenizer, cfg.data)
+    if world.rank:  # dropout of its own on each rank (the weights come from rank 0)
+        torch.manual_seed(opt.seed + 1000 * world.rank)
+    trainer = Trainer(model, prepared.data, opt, device, run_dir, tokenizer, cfg.data, world)
     log.info("model: %s (%s), %.1fM parameters, %s cell, on %s%s", cfg.model.name, cfg.model.arch,
              count_parameters(model) / 1e6, cfg.model.cell, device, " (bf16 autocast)" if trainer.amp else "")
     return trainer, prepared
 
 
-def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
+def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False,
+          world: World | None = None) -> dict:
     """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary.
 
     The folder is held by this process throughout (``run_folder.hold``). A new run writes
     config.yaml before anything else, so a run stopped at any moment can be resumed; a
-    resume of a run that saved no checkpoint yet starts it from step 0."""
-    check_settings(cfg)
-    local = Path(cfg.data.path).expanduser()
-    if cfg.data.path and local.exists():  # so that the saved config works from any folder
-        cfg.data.path = str(local.resolve())
-    run_dir = Path(run_dir)
-    acquired = run_folder.hold(run_dir)
+    resume of a run that saved no checkpoint yet starts it from step 0. ``world``: the
+    processes of a torchrun job (``nmt.distributed.join``); ranks other than 0 pass no
+    settings and no folder, and follow rank 0's."""
+    world = world or World()
+    if world.is_main:
+        check_settings(cfg)
+        local = Path(cfg.data.path).expanduser()
+        if cfg.data.path and local.exists():  # so that the saved config works from any folder
+            cfg.data.path = str(local.resolve())
+        run_dir = Path(run_dir)
+    cfg, run_dir, resume = world.broadcast((cfg, run_dir, resume))
+    if world.distributed:
+        cfg.train.device = world.device  # this rank's: cuda:LOCAL_RANK, or cpu
+    acquired = run_folder.hold(run_dir) if world.is_main else False
     try:
-        problem = None if resume else run_folder.new_run_problem(run_dir)
-        if problem:
-            raise RunFolderError(problem)
-        run_folder.remove_leftovers(run_dir)
-        if not resume:
-            run_folder.write_config(run_dir, cfg)
+        if world.is_main:
+            problem = None if resume else run_folder.new_run_problem(run_dir)
+            if problem:
+                raise RunFolderError(problem)
+            run_folder.remove_leftovers(run_dir)
+            if not resume:
+                run_folder.write_config(run_dir, cfg)
         with StopRequest(setting_up=True) as stop:
             try:
-                trainer, prepared = build_trainer(cfg, run_dir)
+                trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world)
                 if resume:
-                    resume_trainer(trainer, cfg)
+                    resume_trainer(trainer, cfg, run_dir)
             except StoppedDuringSetup:
                 return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
             stop.setting_up = False
@@ -154,19 +184,26 @@ def train(cfg: TrainRunConfig, run_dir: Path, resume: bool = False) -> dict:
     finally:
         if acquired:
             run_folder.release(run_dir)
+        leave(world)
     if reason == "signal":
         summary["exit_code"] = PREEMPTED_EXIT_CODE
     return summary
 
 
-def resume_trainer(trainer: Trainer, cfg: TrainRunConfig) -> None:
-    """Restore the newest intact checkpoint of the trainer's run (none yet: start at step 0);
-    metrics.jsonl keeps the validations up to it; config.yaml takes the resume's overrides."""
-    run_dir = trainer.run_dir
-    if has_step_checkpoints(run_dir) or any(run_dir.glob("*.pt")):
-        trainer.restore(load_for_resume(run_dir, log))  # only best.pt, say: an error, never a restart
-    else:
+def resume_trainer(trainer: Trainer, cfg: TrainRunConfig, run_dir: Path) -> None:
+    """Restore the newest intact checkpoint of the run in ``run_dir`` (none yet: start at step
+    0); metrics.jsonl keeps the validations up to it; config.yaml takes the resume's overrides.
+    Under torchrun rank 0 reads the checkpoint and sends it to the others."""
+    world, checkpoint = trainer.world, None
+    if world.is_main and (has_step_checkpoints(run_dir) or any(run_dir.glob("*.pt"))):
+        checkpoint = load_for_resume(run_dir, log)  # only best.pt, say: an error, never a restart
+    checkpoint = world.broadcast(checkpoint)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    elif world.is_main:
         log.info("%s: no checkpoint saved yet; starting the run from step 0 with its config.yaml", run_dir)
+    if not world.is_main:
+        return
     run_folder.drop_metrics_after(run_dir, trainer.progress.step)
     # After a successful resume only, so that train.* overrides (more steps, say) hold for
     # the next plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
@@ -183,12 +220,15 @@ def settings_from_checkpoint(run_dir: Path) -> dict:
 
 def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:
     """Final validation if the last one is stale, curves, test scores of best.pt; summary.json."""
-    p, run_dir = trainer.progress, trainer.run_dir
-    last_validated = run_folder.last_metrics(run_dir)
-    if reason != "signal" and (last_validated is None or last_validated["step"] != p.step):
+    p, run_dir, world = trainer.progress, trainer.run_dir, trainer.world
+    last_validated = run_folder.last_metrics(run_dir) if world.is_main else None
+    stale = reason != "signal" and (last_validated is None or last_validated["step"] != p.step)
+    if world.broadcast(stale):  # every rank takes part in a validation and a save
         trainer.validate()
     else:
         trainer.save("last.pt")
+    if not world.is_main:
+        return {"reason": reason, "steps": p.step, "run_dir": None}
     run_folder.plot_curves(run_dir)
     metric = trainer.opt.early_stopping_metric
     summary = {

@@ -199,8 +199,8 @@ def _signal_self_after(monkeypatch, step: int, signum=signal.SIGTERM) -> None:
     """Deliver a real signal to this process right after training step ``step``."""
     original = Trainer.train_step
 
-    def train_step(self, batch):
-        out = original(self, batch)
+    def train_step(self, batch, *args):
+        out = original(self, batch, *args)
         if self.progress.step + 1 == step:  # progress.step counts this step once it returns
             signal.pthread_kill(threading.main_thread().ident, signum)
         return out
@@ -373,7 +373,7 @@ def _inject(monkeypatch, nan_loss_calls=(), inf_grad_calls=(), snapshots=None):
                 loss_sum = loss_sum * float("nan")
         return loss_sum, n_tokens
 
-    def train_step(self, batch):
+    def train_step(self, batch, *args):
         calls["step"] += 1
         before = {k: v.clone() for k, v in self.model.state_dict().items()}
         opt_before = [{k: v.clone() for k, v in s.items()} for s in self.optimizer.state.values()]
@@ -381,7 +381,7 @@ def _inject(monkeypatch, nan_loss_calls=(), inf_grad_calls=(), snapshots=None):
         if calls["step"] in inf_grad_calls:
             hook = self.model.tgt_embed.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
         try:
-            out = original_step(self, batch)
+            out = original_step(self, batch, *args)
         finally:
             if hook is not None:
                 hook.remove()

@@ -3,21 +3,28 @@
     nmt-train                                     # small model on the embedded Bible corpus
     nmt-train model=cho2014 train=paper           # the paper's sizes and Adadelta (a GPU job)
     nmt-train resume=outputs/bible_es_en/small/RUN train.max_epochs=30
+    torchrun --nproc_per_node=4 -m nmt.commands.train hydra.run.dir=runs/big ...   # data-parallel
 
 The run folder holds everything translation needs: config.yaml, the tokenizer
 (spm*.model), best.pt / last.pt / step-N.pt checkpoints, metrics.jsonl,
-curves.png, summary.json, train.log and TensorBoard events.
+curves.png, summary.json, train.log and TensorBoard events. Under torchrun, rank 0 owns it:
+the other ranks compose their settings without a folder of their own (``main``), take
+rank 0's settings and folder, and write nothing.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from nmt.commands.app import claimed_run_folders, hydra_command, refuse
 from nmt.config import TrainRunConfig
+from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
 from nmt.run_folder import (
     has_trained,
@@ -51,14 +58,18 @@ def resume_config(run_dir: Path, overrides: list[str], settings: str = "config")
 def run_train(cfg: TrainRunConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
+    world = join(cfg.train.device, cfg.train.dist_timeout_minutes)  # torchrun: connect to the other processes
+    if not world.is_main:  # rank 0 logs and prints for the job
+        logging.getLogger().setLevel(logging.WARNING)
+        return train(None, None, world=world).get("exit_code", 0)
     hydra_cfg = HydraConfig.get()
     if cfg.resume:
         run_dir = Path(cfg.resume)
         hold(run_dir)  # before config.yaml is read: another resume may be rewriting it
         cfg = resume_config(run_dir, list(hydra_cfg.overrides.task), cfg.resume_settings)
-        summary = train(cfg, run_dir, resume=True)
+        summary = train(cfg, run_dir, resume=True, world=world)
     else:  # the folder Hydra resolved, whatever the spelling of hydra.run.dir: train() checks it is free
-        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
+        summary = train(cfg, Path(hydra_cfg.runtime.output_dir), world=world)
     if summary.get("exit_code") == PREEMPTED_EXIT_CODE:
         at = "during set-up" if summary["steps"] is None else f"at step {summary['steps']}; checkpoint saved"
         line = f"nmt-train: stopped by a signal {at}. Continue with: nmt-train resume={summary['run_dir']}"
@@ -79,6 +90,8 @@ def check_run_folder(overrides: dict[str, str]) -> None:
     on the command line must suit the command and not be held by another process (this
     one holds it from here on). ``train()`` checks the folder Hydra resolved once more."""
     resume, run_dir = overrides.get("resume"), overrides.get("hydra.run.dir")
+    if torchrun_rank() > 0:  # rank 0 checks and holds the folder
+        return
     if resume:
         problem = resume_folder_problem(resume, from_checkpoint=overrides.get("resume_settings") == "checkpoint")
         if problem:
@@ -126,7 +139,33 @@ def remove_if_unused(run_dir: Path) -> None:
             break
 
 
-main = hydra_command("train", TrainRunConfig, run_train, check=check_run_folder, on_exit=clean_up_failed_run)
+hydra_main = hydra_command("train", TrainRunConfig, run_train, check=check_run_folder, on_exit=clean_up_failed_run)
+
+
+def torchrun_argv(argv: list[str]) -> list[str]:
+    """The command line as this torchrun worker must compose it. Ranks other than 0 get no run
+    folder, no .hydra/ and no log file (``hydra.run.dir=.``): rank 0 sends them its settings
+    and folder. A worker that torchrun restarted (``--max-restarts``) resumes the folder that
+    ``hydra.run.dir=`` names, once the first attempt has written its config.yaml there."""
+    folder_args = ("hydra.run.dir=", "hydra.output_subdir=", "hydra/job_logging=")
+    if torchrun_rank() > 0:
+        return [a for a in argv if not a.startswith(folder_args)] + [
+            "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stderr"]
+    run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+    resumed = any(a.startswith("resume=") for a in argv)
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) and not run_dir and not resumed:
+        print("nmt-train: warning: torchrun --max-restarts without hydra.run.dir=...: a restarted job cannot find "
+              "this run's folder and would start a new run", file=sys.stderr)
+    if restarted_by_torchrun() and run_dir and (Path(run_dir) / "config.yaml").is_file():
+        print(f"nmt-train: restarted by torchrun; resuming {run_dir}", file=sys.stderr)
+        return [f"resume={run_dir}"] + [a for a in argv if a.startswith("train.dist_timeout_minutes=")]
+    return argv
+
+
+def main() -> None:
+    sys.argv[1:] = torchrun_argv(sys.argv[1:])
+    hydra_main()
+
 
 if __name__ == "__main__":
     main()
