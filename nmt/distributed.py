@@ -35,9 +35,15 @@ from nmt.errors import SettingError
 log = logging.getLogger(__name__)
 
 
+def launched_by_torchrun() -> bool:
+    """Whether torchrun started this process as one of several (its environment, not just a
+    ``RANK`` some cluster scripts export)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def torchrun_rank() -> int:
     """This process's global rank as torchrun sets it (0 without torchrun)."""
-    return int(os.environ.get("RANK", "0"))
+    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
 
 
 def restarted_by_torchrun() -> bool:
@@ -108,7 +114,7 @@ def join(device_setting: str, timeout_minutes: float) -> World:
 
     ``timeout_minutes`` bounds every wait on the other ranks: if one dies, the others
     fail with an error after at most that long instead of hanging."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
+    if not launched_by_torchrun():
         return World()
     world = World(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
     use_cuda = device_setting.startswith("cuda") or (device_setting == "auto" and torch.cuda.is_available())

@@ -118,7 +118,8 @@ def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None
     """Device, seed, data and a fresh model of ``cfg.model.arch``: the ``Trainer`` of a run
     folder (the tokenizer is saved there; None on ranks other than 0), and its data."""
     opt, world = cfg.train, world or World()
-    device = configure_device(opt.device, opt.tf32, opt.deterministic)
+    # Under torchrun, this rank's device (cuda:LOCAL_RANK or cpu); train.device stays as given.
+    device = configure_device(world.device or opt.device, opt.tf32, opt.deterministic)
     seed_everything(opt.seed)
     # Rank 0 trains the tokenizer (SentencePiece training is not deterministic) and sends it
     # to all; the first process of each other machine then tokenizes the corpus into its
@@ -152,25 +153,22 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
     resume of a run that saved no checkpoint yet starts it from step 0. ``world``: the
     processes of a torchrun job (``nmt.distributed.join``); ranks other than 0 pass no
     settings and no folder, and follow rank 0's."""
-    world = world or World()
-    if world.is_main:
-        check_settings(cfg)
-        local = Path(cfg.data.path).expanduser()
-        if cfg.data.path and local.exists():  # so that the saved config works from any folder
-            cfg.data.path = str(local.resolve())
-        run_dir = Path(run_dir)
-    cfg, run_dir, resume = world.broadcast((cfg, run_dir, resume))
-    if world.distributed:
-        cfg.train.device = world.device  # this rank's: cuda:LOCAL_RANK, or cpu
-    acquired = run_folder.hold(run_dir) if world.is_main else False
+    world, acquired = world or World(), False
     try:
-        if world.is_main:
+        if world.is_main:  # everything that can refuse the run, before the other ranks are told of it
+            check_settings(cfg)
+            local = Path(cfg.data.path).expanduser()
+            if cfg.data.path and local.exists():  # so that the saved config works from any folder
+                cfg.data.path = str(local.resolve())
+            run_dir = Path(run_dir)
+            acquired = run_folder.hold(run_dir)
             problem = None if resume else run_folder.new_run_problem(run_dir)
             if problem:
                 raise RunFolderError(problem)
             run_folder.remove_leftovers(run_dir)
             if not resume:
                 run_folder.write_config(run_dir, cfg)
+        cfg, run_dir, resume = world.broadcast((cfg, run_dir, resume))
         with StopRequest(setting_up=True) as stop:
             try:
                 trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world)

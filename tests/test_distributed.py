@@ -163,3 +163,22 @@ def test_distributed_settings_are_checked(setting, tmp_path):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {setting.split('=')[0]}=") and ": must be " in last
+
+
+def test_the_command_line_each_torchrun_worker_composes(monkeypatch, tmp_path):
+    from nmt.commands.train import torchrun_argv
+
+    argv = [f"hydra.run.dir={tmp_path}", "train.lr=0.5", "train.device=cpu"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert torchrun_argv(argv) == argv  # a RANK some cluster script exported: a plain run
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
+    assert torchrun_argv(argv + ["+hydra.output_subdir=x"]) == [
+        "train.lr=0.5", "train.device=cpu", "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stderr"]
+    monkeypatch.setenv("RANK", "0")
+    assert torchrun_argv(argv) == argv
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert torchrun_argv(argv) == argv  # restarted before the first attempt wrote config.yaml: a new run
+    (tmp_path / "config.yaml").write_text("train: {}\n")
+    assert torchrun_argv(argv) == [f"resume={tmp_path}", "train.device=cpu"]

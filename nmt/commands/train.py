@@ -149,16 +149,17 @@ def torchrun_argv(argv: list[str]) -> list[str]:
     ``hydra.run.dir=`` names, once the first attempt has written its config.yaml there."""
     folder_args = ("hydra.run.dir=", "hydra.output_subdir=", "hydra/job_logging=")
     if torchrun_rank() > 0:
-        return [a for a in argv if not a.startswith(folder_args)] + [
+        return [a for a in argv if not a.lstrip("+").startswith(folder_args)] + [
             "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stderr"]
-    run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), None)
+    run_dir = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra.run.dir=")), None)
     resumed = any(a.startswith("resume=") for a in argv)
     if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) and not run_dir and not resumed:
         print("nmt-train: warning: torchrun --max-restarts without hydra.run.dir=...: a restarted job cannot find "
               "this run's folder and would start a new run", file=sys.stderr)
     if restarted_by_torchrun() and run_dir and (Path(run_dir) / "config.yaml").is_file():
         print(f"nmt-train: restarted by torchrun; resuming {run_dir}", file=sys.stderr)
-        return [f"resume={run_dir}"] + [a for a in argv if a.startswith("train.dist_timeout_minutes=")]
+        # The settings that pick the device and the process group must stay those of the other ranks.
+        return [f"resume={run_dir}"] + [a for a in argv if a.startswith(("train.dist_timeout_minutes=", "train.device="))]
     return argv
 
 
