@@ -27,8 +27,16 @@ BUILTIN_MODULES = ("nmt.model", "nmt.rnnsearch")
 ARCHITECTURES: dict[str, type] = {}
 
 # The methods of Seq2SeqModel a class must have to be registered.
-REQUIRED_METHODS = ("encode", "init_state", "decode_step", "reorder_encoder_out", "reorder_state", "forward", "loss",
-                    "model_config")
+REQUIRED_METHODS = (
+    "encode",
+    "init_state",
+    "decode_step",
+    "reorder_encoder_out",
+    "reorder_state",
+    "forward",
+    "loss",
+    "model_config",
+)
 
 
 @runtime_checkable
@@ -65,8 +73,15 @@ class Seq2SeqModel(Protocol):
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for ``tgt_in`` (BOS + target)."""
 
-    def loss(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor,
-             label_smoothing: float = 0.0, n_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        tgt_out: torch.Tensor,
+        label_smoothing: float = 0.0,
+        n_tokens: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed cross-entropy over the real (non-PAD) positions of ``tgt_out``, and their count."""
 
     def model_config(self) -> dict:
@@ -80,8 +95,10 @@ def register_architecture(name: str):
     def register(cls: type) -> type:
         missing = [method for method in REQUIRED_METHODS if not callable(getattr(cls, method, None))]
         if missing:
-            raise TypeError(f"{cls.__name__} cannot be model.arch={name}: it lacks {', '.join(missing)} "
-                            "(see nmt.architectures.Seq2SeqModel)")
+            raise TypeError(
+                f"{cls.__name__} cannot be model.arch={name}: it lacks {', '.join(missing)} "
+                "(see nmt.architectures.Seq2SeqModel)"
+            )
         ARCHITECTURES[name] = cls
         return cls
 

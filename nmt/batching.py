@@ -54,6 +54,7 @@ class ParallelIds:
             offsets[1:] = np.cumsum([len(s) for s in seqs])
             values = np.fromiter((t for s in seqs for t in s), dtype=np.int32, count=int(offsets[-1]))
             return values, offsets
+
         return cls(*flat(src), *(flat(tgt) if tgt is not None else (None, None)))
 
     def __len__(self) -> int:
@@ -61,12 +62,14 @@ class ParallelIds:
 
     def select(self, rows: np.ndarray) -> "ParallelIds":
         """A new store holding only ``rows`` (vectorized: no Python loop per sentence)."""
+
         def take(values, offsets):
             starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
             new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
             np.cumsum(lengths, out=new_offsets[1:])
             within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
             return values[np.repeat(starts, lengths) + within], new_offsets
+
         rows = np.asarray(rows, dtype=np.int64)
         tgt = take(self.tgt_values, self.tgt_offsets) if self.tgt_offsets is not None else (None, None)
         return ParallelIds(*take(self.src_values, self.src_offsets), *tgt)
@@ -81,8 +84,11 @@ class ParallelIds:
         else:
             tgt_in = tgt_out = np.full((len(rows), 1), PAD, dtype=np.int64)
         return Batch(
-            torch.from_numpy(src), torch.from_numpy(self.src_lengths[rows].astype(np.int64)),
-            torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), torch.from_numpy(rows),
+            torch.from_numpy(src),
+            torch.from_numpy(self.src_lengths[rows].astype(np.int64)),
+            torch.from_numpy(tgt_in),
+            torch.from_numpy(tgt_out),
+            torch.from_numpy(rows),
         )
 
 
@@ -104,8 +110,12 @@ def _padded(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, front: in
 
 
 def token_batches(
-    src_lengths: np.ndarray, tgt_lengths: np.ndarray, max_tokens: int,
-    shuffle: bool = True, seed: int = 0, epoch: int = 0,
+    src_lengths: np.ndarray,
+    tgt_lengths: np.ndarray,
+    max_tokens: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
 ) -> list[np.ndarray]:
     """Group row indices into batches of at most ``max_tokens`` (with padding).
 
@@ -131,9 +141,11 @@ def token_batches(
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(n)
         chunk = max(1, 100 * max_tokens // max(1, int(longest.mean()) if n else 1))
-        order = np.concatenate([
-            part[np.argsort(keys[part], kind="stable")] for part in np.array_split(order, max(1, n // chunk))
-        ]) if n else order
+        order = (
+            np.concatenate([part[np.argsort(keys[part], kind="stable")] for part in np.array_split(order, max(1, n // chunk))])
+            if n
+            else order
+        )
     else:
         order = np.argsort(keys, kind="stable")
 

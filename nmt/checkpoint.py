@@ -77,8 +77,10 @@ class Checkpoint:
         try:
             return Tokenizer(self.src_proto, self.tgt_proto)
         except Exception:  # noqa: BLE001 - SentencePiece reports a bad proto as RuntimeError/OSError
-            raise CheckpointError(f"{self.path or 'checkpoint'}: its tokenizer (the SentencePiece model it carries) "
-                                  "is damaged and cannot be read; use another checkpoint of the run") from None
+            raise CheckpointError(
+                f"{self.path or 'checkpoint'}: its tokenizer (the SentencePiece model it carries) "
+                "is damaged and cannot be read; use another checkpoint of the run"
+            ) from None
 
     def build_model(self) -> torch.nn.Module:
         """The model, with these weights, on the CPU."""
@@ -93,9 +95,16 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def pack_checkpoint(model: torch.nn.Module, src_proto: bytes, tgt_proto: bytes, data_config: DataConfig,
-                    step: int, epoch: int, best_value: float | None,
-                    training: TrainingState | None = None) -> dict:
+def pack_checkpoint(
+    model: torch.nn.Module,
+    src_proto: bytes,
+    tgt_proto: bytes,
+    data_config: DataConfig,
+    step: int,
+    epoch: int,
+    best_value: float | None,
+    training: TrainingState | None = None,
+) -> dict:
     """The dict ``save_checkpoint`` writes: a model (of any registered architecture), its
     tokenizer, the corpus settings and progress, and optionally the training state."""
     spec = model.model_config()
@@ -113,9 +122,13 @@ def pack_checkpoint(model: torch.nn.Module, src_proto: bytes, tgt_proto: bytes, 
         "best_value": best_value,
     }
     if training is not None:
-        state["train_state"] = {"optimizer": training.optimizer, "schedule": training.schedule,
-                                "progress": training.progress, "rng": training.rng,
-                                "train_config": training.train_config}
+        state["train_state"] = {
+            "optimizer": training.optimizer,
+            "schedule": training.schedule,
+            "progress": training.progress,
+            "rng": training.rng,
+            "train_config": training.train_config,
+        }
     return state
 
 
@@ -127,11 +140,15 @@ def unpack_checkpoint(state: dict, path: Path | None = None) -> Checkpoint:
         training = state.get("train_state")
         return Checkpoint(
             model_config=from_dict(ModelConfig, spec["config"]),
-            src_vocab_size=spec["src_vocab_size"], tgt_vocab_size=spec["tgt_vocab_size"],
+            src_vocab_size=spec["src_vocab_size"],
+            tgt_vocab_size=spec["tgt_vocab_size"],
             model_state=state["model"],
-            src_proto=bytes(tokenizer["src"].numpy()), tgt_proto=bytes(tokenizer["tgt"].numpy()),
+            src_proto=bytes(tokenizer["src"].numpy()),
+            tgt_proto=bytes(tokenizer["tgt"].numpy()),
             data_config=from_dict(DataConfig, state["data_config"]),
-            step=state.get("step"), epoch=state.get("epoch"), best_value=state.get("best_value"),
+            step=state.get("step"),
+            epoch=state.get("epoch"),
+            best_value=state.get("best_value"),
             training=None if training is None else TrainingState(**training),
             path=None if path is None else Path(path),
         )
@@ -230,8 +247,10 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     # PROTO opcode and goes on to torch.load's safety check); anything else, a text file
     # say, is plainly not a checkpoint.
     if magic != b"PK\x03\x04" and magic[:1] != b"\x80":
-        raise CheckpointError(f"{path}: not an nmt checkpoint; nmt-train writes best.pt, last.pt "
-                              "and step-N.pt in its run folder (ckpt= takes the folder too)")
+        raise CheckpointError(
+            f"{path}: not an nmt checkpoint; nmt-train writes best.pt, last.pt "
+            "and step-N.pt in its run folder (ckpt= takes the folder too)"
+        )
     if magic == b"PK\x03\x04":
         _check_crcs(path)
     try:
@@ -239,15 +258,15 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     except pickle.UnpicklingError as err:
         # torch's message goes on for lines and suggests weights_only=False: never that.
         lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-        detail = next((line for line in lines if not line.startswith(("Check the documentation", "Please file"))),
-                      "unreadable")
+        detail = next((line for line in lines if not line.startswith(("Check the documentation", "Please file"))), "unreadable")
         if "global" in detail.lower():
             raise CheckpointError(
                 f"{path}: refused: it holds pickled objects other than tensors and plain data, which could run "
                 f"code when loaded ({detail}). Only load checkpoints written by nmt."
             ) from None
-        raise CheckpointError(f"{path}: refused: its pickle is corrupt or not one nmt writes ({detail}); "
-                              "nothing in it was run") from None
+        raise CheckpointError(
+            f"{path}: refused: its pickle is corrupt or not one nmt writes ({detail}); nothing in it was run"
+        ) from None
     except Exception as err:  # a damaged file fails in many ways (KeyError, EOFError, ...)
         first_line = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {first_line})") from None
@@ -265,8 +284,10 @@ def _check_crcs(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err})") from None
     if damaged is not None:
-        raise CheckpointError(f"{path}: damaged: {damaged} does not match its checksum (a bit flip on disk or in "
-                              "a copy); use another checkpoint of the run")
+        raise CheckpointError(
+            f"{path}: damaged: {damaged} does not match its checksum (a bit flip on disk or in "
+            "a copy); use another checkpoint of the run"
+        )
 
 
 def resolve_checkpoint(path_or_run: str | Path) -> Path:
@@ -289,8 +310,9 @@ STEP_CHECKPOINT = re.compile(r"step-(\d+)\.pt")
 
 def step_checkpoints(run_dir: Path) -> list[Path]:
     """The run's step-N.pt files, oldest (lowest N) first."""
-    numbered = [(int(match[1]), path) for path in Path(run_dir).glob("step-*.pt")
-                if (match := STEP_CHECKPOINT.fullmatch(path.name))]
+    numbered = [
+        (int(match[1]), path) for path in Path(run_dir).glob("step-*.pt") if (match := STEP_CHECKPOINT.fullmatch(path.name))
+    ]
     return [path for _, path in sorted(numbered)]
 
 

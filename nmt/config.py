@@ -225,23 +225,36 @@ RANGES: dict[str, tuple] = {
     "TokenizerConfig.vocab_size": _POSITIVE,
     "TokenizerConfig.character_coverage": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
     "TokenizerConfig.max_training_sentences": _AT_LEAST_1,
-    "ModelConfig.embed_size": _POSITIVE, "ModelConfig.hidden_size": _POSITIVE,
-    "ModelConfig.maxout_size": _POSITIVE, "ModelConfig.dropout": _FRACTION,
-    "OptimConfig.lr": _POSITIVE, "OptimConfig.betas": _FRACTION, "OptimConfig.rho": _FRACTION,
+    "ModelConfig.embed_size": _POSITIVE,
+    "ModelConfig.hidden_size": _POSITIVE,
+    "ModelConfig.maxout_size": _POSITIVE,
+    "ModelConfig.dropout": _FRACTION,
+    "OptimConfig.lr": _POSITIVE,
+    "OptimConfig.betas": _FRACTION,
+    "OptimConfig.rho": _FRACTION,
     "OptimConfig.lr_decay": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
-    "OptimConfig.label_smoothing": _FRACTION, "OptimConfig.max_tokens": _POSITIVE,
-    "OptimConfig.max_epochs": _POSITIVE, "OptimConfig.val_batch_tokens": _AT_LEAST_1,
-    "OptimConfig.log_every": _AT_LEAST_1, "OptimConfig.max_nonfinite_steps": _AT_LEAST_1,
-    "EmbedConfig.plot_points": _AT_LEAST_1, "OptimConfig.accumulate": _AT_LEAST_1,
+    "OptimConfig.label_smoothing": _FRACTION,
+    "OptimConfig.max_tokens": _POSITIVE,
+    "OptimConfig.max_epochs": _POSITIVE,
+    "OptimConfig.val_batch_tokens": _AT_LEAST_1,
+    "OptimConfig.log_every": _AT_LEAST_1,
+    "OptimConfig.max_nonfinite_steps": _AT_LEAST_1,
+    "EmbedConfig.plot_points": _AT_LEAST_1,
+    "OptimConfig.accumulate": _AT_LEAST_1,
     "OptimConfig.dist_timeout_minutes": _POSITIVE,
-    "DecodeConfig.beam_size": _AT_LEAST_1, "DecodeConfig.nbest": _AT_LEAST_1,
-    "DecodeConfig.length_penalty": _ANY, "DecodeConfig.batch_tokens": _AT_LEAST_1,
+    "DecodeConfig.beam_size": _AT_LEAST_1,
+    "DecodeConfig.nbest": _AT_LEAST_1,
+    "DecodeConfig.length_penalty": _ANY,
+    "DecodeConfig.batch_tokens": _AT_LEAST_1,
     # An output length of a * source length + b subwords: beyond these it is no limit at all.
     "DecodeConfig.max_len_a": (lambda v: 0 <= v <= 100, "at least 0 and at most 100"),
     "DecodeConfig.max_len_b": (lambda v: 0 <= v <= 10_000, "at least 0 and at most 10000"),
-    "TranslateConfig.nbest": _AT_LEAST_1, "TranslateConfig.max_source_subwords": _AT_LEAST_1,
-    "ScoreConfig.batch_tokens": _AT_LEAST_1, "AverageConfig.last": _AT_LEAST_1,
-    "EmbedConfig.batch_tokens": _AT_LEAST_1, "EmbedConfig.max_source_subwords": _AT_LEAST_1,
+    "TranslateConfig.nbest": _AT_LEAST_1,
+    "TranslateConfig.max_source_subwords": _AT_LEAST_1,
+    "ScoreConfig.batch_tokens": _AT_LEAST_1,
+    "AverageConfig.last": _AT_LEAST_1,
+    "EmbedConfig.batch_tokens": _AT_LEAST_1,
+    "EmbedConfig.max_source_subwords": _AT_LEAST_1,
 }
 _DEFAULT_RANGE = (lambda v: v >= 0, "at least 0")
 
@@ -261,8 +274,7 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
         allowed, described = RANGES.get(f"{type(cfg).__name__}.{f.name}", _DEFAULT_RANGE)
         for number in numbers:
             if not math.isfinite(number):
-                raise SettingError(f"{key}={value}: must be a finite number" + ("" if allowed is _ANY[0] else
-                                                                                f", {described}"))
+                raise SettingError(f"{key}={value}: must be a finite number" + ("" if allowed is _ANY[0] else f", {described}"))
             if not allowed(number):
                 raise SettingError(f"{key}={value}: must be {described}")
 
@@ -277,8 +289,9 @@ def from_dict(schema: type, values: dict[str, Any]) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            logging.getLogger(__name__).warning("%s: ignoring the saved setting %s=%r, which this version "
-                                                "does not have", schema.__name__, key, value)
+            logging.getLogger(__name__).warning(
+                "%s: ignoring the saved setting %s=%r, which this version does not have", schema.__name__, key, value
+            )
             continue
         nested = dataclass_of(hints[key])
         kwargs[key] = from_dict(nested, value) if nested is not None and isinstance(value, dict) else value

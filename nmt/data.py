@@ -88,8 +88,7 @@ def _clean_batch(batch: dict, max_words: int, max_length_ratio: float, rules: st
     """
     src = [normalize_text(text or "") for text in batch["src"]]  # a missing text (null) is empty
     tgt = [normalize_text(text or "") for text in batch["tgt"]]
-    return {"src": src, "tgt": tgt,
-            "drop": [drop_reason(s, t, max_words, max_length_ratio) for s, t in zip(src, tgt)]}
+    return {"src": src, "tgt": tgt, "drop": [drop_reason(s, t, max_words, max_length_ratio) for s, t in zip(src, tgt)]}
 
 
 def _cleaning_rules() -> str:
@@ -133,7 +132,8 @@ def _read_embedded(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[lis
             raise CorpusError(
                 f"{path}: missing; data.source=embedded reads the {{split}}.jsonl.gz files of "
                 f"scripts/prepare_bible.py (rebuild them with it). For plain-text files in {folder} "
-                "add data=files (data.format=tsv for {split}.tsv); for a Hugging Face dataset, data=hub")
+                "add data=files (data.format=tsv for {split}.tsv); for a Hugging Face dataset, data=hub"
+            )
         src, tgt = [], []
         with gzip.open(path, "rt", encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
@@ -255,7 +255,7 @@ def _line_blocks(path: Path):
                 if end < 0:  # no line ends in this block yet: read on
                     carry = raw
                     continue
-                raw, carry = raw[:end], raw[end + 1:]
+                raw, carry = raw[:end], raw[end + 1 :]
             elif carry:  # the last line, without a final newline
                 raw, carry = carry, b""
             else:
@@ -264,9 +264,7 @@ def _line_blocks(path: Path):
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 line = line_number + raw.count(b"\n", 0, err.start)
-                raise CorpusError(
-                    f"{path}:{line}: invalid UTF-8 ({err.reason}); re-encode the file as UTF-8"
-                ) from None
+                raise CorpusError(f"{path}:{line}: invalid UTF-8 ({err.reason}); re-encode the file as UTF-8") from None
             if at_start:
                 text, at_start = text.removeprefix("\ufeff"), False
                 if not text and not chunk:  # a file holding only a byte-order mark
@@ -286,8 +284,7 @@ def _tsv_fields(lines: pa.Array, path: Path, first_line: int) -> list[pa.Array]:
     if pc.any(wrong).as_py():
         index = pc.index(wrong, True).as_py()
         raise CorpusError(
-            f"{path}:{first_line + index}: expected 2 tab-separated fields (source, target), "
-            f"found {counts[index].as_py()}"
+            f"{path}:{first_line + index}: expected 2 tab-separated fields (source, target), found {counts[index].as_py()}"
         )
     return [pc.list_element(fields, 0), pc.list_element(fields, 1)]
 
@@ -311,8 +308,7 @@ def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
             if not os.environ.get("HF_HUB_OFFLINE"):
                 hint += ", or set HF_HUB_OFFLINE=1 to use the datasets cache at once instead of retrying"
         raise CorpusError(
-            f"data.path={cfg.path!r} data.hub_name={cfg.hub_name!r}: could not load "
-            f"({type(err).__name__}: {err}){hint}"
+            f"data.path={cfg.path!r} data.hub_name={cfg.hub_name!r}: could not load ({type(err).__name__}: {err}){hint}"
         ) from err
     pairs = {}
     for split in splits:
@@ -334,17 +330,20 @@ def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
             languages = sorted(c.removeprefix("translation.") for c in table.column_names)
             for lang in (cfg.src_lang, cfg.tgt_lang):
                 if lang not in languages:
-                    raise CorpusError(f"{cfg.path} [{name}]: translation has no language {lang!r} "
-                                      f"(it has {languages}); set data.src_lang / data.tgt_lang")
+                    raise CorpusError(
+                        f"{cfg.path} [{name}]: translation has no language {lang!r} "
+                        f"(it has {languages}); set data.src_lang / data.tgt_lang"
+                    )
             columns = {f"translation.{cfg.src_lang}": "src", f"translation.{cfg.tgt_lang}": "tgt"}
         elif cfg.layout == "flat":
             for lang in (cfg.src_lang, cfg.tgt_lang):
                 if lang not in table.column_names:
-                    hint = ("use data.layout=translation" if "translation" in table.column_names
-                            else "set data.src_lang / data.tgt_lang")
-                    raise CorpusError(
-                        f"{cfg.path} [{name}]: no column {lang!r} (columns: {table.column_names}); {hint}"
+                    hint = (
+                        "use data.layout=translation"
+                        if "translation" in table.column_names
+                        else "set data.src_lang / data.tgt_lang"
                     )
+                    raise CorpusError(f"{cfg.path} [{name}]: no column {lang!r} (columns: {table.column_names}); {hint}")
             columns = {cfg.src_lang: "src", cfg.tgt_lang: "tgt"}
         else:
             raise CorpusError(f"data.layout={cfg.layout!r}: expected 'translation' or 'flat'")
@@ -362,8 +361,10 @@ def load_corpus(cfg: DataConfig, splits: tuple[str, ...] = SPLITS) -> datasets.D
         raise CorpusError(f"split={unknown[0]!r}: expected one of {list(SPLITS)}")
     for setting in ("path", "src_lang", "tgt_lang"):
         if not getattr(cfg, setting):
-            raise CorpusError(f"data.{setting} is required for data={cfg.name} (e.g. data.{setting}="
-                              f"{ {'path': '/corpora/de-en', 'src_lang': 'de', 'tgt_lang': 'en'}[setting]})")
+            raise CorpusError(
+                f"data.{setting} is required for data={cfg.name} (e.g. data.{setting}="
+                f"{ {'path': '/corpora/de-en', 'src_lang': 'de', 'tgt_lang': 'en'}[setting] })"
+            )
     if cfg.source == "embedded":
         raw = _read_embedded(Path(cfg.path), cfg, splits)
     elif cfg.source == "files":
@@ -391,13 +392,22 @@ def _clean_split(table: datasets.Dataset, split: str, cfg: DataConfig) -> datase
     is_train = split == "train"
     if not len(table):
         raise CorpusError(f"{cfg.name} [{split}]: the split is empty; check data.path / data.splits.{split}")
-    limits = {"max_words": cfg.max_words if is_train else 0,
-              "max_length_ratio": cfg.max_length_ratio if is_train else 0.0, "rules": _cleaning_rules()}
+    limits = {
+        "max_words": cfg.max_words if is_train else 0,
+        "max_length_ratio": cfg.max_length_ratio if is_train else 0.0,
+        "rules": _cleaning_rules(),
+    }
     cleaned = map_rebuilding_damaged_cache(
-        table, f"{cfg.name} [{split}]: the cleaned split cached under {cfg.cache_dir}",
-        function=_clean_batch, batched=True, batch_size=10_000, fn_kwargs=limits,
+        table,
+        f"{cfg.name} [{split}]: the cleaned split cached under {cfg.cache_dir}",
+        function=_clean_batch,
+        batched=True,
+        batch_size=10_000,
+        fn_kwargs=limits,
         num_proc=worker_processes(cfg.num_proc, len(table)),
-        remove_columns=[c for c in table.column_names if c not in ("src", "tgt")], desc=f"cleaning {split}")
+        remove_columns=[c for c in table.column_names if c not in ("src", "tgt")],
+        desc=f"cleaning {split}",
+    )
     reasons = cleaned.data.column("drop")
     dropped = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist() if r["values"]}
     keep = np.flatnonzero(pc.equal(reasons, "").to_numpy(zero_copy_only=False))
@@ -429,7 +439,9 @@ def describe(corpus: datasets.DatasetDict) -> dict:
     """
     stats = {}
     for split, table in corpus.items():
-        words = {side: int(pc.sum(pc.count_substring(text_column(table, side), " ")).as_py() or 0) + len(table)
-                 for side in ("src", "tgt")}
+        words = {
+            side: int(pc.sum(pc.count_substring(text_column(table, side), " ")).as_py() or 0) + len(table)
+            for side in ("src", "tgt")
+        }
         stats[split] = {"pairs": len(table), "src_words": words["src"], "tgt_words": words["tgt"]}
     return stats

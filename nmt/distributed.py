@@ -7,7 +7,9 @@
 ``World`` is what the trainer knows of it: this process's rank, how many there are, and
 the few collective operations training needs (a barrier, a broadcast from rank 0, an
 "any rank?" vote). Without torchrun's environment it is a world of one, and every
-operation is a no-op: a plain ``nmt-train`` runs exactly as it always did.
+operation is a no-op: a plain ``nmt-train`` runs exactly as it always did. The trainer's
+rank-aware pieces live here too: the loss as the module DDP wraps, each rank's share of
+a step's batches, the vote to stop, and each rank's random state on resume.
 
 How the work is shared (``step_share``): every rank derives the same epoch's
 token-budget batches from the seed and the epoch, so each knows them all; one optimizer
@@ -30,7 +32,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from nmt.batching import ParallelIds
 from nmt.errors import SettingError
+from nmt.runtime import set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +124,14 @@ def join(device_setting: str, timeout_minutes: float) -> World:
     use_cuda = device_setting.startswith("cuda") or (device_setting == "auto" and torch.cuda.is_available())
     if use_cuda:
         if not torch.cuda.is_available():
-            raise SettingError(f"train.device={device_setting}: CUDA is not available on this machine; use "
-                               "train.device=cpu (gloo)")
+            raise SettingError(
+                f"train.device={device_setting}: CUDA is not available on this machine; use train.device=cpu (gloo)"
+            )
         if world.local_rank >= torch.cuda.device_count():
-            raise SettingError(f"LOCAL_RANK={world.local_rank} but this machine has {torch.cuda.device_count()} "
-                               "GPU(s): give torchrun --nproc_per_node at most that many")
+            raise SettingError(
+                f"LOCAL_RANK={world.local_rank} but this machine has {torch.cuda.device_count()} "
+                "GPU(s): give torchrun --nproc_per_node at most that many"
+            )
         torch.cuda.set_device(world.local_rank)
     world.device = f"cuda:{world.local_rank}" if use_cuda else "cpu"
     if not dist.is_initialized():
@@ -132,13 +139,29 @@ def join(device_setting: str, timeout_minutes: float) -> World:
         # torchrun's store outlives a restart (--max-restarts); keys of our own per attempt
         # keep a restarted rank from connecting to the address a dead one left there.
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world.size,
-                              is_master=not agent_store and world.rank == 0, timeout=timeout)
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            world.size,
+            is_master=not agent_store and world.rank == 0,
+            timeout=timeout,
+        )
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"nmt/attempt-{attempt}", store),
-                                rank=world.rank, world_size=world.size, timeout=timeout)
-    log.info("rank %d of %d (local rank %d), %s backend, on %s", world.rank, world.size, world.local_rank,
-             dist.get_backend(), world.device)
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo",
+            store=dist.PrefixStore(f"nmt/attempt-{attempt}", store),
+            rank=world.rank,
+            world_size=world.size,
+            timeout=timeout,
+        )
+    log.info(
+        "rank %d of %d (local rank %d), %s backend, on %s",
+        world.rank,
+        world.size,
+        world.local_rank,
+        dist.get_backend(),
+        world.device,
+    )
     return world
 
 
@@ -153,3 +176,50 @@ def step_share(group: list[np.ndarray], world: World, accumulate: int) -> list[n
     rank`` for k < accumulate, None where the group has run out (the rank then runs that
     micro-step on nothing, so that every rank takes part in every gradient reduction)."""
     return [group[i] if i < len(group) else None for i in range(world.rank, world.size * accumulate, world.size)]
+
+
+class LossModule(torch.nn.Module):
+    """``model.loss`` as a module's ``forward``: what DistributedDataParallel wraps, since it
+    synchronizes the gradients of what its forward ran."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return self.model.loss(*args)
+
+
+def step_batches(train: ParallelIds, group: list, world: World, accumulate: int, device: torch.device):
+    """This rank's micro-batches of one step's ``group`` of batches (``step_share``),
+    the target tokens of the whole group, and which micro-batches are idle (stand-ins that count for
+    nothing, for a rank whose share ran out at the end of an epoch)."""
+    share = step_share(group, world, accumulate)
+    if not world.distributed:  # one process: no stand-ins needed
+        share = [rows for rows in share if rows is not None]
+    micro = [train.collate(group[0] if rows is None else rows) for rows in share]
+    if device.type == "cuda":
+        micro = [batch.pin_memory() for batch in micro]
+    total = sum(int(train.tgt_lengths[rows].sum()) for rows in group)
+    return micro, total, tuple(i for i, rows in enumerate(share) if rows is None)
+
+
+def stop_votes(world: World, step: int, read_every: int, *flags: bool) -> list[bool]:
+    """Whether to stop (on a signal, at the time limit): with several processes all must
+    stop at the same step, so they vote, every ``read_every`` steps (where the losses are
+    read anyway); one process decides at every step."""
+    if world.distributed and step % read_every:
+        return [False] * len(flags)
+    return [world.any(flag) for flag in flags]
+
+
+def restore_rng(saved: dict, world: World, device: torch.device, seed: int, step: int) -> None:
+    """Each rank's random state as the checkpoint saved it; with another number of ranks than
+    saved, rank 0 takes the saved one and the others a seed of their own."""
+    ranks = saved.get("ranks")
+    if ranks is not None and len(ranks) == world.size:
+        set_rng_state(ranks[world.rank], device)
+    elif world.rank == 0:
+        set_rng_state(saved, device)
+    else:
+        torch.manual_seed(seed + 1000 * world.rank + step)

@@ -28,8 +28,11 @@ from nmt.tokens import PAD
 def same_tokenizer_problem(a: Checkpoint, b: Checkpoint) -> str | None:
     """How the tokenizers (and so the vocabularies) of two checkpoints differ, or None."""
     if a.tgt_vocab_size != b.tgt_vocab_size or a.tgt_proto != b.tgt_proto:
-        sizes = (f"{a.tgt_vocab_size} and {b.tgt_vocab_size} subwords" if a.tgt_vocab_size != b.tgt_vocab_size
-                 else f"{a.tgt_vocab_size} subwords each, but other ones")
+        sizes = (
+            f"{a.tgt_vocab_size} and {b.tgt_vocab_size} subwords"
+            if a.tgt_vocab_size != b.tgt_vocab_size
+            else f"{a.tgt_vocab_size} subwords each, but other ones"
+        )
         return f"target vocabularies differ ({sizes}); ensemble models trained with one tokenizer"
     if a.src_proto != b.src_proto:
         return "source tokenizers differ (trained on another corpus or with other data.tokenizer settings)"
@@ -66,16 +69,24 @@ def average_checkpoints(paths: list[str | Path]) -> Checkpoint:
                 sums[name] = sums[name] + tensor.double() if name in sums else tensor.double()
         last, last_state = checkpoint, checkpoint.model_state
         checkpoint.model_state, checkpoint.training = {}, None  # the sums hold what is needed
-    last.model_state = {name: (sums[name] / len(paths)).to(tensor.dtype) if name in sums else tensor
-                        for name, tensor in last_state.items()}
+    last.model_state = {
+        name: (sums[name] / len(paths)).to(tensor.dtype) if name in sums else tensor for name, tensor in last_state.items()
+    }
     return last
 
 
 def save_average(paths: list[str | Path], output: Path) -> Path:
     """Average ``paths`` into the checkpoint ``output``, written atomically like every checkpoint."""
     averaged = average_checkpoints(paths)
-    state = pack_checkpoint(averaged.build_model(), averaged.src_proto, averaged.tgt_proto, averaged.data_config,
-                            averaged.step or 0, averaged.epoch or 0, None)
+    state = pack_checkpoint(
+        averaged.build_model(),
+        averaged.src_proto,
+        averaged.tgt_proto,
+        averaged.data_config,
+        averaged.step or 0,
+        averaged.epoch or 0,
+        None,
+    )
     save_checkpoint(state, Path(output))
     return Path(output)
 
@@ -118,8 +129,9 @@ class Ensemble(nn.Module):
         return tuple(model.encode(src, src_lengths) for model in self.members)
 
     def for_decoding(self, encoder_out: tuple) -> tuple:
-        return tuple(model.for_decoding(out) if hasattr(model, "for_decoding") else out
-                     for model, out in zip(self.members, encoder_out))
+        return tuple(
+            model.for_decoding(out) if hasattr(model, "for_decoding") else out for model, out in zip(self.members, encoder_out)
+        )
 
     def init_state(self, encoder_out: tuple) -> tuple:
         return tuple(model.init_state(out) for model, out in zip(self.members, encoder_out))
@@ -145,5 +157,7 @@ class Ensemble(nn.Module):
         return nll.masked_fill(~real, 0.0).sum(), real.sum()
 
     def model_config(self) -> dict:
-        raise CheckpointError("an ensemble is not saved as one checkpoint: give its members' checkpoints, "
-                              "or average checkpoints of one run with nmt-average")
+        raise CheckpointError(
+            "an ensemble is not saved as one checkpoint: give its members' checkpoints, "
+            "or average checkpoints of one run with nmt-average"
+        )

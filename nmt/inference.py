@@ -90,8 +90,15 @@ def decode_ids(
             batch = data.collate(rows).to(device)
             with autocast(device):
                 hyps = search(
-                    model, batch.src, batch.src_lengths, decode.beam_size, decode.length_penalty,
-                    decode.max_len_a, decode.max_len_b, decode.min_len, decode.nbest,
+                    model,
+                    batch.src,
+                    batch.src_lengths,
+                    decode.beam_size,
+                    decode.length_penalty,
+                    decode.max_len_a,
+                    decode.max_len_b,
+                    decode.min_len,
+                    decode.nbest,
                 )
             for row, sentence_hyps in zip(rows.tolist(), hyps):
                 results[nonempty[row]] = sentence_hyps
@@ -114,15 +121,19 @@ def source_ids(translator: Translator, lines: list[str], max_source_subwords: in
         ids[i] = encoded
     too_long = sum(len(x) > max_source_subwords for x in ids)
     if too_long:
-        log.warning("%d line(s) longer than %d subwords were cut to that length (max_source_subwords)",
-                    too_long, max_source_subwords)
+        log.warning(
+            "%d line(s) longer than %d subwords were cut to that length (max_source_subwords)", too_long, max_source_subwords
+        )
         ids = [x[:max_source_subwords] for x in ids]
     return ids
 
 
 def translate_lines(
-    translator: Translator, lines: list[str], decode: DecodeConfig,
-    max_source_subwords: int = 250, progress: bool = False,
+    translator: Translator,
+    lines: list[str],
+    decode: DecodeConfig,
+    max_source_subwords: int = 250,
+    progress: bool = False,
 ) -> list[list[tuple[str, Hypothesis]]]:
     """Translate raw lines; returns, per line, its n-best (text, hypothesis) pairs. A line
     that is empty once normalized gets one empty translation without touching the model."""
@@ -150,8 +161,11 @@ def embed_ids(translator: Translator, src_ids: list[list[int]], batch_tokens: in
     width = None
     out: np.ndarray | None = None
     data = ParallelIds.from_lists([src_ids[i] for i in rows]) if rows else None
-    batches = token_batches(data.src_lengths, data.src_lengths, max(batch_tokens, int(data.src_lengths.max())),
-                            shuffle=False) if rows else []
+    batches = (
+        token_batches(data.src_lengths, data.src_lengths, max(batch_tokens, int(data.src_lengths.max())), shuffle=False)
+        if rows
+        else []
+    )
     for batch_rows in batches:
         batch = data.collate(batch_rows).to(device)
         with autocast(device):
@@ -198,8 +212,9 @@ def has_alignments(model) -> bool:
 
 
 @torch.inference_mode()
-def align_ids(translator: Translator, src_ids: list[list[int]], tgt_ids: list[list[int]],
-              batch_tokens: int = 8000) -> list[np.ndarray]:
+def align_ids(
+    translator: Translator, src_ids: list[list[int]], tgt_ids: list[list[int]], batch_tokens: int = 8000
+) -> list[np.ndarray]:
     """Per pair, the attention weights (one row per target token and the final EOS, one column
     per source token and its EOS) of the teacher-forced decoder: for a hypothesis found by
     search, the weights the search saw. An empty source gives a 0 x 0 matrix."""
@@ -219,8 +234,9 @@ def align_ids(translator: Translator, src_ids: list[list[int]], tgt_ids: list[li
     return results
 
 
-def alignment_records(translator: Translator, lines: list[str], results: list[list[tuple[str, Hypothesis]]],
-                      max_source_subwords: int = 250) -> list[dict]:
+def alignment_records(
+    translator: Translator, lines: list[str], results: list[list[tuple[str, Hypothesis]]], max_source_subwords: int = 250
+) -> list[dict]:
     """Per line, its best translation's alignment: source and target pieces (each ending in
     ``</s>``) and the weights, one row per target piece; an empty line gives empty lists."""
     src_ids = source_ids(translator, lines, max_source_subwords)
@@ -232,15 +248,20 @@ def alignment_records(translator: Translator, lines: list[str], results: list[li
         if not source:
             records.append({"source": [], "target": [], "weights": []})
             continue
-        records.append({"source": [src_sp.id_to_piece(i) for i in source] + ["</s>"],
-                        "target": [tgt_sp.id_to_piece(i) for i in target] + ["</s>"],
-                        "weights": [[round(float(w), 4) for w in row] for row in matrix]})
+        records.append(
+            {
+                "source": [src_sp.id_to_piece(i) for i in source] + ["</s>"],
+                "target": [tgt_sp.id_to_piece(i) for i in target] + ["</s>"],
+                "weights": [[round(float(w), 4) for w in row] for row in matrix],
+            }
+        )
     return records
 
 
 @torch.inference_mode()
-def score_pairs(translator: Translator, pairs: list[tuple[str, str]], batch_tokens: int = 8000,
-                progress: bool = False) -> list[tuple[float, int]]:
+def score_pairs(
+    translator: Translator, pairs: list[tuple[str, str]], batch_tokens: int = 8000, progress: bool = False
+) -> list[tuple[float, int]]:
     """(log p(target | source), number of target tokens incl. EOS) per normalized pair,
     batched by tokens; a pair with an empty side scores ``(nan, 0)``."""
     model, device = translator.model.eval(), translator.device
@@ -250,8 +271,10 @@ def score_pairs(translator: Translator, pairs: list[tuple[str, str]], batch_toke
         log.warning("%d pair(s) with an empty side: scored nan (their lines stay in place)", len(pairs) - len(rows))
     if not rows:
         return results
-    data = ParallelIds.from_lists(translator.tokenizer.encode_src([pairs[i][0] for i in rows]),
-                                  translator.tokenizer.encode_tgt([pairs[i][1] for i in rows]))
+    data = ParallelIds.from_lists(
+        translator.tokenizer.encode_src([pairs[i][0] for i in rows]),
+        translator.tokenizer.encode_tgt([pairs[i][1] for i in rows]),
+    )
     budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
     batches = token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False)
     for batch_rows in tqdm(batches, desc="scoring", disable=not progress, leave=False):

@@ -30,8 +30,7 @@ def _decode_lines(raw: bytes, name: str, first_line: int, replace_invalid: bool,
         line = first_line + raw.count(b"\n", 0, err.start)  # only on failure: which line is it?
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
         raise CorpusError(
-            f"{name}:{line}: invalid UTF-8 ({err.reason} at byte {column + 1} of the line); re-encode the input "
-            "as UTF-8"
+            f"{name}:{line}: invalid UTF-8 ({err.reason} at byte {column + 1} of the line); re-encode the input as UTF-8"
         ) from None
     if at_start:
         text = text.removeprefix("\ufeff")
@@ -43,8 +42,9 @@ def _decode_lines(raw: bytes, name: str, first_line: int, replace_invalid: bool,
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def line_chunks(stream: BinaryIO, name: str, replace_invalid: bool = False, max_lines: int = 5000,
-                max_bytes: int = 1 << 24) -> Iterator[list[str]]:
+def line_chunks(
+    stream: BinaryIO, name: str, replace_invalid: bool = False, max_lines: int = 5000, max_bytes: int = 1 << 24
+) -> Iterator[list[str]]:
     """The lines of a binary stream, exactly as ``split_lines`` splits them, in chunks of at
     most ``max_lines`` lines (and about ``max_bytes``): memory stays flat whatever the
     input's size. A chunk also ends where a pipe has nothing more for now, so that lines

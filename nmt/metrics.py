@@ -49,9 +49,7 @@ def bleu_and_chrf(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, floa
     return sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score, sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score
 
 
-def check_parallel(
-    hyps: Sequence[str], refs: Sequence[str], hyps_name: str, refs_name: str
-) -> None:
+def check_parallel(hyps: Sequence[str], refs: Sequence[str], hyps_name: str, refs_name: str) -> None:
     """Fail unless ``hyps`` and ``refs`` have the same number of segments.
 
     sacreBLEU's Python API ``zip``s hypotheses with references, so a missing

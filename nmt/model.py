@@ -280,10 +280,12 @@ class RNNEncoderDecoder(nn.Module):
         # The same, with the terms in c taken from for_decoding.
         weight, _ = self.decoder.input_projection()
         state = self.decoder.cell(
-            torch.addmm(encoder_out.gate_terms, prev_embedded, weight[:, : self.config.embed_size].t()), state)
+            torch.addmm(encoder_out.gate_terms, prev_embedded, weight[:, : self.config.embed_size].t()), state
+        )
         split = self.config.hidden_size + self.config.embed_size
-        pre_maxout = torch.addmm(encoder_out.output_terms, torch.cat([state, prev_embedded], dim=-1),
-                                 self.deep_output.weight[:, :split].t())
+        pre_maxout = torch.addmm(
+            encoder_out.output_terms, torch.cat([state, prev_embedded], dim=-1), self.deep_output.weight[:, :split].t()
+        )
         return self._maxout_output(pre_maxout), state
 
     def decoder_features(self, tgt_in: torch.Tensor, encoder_out: EncoderOutput):

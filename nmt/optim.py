@@ -69,8 +69,9 @@ def build_optimizer(cfg: OptimConfig, params, device: torch.device | None = None
     check_optim_settings(cfg)
     if cfg.optimizer == "adam":
         fused = device is not None and device.type in ("cuda", "cpu")
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay, fused=fused or None)
+        return torch.optim.Adam(
+            params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused or None
+        )
     return torch.optim.Adadelta(params, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 

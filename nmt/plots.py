@@ -1,4 +1,4 @@
-"""Figures besides the BLEU-by-length plot (``nmt.report``): an attention model's alignments
+"""Figures: BLEU by source length (the evaluation report's), an attention model's alignments
 (Bahdanau et al. 2015, Fig. 3), two systems' BLEU by source length in one plot (their
 Fig. 2), and 2-D maps of phrase or word vectors (Cho et al. 2014, Figs. 4 and 5).
 Matplotlib's object API on an Agg canvas: no window, no pyplot state, works on a headless
@@ -11,17 +11,54 @@ from pathlib import Path
 from typing import Any
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, dpi: int = 110):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
 
-def plot_alignment(source: Sequence[str], target: Sequence[str], weights: Sequence[Sequence[float]],
-                   path: str | Path, title: str = "") -> Path:
+def plot_bleu_by_length(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
+    """Plot BLEU (and chrF) against the source-length bucket as a PNG.
+
+    Each BLEU point is annotated with its sentence count, since a
+    bucket of a dozen long sentences is far noisier than one of a thousand.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    fig = _figure(6.4, 4.0, dpi=120)
+    ax = fig.add_subplot()
+    if rows:
+        xs = list(range(len(rows)))
+        bleu = [float(r["bleu"]) for r in rows]
+        ax.plot(xs, bleu, marker="o", label="BLEU")
+        if all("chrf" in r for r in rows):
+            ax.plot(xs, [float(r["chrf"]) for r in rows], marker="s", linestyle="--", color="0.55", label="chrF")
+            ax.legend(loc="best", frameon=False)
+        for x, y, r in zip(xs, bleu, rows):
+            ax.annotate(f"n={r['n_sentences']}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        ax.set_xticks(xs, [str(r["bucket"]) for r in rows])
+        top = max([*bleu, *(float(r.get("chrf", 0.0)) for r in rows)])
+        ax.set_ylim(0, min(100.0, top + 10.0) if top > 0 else 1.0)
+    else:
+        ax.text(0.5, 0.5, "no sentences", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("source sentence length (words)")
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_alignment(
+    source: Sequence[str], target: Sequence[str], weights: Sequence[Sequence[float]], path: str | Path, title: str = ""
+) -> Path:
     """A heatmap of one sentence's attention weights: source pieces along the top, output
     pieces down the side, white = 0 and black = 1 (as the paper's Fig. 3)."""
     fig = _figure(max(3.0, 0.32 * len(source) + 1.5), max(2.5, 0.3 * len(target) + 1.5))
@@ -41,8 +78,9 @@ def plot_alignment(source: Sequence[str], target: Sequence[str], weights: Sequen
     return path
 
 
-def plot_bleu_by_length_systems(systems: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
-                                title: str = "BLEU by source sentence length") -> Path:
+def plot_bleu_by_length_systems(
+    systems: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = "BLEU by source sentence length"
+) -> Path:
     """BLEU against the source-length bucket, one line per system (``nmt.metrics.bleu_by_length`` rows)."""
     fig = _figure(6.4, 4.0)
     ax = fig.add_subplot()
@@ -81,8 +119,7 @@ def map_2d(vectors, seed: int = 1):
         return PCA(n_components=2, random_state=seed).fit_transform(x), "PCA"
     from sklearn.manifold import TSNE
 
-    tsne = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), metric="cosine", init="pca",
-                random_state=seed)
+    tsne = TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), metric="cosine", init="pca", random_state=seed)
     return tsne.fit_transform(x), "t-SNE"
 
 

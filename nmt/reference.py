@@ -63,8 +63,16 @@ class ReferenceSeq2Seq(nn.Module):
     (``nn.GRUCell`` and ``nn.GRU`` share the gate layout), hence ``from_nmt``.
     """
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, embed: int, hidden: int, maxout: int, dropout: float = 0.0,
-                 reverse_source: bool = False):
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        embed: int,
+        hidden: int,
+        maxout: int,
+        dropout: float = 0.0,
+        reverse_source: bool = False,
+    ):
         super().__init__()
         self.maxout_size = maxout
         self.reverse_source = reverse_source  # read each source backwards (ModelConfig.reverse_source)
@@ -82,8 +90,18 @@ class ReferenceSeq2Seq(nn.Module):
     def from_nmt(cls, model) -> "ReferenceSeq2Seq":
         """A reference model holding a copy of ``model``'s weights (same device and dtype)."""
         cfg = _mirrored_config(model)
-        return _with_weights_of(model, cls(model.src_vocab_size, model.tgt_vocab_size, cfg.embed_size, cfg.hidden_size,
-                                           cfg.maxout_size, cfg.dropout, getattr(cfg, "reverse_source", False)))
+        return _with_weights_of(
+            model,
+            cls(
+                model.src_vocab_size,
+                model.tgt_vocab_size,
+                cfg.embed_size,
+                cfg.hidden_size,
+                cfg.maxout_size,
+                cfg.dropout,
+                getattr(cfg, "reverse_source", False),
+            ),
+        )
 
     @staticmethod
     def nmt_names() -> dict[str, str]:
@@ -91,10 +109,14 @@ class ReferenceSeq2Seq(nn.Module):
         names = {
             "src_embed.weight": "src_embed.weight",
             "tgt_embed.weight": "tgt_embed.weight",
-            "summary.weight": "summary.weight", "summary.bias": "summary.bias",
-            "decoder_init.weight": "decoder_init.weight", "decoder_init.bias": "decoder_init.bias",
-            "deep_output.weight": "deep_output.weight", "deep_output.bias": "deep_output.bias",
-            "output.weight": "output.weight", "output.bias": "output.bias",
+            "summary.weight": "summary.weight",
+            "summary.bias": "summary.bias",
+            "decoder_init.weight": "decoder_init.weight",
+            "decoder_init.bias": "decoder_init.bias",
+            "deep_output.weight": "deep_output.weight",
+            "deep_output.bias": "deep_output.bias",
+            "output.weight": "output.weight",
+            "output.bias": "output.bias",
         }
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             names[f"encoder.{kind}_l0"] = f"encoder.rnn.{kind}_l0"
@@ -131,7 +153,6 @@ class ReferenceSeq2Seq(nn.Module):
             outputs.append(logits)
         return torch.stack(outputs, dim=1)
 
-
     def expand_memory(self, summary: torch.Tensor, n: int) -> torch.Tensor:
         """One sentence's encoding for ``n`` beams."""
         return summary.expand(n, -1)
@@ -149,8 +170,9 @@ class ReferenceRNNSearch(nn.Module):
     ``nmt.rnnsearch.RNNSearch`` with ``cell="cudnn"`` and ``output_rank=0``, hence ``from_nmt``.
     """
 
-    def __init__(self, src_vocab: int, tgt_vocab: int, embed: int, hidden: int, maxout: int, attention: int,
-                 dropout: float = 0.0):
+    def __init__(
+        self, src_vocab: int, tgt_vocab: int, embed: int, hidden: int, maxout: int, attention: int, dropout: float = 0.0
+    ):
         super().__init__()
         self.maxout_size = maxout
         self.src_embed = nn.Embedding(src_vocab, embed, padding_idx=PAD)
@@ -169,14 +191,23 @@ class ReferenceRNNSearch(nn.Module):
     def from_nmt(cls, model) -> "ReferenceRNNSearch":
         """A reference model holding a copy of ``model``'s weights (same device and dtype)."""
         cfg = _mirrored_config(model)
-        return _with_weights_of(model, cls(model.src_vocab_size, model.tgt_vocab_size, cfg.embed_size, cfg.hidden_size,
-                                           cfg.maxout_size, cfg.attention_size or cfg.hidden_size, cfg.dropout))
+        return _with_weights_of(
+            model,
+            cls(
+                model.src_vocab_size,
+                model.tgt_vocab_size,
+                cfg.embed_size,
+                cfg.hidden_size,
+                cfg.maxout_size,
+                cfg.attention_size or cfg.hidden_size,
+                cfg.dropout,
+            ),
+        )
 
     @staticmethod
     def nmt_names() -> dict[str, str]:
         """Reference parameter name -> the ``nmt.rnnsearch`` parameter it copies."""
-        names = {"Wa.weight": "query.weight", "Ua.weight": "keys.weight", "Ua.bias": "keys.bias",
-                 "va.weight": "energy.weight"}
+        names = {"Wa.weight": "query.weight", "Ua.weight": "keys.weight", "Ua.bias": "keys.bias", "va.weight": "energy.weight"}
         for layer in ("src_embed", "tgt_embed"):
             names[f"{layer}.weight"] = f"{layer}.weight"
         for layer in ("start", "deep_output", "output"):
@@ -249,8 +280,7 @@ def encode_one(model: ReferenceSeq2Seq, src_ids: list[int], device: torch.device
 
 
 @torch.no_grad()
-def reference_greedy(model: ReferenceSeq2Seq, src_ids: list[int], decode: DecodeConfig,
-                     device: torch.device) -> Hypothesis:
+def reference_greedy(model: ReferenceSeq2Seq, src_ids: list[int], decode: DecodeConfig, device: torch.device) -> Hypothesis:
     """Greedy search of one sentence, one decoder call per output token."""
     limit = max_length(len(src_ids) + 1, decode)
     summary = encode_one(model, src_ids, device)
@@ -269,8 +299,9 @@ def reference_greedy(model: ReferenceSeq2Seq, src_ids: list[int], decode: Decode
 
 
 @torch.no_grad()
-def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: DecodeConfig,
-                          device: torch.device) -> list[Hypothesis]:
+def reference_beam_search(
+    model: ReferenceSeq2Seq, src_ids: list[int], decode: DecodeConfig, device: torch.device
+) -> list[Hypothesis]:
     """Beam search of one sentence; beams are a Python list of (score, tokens, state)."""
     beam, alpha = decode.beam_size, decode.length_penalty
     limit = max_length(len(src_ids) + 1, decode)
@@ -286,8 +317,11 @@ def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: D
         # (total score, beam, token): each beam's best 2 x beam extensions, then the best of all.
         scores = torch.tensor([score for score, _, _ in beams], device=device)
         values, indices = (scores.unsqueeze(1) + log_probs).topk(min(2 * beam, log_probs.size(1)), dim=1)
-        candidates = [(v, i, t) for i, (row_values, row_tokens) in enumerate(zip(values.tolist(), indices.tolist()))
-                      for v, t in zip(row_values, row_tokens)]
+        candidates = [
+            (v, i, t)
+            for i, (row_values, row_tokens) in enumerate(zip(values.tolist(), indices.tolist()))
+            for v, t in zip(row_values, row_tokens)
+        ]
         candidates.sort(key=lambda c: -c[0])
 
         new_beams = []
@@ -299,7 +333,7 @@ def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: D
                 if rank < beam:  # EOS counts only among the best `beam` candidates
                     finished.append(Hypothesis(tokens, total, total / (len(tokens) + 1) ** alpha))
             elif len(new_beams) < beam:
-                new_beams.append((total, tokens + [token], hidden[i: i + 1]))
+                new_beams.append((total, tokens + [token], hidden[i : i + 1]))
         finished.sort(key=lambda h: -h.normalized_score)
         del finished[beam:]
         beams = new_beams
@@ -312,8 +346,9 @@ def reference_beam_search(model: ReferenceSeq2Seq, src_ids: list[int], decode: D
     return finished[: decode.nbest]
 
 
-def reference_decode(model: ReferenceSeq2Seq, src_ids: list[list[int]], decode: DecodeConfig,
-                     device: torch.device) -> list[list[Hypothesis]]:
+def reference_decode(
+    model: ReferenceSeq2Seq, src_ids: list[list[int]], decode: DecodeConfig, device: torch.device
+) -> list[list[Hypothesis]]:
     """Sentence after sentence; the same return shape as ``decode_ids``."""
     model.eval()
     results = []
@@ -343,8 +378,9 @@ def reference_loss(model: ReferenceSeq2Seq, batch: Batch) -> torch.Tensor:
     return criterion(logits.view(-1, logits.size(-1)), batch.tgt_out.view(-1))
 
 
-def reference_train_step(model: ReferenceSeq2Seq, optimizer: torch.optim.Optimizer, batch: Batch,
-                         device: torch.device, clip: float = 1.0) -> float:
+def reference_train_step(
+    model: ReferenceSeq2Seq, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device, clip: float = 1.0
+) -> float:
     """The tutorial training step; returns the batch's mean loss (``loss.item()``)."""
     model.train()
     batch = batch.to(device)

@@ -24,6 +24,7 @@ from nmt.errors import CorpusError, ReportError
 from nmt.lines import read_lines as read_text_lines
 from nmt.metrics import METRIC_LABELS as _METRIC_LABELS
 from nmt.metrics import check_parallel
+from nmt.plots import plot_bleu_by_length
 
 log = logging.getLogger(__name__)
 
@@ -53,55 +54,6 @@ def read_lines(path: str | Path, setting: str | None = None) -> list[str]:
         raise ReportError(f"cannot read {where}: {exc.strerror or exc}") from exc
     except CorpusError as exc:
         raise ReportError(str(exc)) from None
-
-
-# --------------------------------------------------------------------------- #
-# BLEU by sentence length                                                      #
-# --------------------------------------------------------------------------- #
-
-
-def plot_bleu_by_length(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
-    """Plot BLEU (and chrF) against the source-length bucket as a PNG.
-
-    Uses ``matplotlib.figure.Figure`` directly (Agg canvas, no pyplot), so it
-    works on headless machines, never opens a window and leaves pyplot's global
-    state alone. Each BLEU point is annotated with its sentence count, since a
-    bucket of a dozen long sentences is far noisier than one of a thousand.
-
-    Returns:
-        The path written.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    fig = Figure(figsize=(6.4, 4.0), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if rows:
-        xs = list(range(len(rows)))
-        bleu = [float(r["bleu"]) for r in rows]
-        ax.plot(xs, bleu, marker="o", label="BLEU")
-        if all("chrf" in r for r in rows):
-            ax.plot(xs, [float(r["chrf"]) for r in rows], marker="s", linestyle="--",
-                    color="0.55", label="chrF")
-            ax.legend(loc="best", frameon=False)
-        for x, y, r in zip(xs, bleu, rows):
-            ax.annotate(f"n={r['n_sentences']}", (x, y), textcoords="offset points",
-                        xytext=(0, 7), ha="center", fontsize=8)
-        ax.set_xticks(xs, [str(r["bucket"]) for r in rows])
-        top = max([*bleu, *(float(r.get("chrf", 0.0)) for r in rows)])
-        ax.set_ylim(0, min(100.0, top + 10.0) if top > 0 else 1.0)
-    else:
-        ax.text(0.5, 0.5, "no sentences", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("source sentence length (words)")
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
 
 
 # --------------------------------------------------------------------------- #
@@ -295,14 +247,19 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
         out.append(f"| {label}{suffix} | {_num(report[name])} | {_ci_text(ci.get(name))} |")
     out.append("")
     if boot.get("samples"):
-        out += [f"95% CIs: percentile bootstrap, {boot['samples']} resamples of the scored "
-                f"sentences, seed {boot.get('seed')}.", ""]
+        out += [
+            f"95% CIs: percentile bootstrap, {boot['samples']} resamples of the scored sentences, seed {boot.get('seed')}.",
+            "",
+        ]
     details = report.get("bleu_details")
     if details:
         precisions = "/".join(f"{p:.1f}" for p in details["precisions"])
-        out += [f"BLEU n-gram precisions {precisions}, brevity penalty {details['bp']:.3f}, "
-                f"hypothesis/reference length {details['sys_len']}/{details['ref_len']} "
-                f"(ratio {details.get('ratio', 0.0):.3f}).", ""]
+        out += [
+            f"BLEU n-gram precisions {precisions}, brevity penalty {details['bp']:.3f}, "
+            f"hypothesis/reference length {details['sys_len']}/{details['ref_len']} "
+            f"(ratio {details.get('ratio', 0.0):.3f}).",
+            "",
+        ]
 
     out += ["### sacreBLEU signatures", "", "```"]
     for name, label in _METRIC_LABELS.items():
@@ -313,20 +270,26 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
     if compare:
         sys_name = compare.get("system_name", "system")
         oth_name = compare.get("other_name", "other")
-        out += ["## Paired significance test", "",
-                f"{_md(sys_name)} vs. {_md(oth_name)}: {compare.get('method', 'paired bootstrap')}, "
-                f"{compare.get('samples')} resamples, seed {compare.get('seed')}; "
-                "significant when p < 0.05.", "",
-                f"| Metric | {_md(sys_name)} | {_md(oth_name)} | Δ | 95% CI of Δ | p | Significant |",
-                "|---|---:|---:|---:|---|---:|---|"]
+        out += [
+            "## Paired significance test",
+            "",
+            f"{_md(sys_name)} vs. {_md(oth_name)}: {compare.get('method', 'paired bootstrap')}, "
+            f"{compare.get('samples')} resamples, seed {compare.get('seed')}; "
+            "significant when p < 0.05.",
+            "",
+            f"| Metric | {_md(sys_name)} | {_md(oth_name)} | Δ | 95% CI of Δ | p | Significant |",
+            "|---|---:|---:|---:|---|---:|---|",
+        ]
         for name, label in _METRIC_LABELS.items():
             r = compare.get(name)
             if not r:
                 continue
             verdict = f"yes ({_md(r['better'])} better)" if r["significant"] else "no"
-            out.append(f"| {label} | {_num(r['system'])} | {_num(r['other'])} | "
-                       f"{float(r['difference']):+.2f} | {_ci_text(r.get('difference_ci95'))} | "
-                       f"{_num(r['p_value'], 4)} | {verdict} |")
+            out.append(
+                f"| {label} | {_num(r['system'])} | {_num(r['other'])} | "
+                f"{float(r['difference']):+.2f} | {_ci_text(r.get('difference_ci95'))} | "
+                f"{_num(r['p_value'], 4)} | {verdict} |"
+            )
         out.append("")
 
     out += ["## BLEU by source sentence length", ""]
@@ -334,8 +297,7 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
     if rows:
         out += ["| Source length (words) | Sentences | BLEU | chrF |", "|---|---:|---:|---:|"]
         for r in rows:
-            out.append(f"| {_md(r['bucket'])} | {r['n_sentences']} | {_num(r['bleu'])} | "
-                       f"{_num(r.get('chrf'))} |")
+            out.append(f"| {_md(r['bucket'])} | {r['n_sentences']} | {_num(r['bleu'])} | {_num(r.get('chrf'))} |")
         out.append("")
         if plot_name:
             out += [f"![BLEU by source sentence length]({plot_name})", ""]
@@ -344,10 +306,15 @@ def render_markdown(report: Mapping[str, Any], plot_name: str | None = "bleu_by_
 
     speed = report.get("speed")
     if speed:
-        out += ["## Decoding speed", "",
-                "| Sentences/s | Target tokens/s | Seconds |", "|---:|---:|---:|",
-                f"| {_num(speed.get('sentences_per_s'), 1)} | {_num(speed.get('tgt_tokens_per_s'), 1)} | "
-                f"{_num(speed.get('seconds'), 2)} |", ""]
+        out += [
+            "## Decoding speed",
+            "",
+            "| Sentences/s | Target tokens/s | Seconds |",
+            "|---:|---:|---:|",
+            f"| {_num(speed.get('sentences_per_s'), 1)} | {_num(speed.get('tgt_tokens_per_s'), 1)} | "
+            f"{_num(speed.get('seconds'), 2)} |",
+            "",
+        ]
 
     for key, heading in (("model", "Model settings"), ("decoding", "Decoding settings")):
         settings = report.get(key)
@@ -436,7 +403,8 @@ def write_report(
     paths["json"] = out_dir / "report.json"
     paths["json"].write_text(
         json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8", newline="\n",
+        encoding="utf-8",
+        newline="\n",
     )
     paths["markdown"] = out_dir / "report.md"
     paths["markdown"].write_text(render_markdown(report, plot_name), encoding="utf-8", newline="\n")

@@ -71,8 +71,9 @@ class RNNSearch(nn.Module):
     def check_config(cls, config: ModelConfig) -> None:
         check_choice("model.cell", config.cell, CELLS)
         if config.reverse_source:
-            raise SettingError("model.reverse_source=true: the attention model reads the source in both "
-                               "directions already; leave it out")
+            raise SettingError(
+                "model.reverse_source=true: the attention model reads the source in both directions already; leave it out"
+            )
 
     def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
@@ -101,8 +102,7 @@ class RNNSearch(nn.Module):
     def reset_parameters_as_in_paper(self) -> None:
         """Appendix B.1: recurrent matrices orthogonal, W_a and U_a N(0, 0.001²), v_a and the
         biases zero, every other weight N(0, 0.01²)."""
-        init_as_in_paper(self, [self.forward_encoder, self.backward_encoder, self.decoder],
-                         [self.src_embed, self.tgt_embed])
+        init_as_in_paper(self, [self.forward_encoder, self.backward_encoder, self.decoder], [self.src_embed, self.tgt_embed])
         self.query.weight.normal_(0.0, 0.001)
         self.keys.weight.normal_(0.0, 0.001)
         self.energy.weight.zero_()
@@ -207,5 +207,4 @@ class RNNSearch(nn.Module):
         return F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing), real.sum()
 
     def model_config(self) -> dict:
-        return {"config": asdict(self.config), "src_vocab_size": self.src_vocab_size,
-                "tgt_vocab_size": self.tgt_vocab_size}
+        return {"config": asdict(self.config), "src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size}

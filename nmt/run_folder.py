@@ -40,8 +40,19 @@ _held: dict[Path, int] = {}  # run folder -> the open, locked lock file of this 
 # (A new optimizer, learning rate or early-stopping metric would not match the
 # restored optimizer state, schedule and best value.)
 RESUMABLE_SETTINGS = {
-    "max_epochs", "max_steps", "max_minutes", "patience", "val_every", "val_max_sentences",
-    "val_batch_tokens", "save_every", "keep_last", "log_every", "max_nonfinite_steps", "device", "dist_timeout_minutes",
+    "max_epochs",
+    "max_steps",
+    "max_minutes",
+    "patience",
+    "val_every",
+    "val_max_sentences",
+    "val_batch_tokens",
+    "save_every",
+    "keep_last",
+    "log_every",
+    "max_nonfinite_steps",
+    "device",
+    "dist_timeout_minutes",
 }
 
 
@@ -77,8 +88,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
             if number < len(lines):
-                raise RunFolderError(f"{path}, line {number}: not a metrics row ({err}); remove or repair "
-                                     "that line") from None
+                raise RunFolderError(f"{path}, line {number}: not a metrics row ({err}); remove or repair that line") from None
             log.warning("%s: the last line is incomplete (written when the run was killed?); leaving it out", path)
     return rows
 
@@ -100,8 +110,7 @@ def drop_metrics_after(run_dir: Path, step: int) -> None:
     text = "".join(json.dumps(row) + "\n" for row in kept)
     if text != path.read_text(encoding="utf-8", errors="replace"):
         if len(kept) < len(rows):
-            log.info("metrics.jsonl: dropping %d row(s) past step %d, the checkpoint resumed from",
-                     len(rows) - len(kept), step)
+            log.info("metrics.jsonl: dropping %d row(s) past step %d, the checkpoint resumed from", len(rows) - len(kept), step)
         _write_atomically(path, text)
 
 
@@ -166,8 +175,10 @@ def hold(run_dir: Path) -> bool:
         holder = os.read(fd, 32).decode("ascii", "replace").strip()
         os.close(fd)
         by = f" (PID {holder})" if holder.isdigit() else ""
-        raise RunFolderError(f"{run_dir} is in use by another nmt process{by}: one run folder takes one "
-                             "process at a time; wait for it to end, or stop it") from None
+        raise RunFolderError(
+            f"{run_dir} is in use by another nmt process{by}: one run folder takes one "
+            "process at a time; wait for it to end, or stop it"
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _held[run_dir] = fd
@@ -230,13 +241,16 @@ def read_config(run_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         problem = f"cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     else:
-        missing = [key for key in ("data", "model", "train")
-                   if not isinstance(values, dict) or not isinstance(values.get(key), dict)]
+        missing = [
+            key for key in ("data", "model", "train") if not isinstance(values, dict) or not isinstance(values.get(key), dict)
+        ]
         if not missing:
             return values
         problem = "is empty" if not values else f"lacks its {', '.join(missing)} section(s)"
-    raise RunFolderError(f"{path} {problem}: nothing was changed. Its newest checkpoint holds the settings too: "
-                         f"nmt-train resume={run_dir} resume_settings=checkpoint rewrites config.yaml from it")
+    raise RunFolderError(
+        f"{path} {problem}: nothing was changed. Its newest checkpoint holds the settings too: "
+        f"nmt-train resume={run_dir} resume_settings=checkpoint rewrites config.yaml from it"
+    )
 
 
 def resume_folder_problem(run_dir: str | Path, from_checkpoint: bool = False) -> str | None:
@@ -245,16 +259,20 @@ def resume_folder_problem(run_dir: str | Path, from_checkpoint: bool = False) ->
     if run_dir.is_file():
         parent = run_dir.parent
         hint = f"; to continue that run: resume={parent}" if (parent / "config.yaml").exists() else ""
-        return (f"resume={run_dir} is a file: resume takes an nmt-train run folder and continues from its "
-                f"newest intact checkpoint{hint}")
+        return (
+            f"resume={run_dir} is a file: resume takes an nmt-train run folder and continues from its "
+            f"newest intact checkpoint{hint}"
+        )
     if not run_dir.is_dir():
         return f"resume={run_dir}: no such folder; pass the folder of an nmt-train run"
     if from_checkpoint:
         return None
     if not (run_dir / "config.yaml").exists():
         if any(run_dir.glob("*.pt")):
-            return (f"resume={run_dir}: no config.yaml there; its newest checkpoint holds the settings too: "
-                    f"add resume_settings=checkpoint")
+            return (
+                f"resume={run_dir}: no config.yaml there; its newest checkpoint holds the settings too: "
+                f"add resume_settings=checkpoint"
+            )
         return f"resume={run_dir}: no config.yaml there; is it an nmt-train run folder?"
     try:
         read_config(run_dir)
@@ -265,8 +283,11 @@ def resume_folder_problem(run_dir: str | Path, from_checkpoint: bool = False) ->
 
 def refused_resume_changes(overrides: list[str]) -> str | None:
     """Why these ``key=value`` overrides cannot come with ``resume=``, or None (see ``RESUMABLE_SETTINGS``)."""
-    bad = [o for o in overrides if o.split("=", 1)[0].removeprefix("train.") not in RESUMABLE_SETTINGS
-           or not o.startswith("train.")]
+    bad = [
+        o
+        for o in overrides
+        if o.split("=", 1)[0].removeprefix("train.") not in RESUMABLE_SETTINGS or not o.startswith("train.")
+    ]
     if not bad:
         return None
     allowed = ", ".join(f"train.{name}" for name in sorted(RESUMABLE_SETTINGS))

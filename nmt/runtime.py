@@ -32,8 +32,7 @@ def pick_device(name: str = "auto", setting: str = "device") -> torch.device:
         raise SettingError(f"{setting}={name}: not a device; use auto, cpu, cuda or cuda:N") from None
 
 
-def configure_device(name: str, tf32: bool = True, deterministic: bool = False,
-                     setting: str = "train.device") -> torch.device:
+def configure_device(name: str, tf32: bool = True, deterministic: bool = False, setting: str = "train.device") -> torch.device:
     """The training device, with TF32 matrix products and deterministic kernels as asked."""
     device = pick_device(name, setting=setting)
     if device.type == "cuda":
@@ -109,8 +108,7 @@ class StopRequest:
         if self.setting_up:
             log.warning("%s received during set-up: stopping (no step trained, nothing to save)", self.signal_name)
             raise StoppedDuringSetup(self.signal_name)
-        log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)",
-                    self.signal_name)
+        log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)", self.signal_name)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

@@ -49,8 +49,9 @@ def _encode(model, src: torch.Tensor, src_lengths: torch.Tensor):
     return encoder_out if prepare is None else prepare(encoder_out)
 
 
-def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, min_len: int,
-               earliest_limit: int) -> torch.Tensor:
+def _mask_step(
+    log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, min_len: int, earliest_limit: int
+) -> torch.Tensor:
     """Forbid PAD/BOS, forbid EOS before ``min_len``, force EOS at each row's maximum length.
 
     No host sync: rows at their limit are chosen with ``torch.where``, and only from
@@ -70,8 +71,12 @@ def _mask_step(log_probs: torch.Tensor, step: int, max_lengths: torch.Tensor, mi
 
 @torch.inference_mode()
 def greedy_search(
-    model: Seq2SeqModel, src: torch.Tensor, src_lengths: torch.Tensor,
-    max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
+    model: Seq2SeqModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    min_len: int = 0,
 ) -> list[Hypothesis]:
     """The most probable next token at every step. src: (B, S), src_lengths: (B,)."""
     batch, device = src.size(0), src.device
@@ -131,9 +136,15 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor, beam_size: int
 
 @torch.inference_mode()
 def beam_search(
-    model: Seq2SeqModel, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 5,
-    length_penalty: float = 1.0, max_len_a: float = 1.5, max_len_b: int = 10,
-    min_len: int = 0, nbest: int = 1,
+    model: Seq2SeqModel,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    min_len: int = 0,
+    nbest: int = 1,
 ) -> list[list[Hypothesis]]:
     """Batched beam search; returns the ``nbest`` best hypotheses per sentence, best first.
 
@@ -148,8 +159,9 @@ def beam_search(
     if beam_size < 1:
         raise SettingError(f"decode.beam_size={beam_size}: must be at least 1")
     if not 1 <= nbest <= beam_size:
-        raise SettingError(f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size}: "
-                           "a beam of K keeps at most K hypotheses")
+        raise SettingError(
+            f"decode.nbest={nbest} must be between 1 and decode.beam_size={beam_size}: a beam of K keeps at most K hypotheses"
+        )
     batch, beam, device = src.size(0), beam_size, src.device
     encoder_out = _encode(model, src, src_lengths)
     encoder_out = model.reorder_encoder_out(encoder_out, torch.arange(batch, device=device).repeat_interleave(beam))
@@ -183,9 +195,12 @@ def beam_search(
         # The step's one host sync. float64 holds the token ids exactly.
         host = torch.cat([cand_scores, cand_beams, cand_tokens, scores, beams, tokens], 1).double().cpu().numpy()
         c = cand_scores.size(1)
-        cand_scores_h, cand_beams_h, cand_tokens_h = host[:, :c], host[:, c:2 * c].astype(np.int64), host[:, 2 * c:3 * c]
-        live_scores_h = host[:, 3 * c:3 * c + beam]
-        beams_h, tokens_h = host[:, 3 * c + beam:3 * c + 2 * beam].astype(np.int64), host[:, 3 * c + 2 * beam:].astype(np.int64)
+        cand_scores_h, cand_beams_h, cand_tokens_h = host[:, :c], host[:, c : 2 * c].astype(np.int64), host[:, 2 * c : 3 * c]
+        live_scores_h = host[:, 3 * c : 3 * c + beam]
+        beams_h, tokens_h = (
+            host[:, 3 * c + beam : 3 * c + 2 * beam].astype(np.int64),
+            host[:, 3 * c + 2 * beam :].astype(np.int64),
+        )
 
         # Finalize EOS candidates ranked within the top `beam` (as fairseq does).
         ends = (cand_tokens_h[:, :beam] == EOS) & np.isfinite(cand_scores_h[:, :beam])
@@ -218,8 +233,17 @@ def beam_search(
     return [hyps[:nbest] for hyps in finished]
 
 
-def search(model: Seq2SeqModel, src, src_lengths, beam_size: int = 1, length_penalty: float = 1.0,
-           max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0, nbest: int = 1) -> list[list[Hypothesis]]:
+def search(
+    model: Seq2SeqModel,
+    src,
+    src_lengths,
+    beam_size: int = 1,
+    length_penalty: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    min_len: int = 0,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
     """Greedy when ``beam_size == 1`` (and one hypothesis is asked for), else beam search."""
     if beam_size == 1 and nbest == 1:
         hyps = greedy_search(model, src, src_lengths, max_len_a, max_len_b, min_len)

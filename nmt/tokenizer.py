@@ -121,10 +121,10 @@ def _digest_texts(digest, texts) -> None:
         if chunk.null_count:
             chunk = chunk.fill_null("")
         _, offset_buffer, data_buffer = chunk.buffers()
-        offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=chunk.offset + len(chunk) + 1)[chunk.offset:]
+        offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=chunk.offset + len(chunk) + 1)[chunk.offset :]
         lengths.update(np.diff(offsets).tobytes())
         if data_buffer is not None and len(offsets):
-            data.update(memoryview(data_buffer)[offsets[0]: offsets[-1]])
+            data.update(memoryview(data_buffer)[offsets[0] : offsets[-1]])
     digest.update(lengths.digest() + data.digest())
 
 
@@ -174,7 +174,10 @@ def _run_trainer(corpus: Path, prefix: Path, cfg: TokenizerConfig) -> None:
         vocab_size=cfg.vocab_size,
         character_coverage=cfg.character_coverage,
         byte_fallback=cfg.byte_fallback,
-        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+        pad_id=PAD,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
         input_sentence_size=cfg.max_training_sentences,
         shuffle_input_sentence=True,
         # A small corpus may not support the requested size: take what it has.
@@ -231,13 +234,15 @@ def _report_size(tokenizer: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
     sizes = {tokenizer.src_vocab_size, tokenizer.tgt_vocab_size}
     if min(sizes) < cfg.vocab_size:  # separate models: either side may fall short
         real = " / ".join(str(size) for size in sorted(sizes))
-        log.warning("tokenizer: %s subwords, not data.tokenizer.vocab_size=%d: the training text supports "
-                    "no more", real, cfg.vocab_size)
+        log.warning(
+            "tokenizer: %s subwords, not data.tokenizer.vocab_size=%d: the training text supports no more", real, cfg.vocab_size
+        )
     return tokenizer
 
 
-def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_dir: Path,
-                    num_proc: int = 0) -> datasets.DatasetDict:
+def tokenize_corpus(
+    corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_dir: Path, num_proc: int = 0
+) -> datasets.DatasetDict:
     """Add ``src_ids`` and ``tgt_ids`` columns (batched ``datasets.map``, cached on disk).
 
     Ids are stored as int32. The train split keeps only its ids (training reads nothing
@@ -264,7 +269,8 @@ def tokenize_corpus(corpus: datasets.DatasetDict, tokenizer: Tokenizer, cache_di
             log.warning("%s: damaged cache file (%s); tokenizing %s again", cache_file, problem, split)
             cache_file.unlink()
         out[split] = map_rebuilding_damaged_cache(  # also the shards of num_proc > 1, which the check above misses
-            table, f"the tokenized {split} split cached under {cache_dir}",
+            table,
+            f"the tokenized {split} split cached under {cache_dir}",
             function=encode,
             batched=True,
             batch_size=2000,
@@ -290,6 +296,6 @@ def flat_ids(table: datasets.Dataset, column: str) -> tuple[np.ndarray, np.ndarr
     offsets = column_data.offsets.to_numpy().astype(np.int64)
     values = column_data.values.to_numpy().astype(np.int32)
     if offsets[0] != 0:  # a sliced table: rebase
-        values = values[offsets[0]: offsets[-1]]
+        values = values[offsets[0] : offsets[-1]]
         offsets = offsets - offsets[0]
     return values, offsets

@@ -30,14 +30,15 @@ from nmt.checkpoint import (
     save_checkpoint,
 )
 from nmt.config import DataConfig, OptimConfig
-from nmt.distributed import World, step_share
+from nmt.distributed import LossModule, World, restore_rng, step_batches, stop_votes
 from nmt.errors import CheckpointError, SettingError, TrainingError, check_choice
 from nmt.optim import LearningRateSchedule, build_optimizer, restore_optimizer_kind, skips_on_device
-from nmt.runtime import StopRequest, autocast, copy_to_log_files, rng_state, set_rng_state
-from nmt.validation import ValidationSet, validation_metrics
+from nmt.runtime import StopRequest, autocast, rng_state
+from nmt.validation import ValidationSet, record_validation, validation_metrics
 
 log = logging.getLogger(__name__)
 
+PROGRESS_BAR = {"unit": "step", "desc": "training", "mininterval": 1.0, "dynamic_ncols": True}
 # train.early_stopping_metric -> whether a higher value is better
 EARLY_STOPPING_METRICS = {"val_bleu": True, "val_chrf": True, "val_loss": False}
 
@@ -100,69 +101,51 @@ def clipped_grad_norm(model: torch.nn.Module, clip_norm: float) -> torch.Tensor:
     if clip_norm:
         return torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
     return torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]))
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None])
+    )
 
 
 def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) -> None:
     """Refuse to resume ``checkpoint`` into another model or tokenizer than it was trained with."""
-    saved = {"config": asdict(checkpoint.model_config), "src_vocab_size": checkpoint.src_vocab_size,
-             "tgt_vocab_size": checkpoint.tgt_vocab_size}
+    saved = {
+        "config": asdict(checkpoint.model_config),
+        "src_vocab_size": checkpoint.src_vocab_size,
+        "tgt_vocab_size": checkpoint.tgt_vocab_size,
+    }
     if saved != model.model_config():
         raise CheckpointError(f"{checkpoint.path}: trained with model {saved}, which differs from the current config")
-    if tokenizer is not None and (checkpoint.src_proto, checkpoint.tgt_proto) != (tokenizer.src_proto,
-                                                                                 tokenizer.tgt_proto):
-        raise CheckpointError(f"{checkpoint.path}: trained with another SentencePiece model than the one built "
-                              "now (did the corpus or data.tokenizer settings change?)")
-
-
-class _Loss(torch.nn.Module):
-    """``model.loss`` as a module's ``forward``: what DistributedDataParallel wraps, since it
-    synchronizes the gradients of what its forward ran."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, *args):
-        return self.model.loss(*args)
+    if tokenizer is not None and (checkpoint.src_proto, checkpoint.tgt_proto) != (tokenizer.src_proto, tokenizer.tgt_proto):
+        raise CheckpointError(
+            f"{checkpoint.path}: trained with another SentencePiece model than the one built "
+            "now (did the corpus or data.tokenizer settings change?)"
+        )
 
 
 def warn_about_resume(progress: Progress, opt: OptimConfig, world: World, run_dir) -> None:
     """What a resumed run should know: another number of processes, or nothing left to train."""
     if progress.world_size != world.size:
-        log.warning("the run was saved by %d process(es) and continues on %d: a step now takes %d batches "
-                    "instead of %d (the batch order stays the same)", progress.world_size, world.size,
-                    world.size * opt.accumulate, progress.world_size * opt.accumulate)
+        log.warning(
+            "the run was saved by %d process(es) and continues on %d: a step now takes %d batches "
+            "instead of %d (the batch order stays the same)",
+            progress.world_size,
+            world.size,
+            world.size * opt.accumulate,
+            progress.world_size * opt.accumulate,
+        )
         progress.world_size = world.size
-    for name, limit, done in (("train.max_steps", opt.max_steps, progress.step),
-                              ("train.max_epochs", opt.max_epochs, progress.epoch)):
+    for name, limit, done in (
+        ("train.max_steps", opt.max_steps, progress.step),
+        ("train.max_epochs", opt.max_epochs, progress.epoch),
+    ):
         if limit and done >= limit:
-            log.warning("the run has already reached %s=%d: nothing left to train; raise it on the "
-                        "command line (resume=%s %s=...)", name, limit, run_dir, name)
+            log.warning(
+                "the run has already reached %s=%d: nothing left to train; raise it on the command line (resume=%s %s=...)",
+                name,
+                limit,
+                run_dir,
+                name,
+            )
             break
-
-
-def step_batches(train: ParallelIds, group: list, world: World, accumulate: int, device: torch.device):
-    """This rank's micro-batches of one step's ``group`` of batches (``nmt.distributed.step_share``),
-    the target tokens of the whole group, and which micro-batches are idle (stand-ins that count for
-    nothing, for a rank whose share ran out at the end of an epoch)."""
-    share = step_share(group, world, accumulate)
-    if not world.distributed:  # one process: no stand-ins needed
-        share = [rows for rows in share if rows is not None]
-    micro = [train.collate(group[0] if rows is None else rows) for rows in share]
-    if device.type == "cuda":
-        micro = [batch.pin_memory() for batch in micro]
-    total = sum(int(train.tgt_lengths[rows].sum()) for rows in group)
-    return micro, total, tuple(i for i, rows in enumerate(share) if rows is None)
-
-
-def stop_votes(world: World, step: int, read_every: int, *flags: bool) -> list[bool]:
-    """Whether to stop (on a signal, at the time limit): with several processes all must
-    stop at the same step, so they vote, every ``read_every`` steps (where the losses are
-    read anyway); one process decides at every step."""
-    if world.distributed and step % read_every:
-        return [False] * len(flags)
-    return [world.any(flag) for flag in flags]
 
 
 def log_interval(p: Progress, bar, writer, lr: float, log_start: float) -> float:
@@ -171,8 +154,13 @@ def log_interval(p: Progress, bar, writer, lr: float, log_start: float) -> float
     if p.log_tokens:
         loss = p.log_loss_sum / p.log_tokens
         p.history.append((p.step, loss))
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{p.log_tokens / (now - log_start):.0f}", lr=f"{lr:.2g}",
-                        epoch=p.epoch + 1, refresh=False)
+        bar.set_postfix(
+            loss=f"{loss:.3f}",
+            tok_s=f"{p.log_tokens / (now - log_start):.0f}",
+            lr=f"{lr:.2g}",
+            epoch=p.epoch + 1,
+            refresh=False,
+        )
         if writer is not None:
             writer.add_scalar("train_loss_step", loss, p.step)
     p.log_loss_sum, p.log_tokens = 0.0, 0
@@ -182,26 +170,24 @@ def log_interval(p: Progress, bar, writer, lr: float, log_start: float) -> float
 def nonfinite_error(limit: int, failed_at: int, step: int, run_dir) -> TrainingError:
     return TrainingError(
         f"{limit} consecutive steps had a non-finite loss or gradient (steps {failed_at - limit + 1}-{failed_at}); "
-        f"stopped at step {step}" + (f" with a checkpoint in {run_dir} (weights of the last finite step)"
-                                     if run_dir else "") + ". Lower train.lr, enable train.clip_norm, or check the data.")
-
-
-def restore_rng(saved: dict, world: World, device: torch.device, seed: int, step: int) -> None:
-    """Each rank's random state as the checkpoint saved it; with another number of ranks than
-    saved, rank 0 takes the saved one and the others a seed of their own."""
-    ranks = saved.get("ranks")
-    if ranks is not None and len(ranks) == world.size:
-        set_rng_state(ranks[world.rank], device)
-    elif world.rank == 0:
-        set_rng_state(saved, device)
-    else:
-        torch.manual_seed(seed + 1000 * world.rank + step)
+        f"stopped at step {step}"
+        + (f" with a checkpoint in {run_dir} (weights of the last finite step)" if run_dir else "")
+        + ". Lower train.lr, enable train.clip_norm, or check the data."
+    )
 
 
 class Trainer:
-    def __init__(self, model: torch.nn.Module, data: TrainingData, opt: OptimConfig, device: torch.device,
-                 run_dir: Path | None = None, tokenizer=None, data_config: DataConfig | None = None,
-                 world: World | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: TrainingData,
+        opt: OptimConfig,
+        device: torch.device,
+        run_dir: Path | None = None,
+        tokenizer=None,
+        data_config: DataConfig | None = None,
+        world: World | None = None,
+    ):
         """``model``: any architecture of ``nmt.architectures``, on ``device``. ``run_dir``: where checkpoints
         and metrics go, with the ``tokenizer`` and ``data_config`` that checkpoints carry; None writes nothing
         (what ranks other than 0 get). ``world``: the processes training together (``nmt.distributed``)."""
@@ -218,7 +204,8 @@ class Trainer:
         self.ddp = None
         if self.world.distributed:  # also makes every rank start from rank 0's weights
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                _Loss(model), device_ids=[device.index] if device.type == "cuda" else None)
+                LossModule(model), device_ids=[device.index] if device.type == "cuda" else None
+            )
         loss = self.ddp or model.loss
         self.loss_fn = torch.compile(loss) if opt.compile else loss
         self.optimizer = build_optimizer(opt, model.parameters(), device)
@@ -241,13 +228,13 @@ class Trainer:
         rngs = self.world.gather(rng_state(self.device)) if with_training_state else []
         if self.run_dir is None:
             return
-        p, training = self.progress, None
+        p, tok, training = self.progress, self.tokenizer, None
         if with_training_state:
             rng = {**rngs[0], "ranks": rngs} if self.world.distributed else rngs[0]
-            training = TrainingState(self.optimizer.state_dict(), self.schedule.state_dict(), asdict(p),
-                                     rng, asdict(self.opt))
-        state = pack_checkpoint(self.model, self.tokenizer.src_proto, self.tokenizer.tgt_proto, self.data_config,
-                                p.step, p.epoch, p.best_value, training)
+            training = TrainingState(self.optimizer.state_dict(), self.schedule.state_dict(), asdict(p), rng, asdict(self.opt))
+        state = pack_checkpoint(
+            self.model, tok.src_proto, tok.tgt_proto, self.data_config, p.step, p.epoch, p.best_value, training
+        )
         save_checkpoint(state, self.run_dir / name)
 
     def save_step_checkpoints(self) -> None:
@@ -270,14 +257,12 @@ class Trainer:
         self.schedule.load_state_dict(checkpoint.training.schedule)
         self.progress = p = Progress(**checkpoint.training.progress)
         restore_rng(checkpoint.training.rng, self.world, self.device, self.opt.seed, p.step)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint.path, p.step, p.epoch + 1,
-                 p.batch_in_epoch)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint.path, p.step, p.epoch + 1, p.batch_in_epoch)
         warn_about_resume(p, self.opt, self.world, self.run_dir)
 
     # ----------------------------------------------------------------- one step
 
-    def train_step(self, batch: Batch | list[Batch], total_tokens: int | None = None,
-                   idle: tuple[int, ...] = ()) -> StepResult:
+    def train_step(self, batch: Batch | list[Batch], total_tokens: int | None = None, idle: tuple[int, ...] = ()) -> StepResult:
         """Forward, backward, clip, update, without waiting for the device (``settle_steps``
         reads many steps' losses at once; a non-finite step is skipped on the device, by
         fused Adam's ``found_inf``; Adadelta syncs once per step).
@@ -299,8 +284,9 @@ class Trainer:
             synced = self.ddp is None or i == len(batches) - 1  # gradients are exchanged once per step
             with contextlib.nullcontext() if synced else self.ddp.no_sync():
                 with autocast(self.device, self.amp):
-                    micro_loss, _ = self.loss_fn(micro.src, micro.src_lengths, micro.tgt_in, micro.tgt_out,
-                                                 self.opt.label_smoothing, n_tokens)
+                    micro_loss, _ = self.loss_fn(
+                        micro.src, micro.src_lengths, micro.tgt_in, micro.tgt_out, self.opt.label_smoothing, n_tokens
+                    )
                 (micro_loss * ranks / total).backward()
             if i not in idle:
                 loss_sum = loss_sum + micro_loss.detach().float()
@@ -365,20 +351,11 @@ class Trainer:
         self.schedule.validated(improved)
         metrics["best"] = improved
         p.train_loss_sum, p.train_tokens, p.interval_seconds = 0.0, 0, 0.0
-        if self.run_dir is not None:
-            run_folder.append_metrics(self.run_dir, metrics)
-        if self.writer is not None:
-            for key in ("train_loss", "val_loss", "val_bleu", "val_chrf", "tokens_per_s", "lr"):
-                if metrics[key] is not None:
-                    self.writer.add_scalar(key, metrics[key], p.step)
+        if self.world.is_main:
+            record_validation(metrics, self.run_dir, self.writer)
         if improved:
             self.save("best.pt", with_training_state=False)
         self.save_step_checkpoints()
-        if self.world.is_main:
-            line = (f"step {p.step}: val loss {metrics['val_loss']:.3f} (ppl {metrics['val_ppl']:.1f}), BLEU "
-                    f"{metrics['val_bleu']:.2f}, chrF {metrics['val_chrf']:.2f}{' *' if improved else ''}")
-            tqdm.write(line)
-            copy_to_log_files(line)
         return metrics
 
     # ----------------------------------------------------------------- the loop
@@ -390,8 +367,8 @@ class Trainer:
         """Train until max_epochs / max_steps / max_minutes / early stopping / a signal. Returns why it stopped."""
         opt, p, train = self.opt, self.progress, self.data.train
         self.writer = run_folder.tensorboard_writer(self.run_dir) if self.run_dir is not None else None
-        bar = tqdm(total=opt.max_steps or None, initial=p.step, unit="step", dynamic_ncols=True,
-                   desc="training", mininterval=1.0, disable=True if not self.world.is_main else None)
+        quiet = True if not self.world.is_main else None  # None: tqdm decides (no bar without a terminal)
+        bar = tqdm(total=opt.max_steps or None, initial=p.step, disable=quiet, **PROGRESS_BAR)
         log_start = session_start = time.perf_counter()
         # The host reads the device's losses at each log line, and often enough that a run
         # of non-finite steps stops training within max_nonfinite_steps more.
@@ -400,8 +377,9 @@ class Trainer:
         try:
             while p.epoch < opt.max_epochs:
                 # Every rank derives the same batches: the order is a function of the seed and epoch.
-                batches = token_batches(train.src_lengths, train.tgt_lengths, opt.max_tokens,
-                                        shuffle=True, seed=opt.seed, epoch=p.epoch)
+                batches = token_batches(
+                    train.src_lengths, train.tgt_lengths, opt.max_tokens, shuffle=True, seed=opt.seed, epoch=p.epoch
+                )
                 self.epoch_batches = len(batches)
                 while p.batch_in_epoch < len(batches):
                     out_of_time = bool(opt.max_minutes) and time.perf_counter() - session_start >= 60 * opt.max_minutes
@@ -415,7 +393,7 @@ class Trainer:
                         return "max_minutes"
                     step_start = time.perf_counter()
                     # While the device runs the step launched last, the host builds this step's batches.
-                    group = batches[p.batch_in_epoch: p.batch_in_epoch + per_step]
+                    group = batches[p.batch_in_epoch : p.batch_in_epoch + per_step]
                     micro, total, idle = step_batches(train, group, self.world, opt.accumulate, self.device)
                     lr = self.schedule.step(p.step + 1)
                     self.pending.append((p.step + 1, self.train_step(micro, total, idle)))

@@ -57,18 +57,26 @@ def split_ids(table, limit: int = 0, split: str = "train") -> tuple[ParallelIds,
         longest = np.maximum(data.src_lengths, data.tgt_lengths)
         keep = longest <= limit
         if split == "train" and len(data) and not keep.any():
-            raise SettingError(f"train.max_subwords={limit} leaves no training pair: all {len(data)} have a side "
-                               f"longer (the shortest: {int(longest.min())} subwords); raise train.max_subwords")
+            raise SettingError(
+                f"train.max_subwords={limit} leaves no training pair: all {len(data)} have a side "
+                f"longer (the shortest: {int(longest.min())} subwords); raise train.max_subwords"
+            )
         if not keep.all():
-            log.info("skipping %d %s pairs longer than %d subwords (train.max_subwords); %d remain",
-                     int((~keep).sum()), "training" if split == "train" else split, limit, int(keep.sum()))
+            log.info(
+                "skipping %d %s pairs longer than %d subwords (train.max_subwords); %d remain",
+                int((~keep).sum()),
+                "training" if split == "train" else split,
+                limit,
+                int(keep.sum()),
+            )
             rows = np.flatnonzero(keep)
             data = data.select(rows)
     return data, rows
 
 
-def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int = 0,
-                 tokenizer: Tokenizer | None = None) -> PreparedData:
+def prepare_data(
+    cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int = 0, tokenizer: Tokenizer | None = None
+) -> PreparedData:
     """Load and clean the corpus, train (or reuse) its tokenizer (or take ``tokenizer``),
     tokenize every split (cached).
 
@@ -77,8 +85,7 @@ def prepare_data(cfg: DataConfig, max_subwords: int = 0, val_max_sentences: int 
     every validation."""
     corpus = load_corpus(cfg)
     for split, stats in describe(corpus).items():
-        log.info("%s %s: %d pairs, %d / %d words", cfg.name, split, stats["pairs"],
-                 stats["src_words"], stats["tgt_words"])
+        log.info("%s %s: %d pairs, %d / %d words", cfg.name, split, stats["pairs"], stats["src_words"], stats["tgt_words"])
     cache = Path(cfg.cache_dir).expanduser()
     train = corpus["train"]
     if tokenizer is None:
@@ -104,17 +111,20 @@ def check_settings(cfg: TrainRunConfig) -> None:
     architecture(cfg.model)
     check_ranges(cfg)
     if opt.average_last > opt.keep_last:
-        raise SettingError(f"train.average_last={opt.average_last} averages step checkpoints, of which only "
-                           f"train.keep_last={opt.keep_last} are kept: raise train.keep_last to at least "
-                           f"{opt.average_last}")
+        raise SettingError(
+            f"train.average_last={opt.average_last} averages step checkpoints, of which only "
+            f"train.keep_last={opt.keep_last} are kept: raise train.keep_last to at least "
+            f"{opt.average_last}"
+        )
     if opt.max_subwords and opt.max_tokens < opt.max_subwords:
-        raise SettingError(f"train.max_tokens={opt.max_tokens} is smaller than the longest pair allowed "
-                           f"(train.max_subwords={opt.max_subwords}), which would not fit a batch: raise "
-                           "train.max_tokens or lower train.max_subwords")
+        raise SettingError(
+            f"train.max_tokens={opt.max_tokens} is smaller than the longest pair allowed "
+            f"(train.max_subwords={opt.max_subwords}), which would not fit a batch: raise "
+            "train.max_tokens or lower train.max_subwords"
+        )
 
 
-def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None = None
-                  ) -> tuple[Trainer, PreparedData]:
+def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None = None) -> tuple[Trainer, PreparedData]:
     """Device, seed, data and a fresh model of ``cfg.model.arch``: the ``Trainer`` of a run
     folder (the tokenizer is saved there; None on ranks other than 0), and its data."""
     opt, world = cfg.train, world or World()
@@ -139,13 +149,19 @@ def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None
     if world.rank:  # dropout of its own on each rank (the weights come from rank 0)
         torch.manual_seed(opt.seed + 1000 * world.rank)
     trainer = Trainer(model, prepared.data, opt, device, run_dir, tokenizer, cfg.data, world)
-    log.info("model: %s (%s), %.1fM parameters, %s cell, on %s%s", cfg.model.name, cfg.model.arch,
-             count_parameters(model) / 1e6, cfg.model.cell, device, " (bf16 autocast)" if trainer.amp else "")
+    log.info(
+        "model: %s (%s), %.1fM parameters, %s cell, on %s%s",
+        cfg.model.name,
+        cfg.model.arch,
+        count_parameters(model) / 1e6,
+        cfg.model.cell,
+        device,
+        " (bf16 autocast)" if trainer.amp else "",
+    )
     return trainer, prepared
 
 
-def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False,
-          world: World | None = None) -> dict:
+def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False, world: World | None = None) -> dict:
     """Train (or, with ``resume``, continue the run in ``run_dir``); returns the summary.
 
     The folder is held by this process throughout (``run_folder.hold``). A new run writes
@@ -212,8 +228,11 @@ def settings_from_checkpoint(run_dir: Path) -> dict:
     """A run's settings as its newest intact training checkpoint saved them (the shape of
     config.yaml), for a resume whose config.yaml is lost or damaged."""
     checkpoint = load_for_resume(run_dir, log)
-    return {"data": asdict(checkpoint.data_config), "model": asdict(checkpoint.model_config),
-            "train": checkpoint.training.train_config}
+    return {
+        "data": asdict(checkpoint.data_config),
+        "model": asdict(checkpoint.model_config),
+        "train": checkpoint.training.train_config,
+    }
 
 
 def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:
@@ -230,16 +249,24 @@ def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:
     run_folder.plot_curves(run_dir)
     metric = trainer.opt.early_stopping_metric
     summary = {
-        "reason": reason, "steps": p.step, "epochs": round(trainer.epochs(), 2), "best_step": p.best_step,
-        f"best_{metric}": p.best_value, "train_seconds": round(p.seconds, 1), "skipped_steps": p.nonfinite_total,
+        "reason": reason,
+        "steps": p.step,
+        "epochs": round(trainer.epochs(), 2),
+        "best_step": p.best_step,
+        f"best_{metric}": p.best_value,
+        "train_seconds": round(p.seconds, 1),
+        "skipped_steps": p.nonfinite_total,
         "run_dir": str(run_dir),
     }
     averaged = None
     if trainer.opt.average_last and reason != "signal":
-        steps = step_checkpoints(run_dir)[-trainer.opt.average_last:]
+        steps = step_checkpoints(run_dir)[-trainer.opt.average_last :]
         if len(steps) < trainer.opt.average_last:
-            log.warning("train.average_last=%d: the run saved %d step checkpoint(s); averaging those",
-                        trainer.opt.average_last, len(steps))
+            log.warning(
+                "train.average_last=%d: the run saved %d step checkpoint(s); averaging those",
+                trainer.opt.average_last,
+                len(steps),
+            )
         try:
             averaged = save_average(steps, run_dir / "averaged.pt") if steps else None
         except CheckpointError as err:  # e.g. a damaged step checkpoint that a resume fell back past

@@ -49,9 +49,18 @@ def main() -> None:
     runs = {seed: work / f"seed{seed}" for seed in (1, 2)}
     for seed, run_dir in runs.items():
         if not (run_dir / "summary.json").exists():
-            nmt("train", "model=small", f"train.seed={seed}", f"train.max_steps={args.steps}", "train.max_epochs=1000",
-                f"train.save_every={args.save_every}", f"train.keep_last={args.average}",
-                f"train.average_last={args.average}", "evaluate_test=false", f"hydra.run.dir={run_dir}")
+            nmt(
+                "train",
+                "model=small",
+                f"train.seed={seed}",
+                f"train.max_steps={args.steps}",
+                "train.max_epochs=1000",
+                f"train.save_every={args.save_every}",
+                f"train.keep_last={args.average}",
+                f"train.average_last={args.average}",
+                "evaluate_test=false",
+                f"hydra.run.dir={run_dir}",
+            )
     systems = {
         "seed1_best": str(runs[1] / "best.pt"),
         "seed1_averaged": str(runs[1] / "averaged.pt"),
@@ -61,23 +70,40 @@ def main() -> None:
     scores = {}
     for name, ckpt in systems.items():
         report_dir = work / f"report-{name}"
-        nmt("evaluate", f"ckpt={ckpt}", "decode=beam", f"decode.beam_size={args.beam}", f"report_dir={report_dir}",
-            "device=cpu")
+        nmt(
+            "evaluate", f"ckpt={ckpt}", "decode=beam", f"decode.beam_size={args.beam}", f"report_dir={report_dir}", "device=cpu"
+        )
         report = json.loads((report_dir / "report.json").read_text())
         scores[name] = report
         summary = json.loads((runs[1 if "seed1" in name else 2] / "summary.json").read_text())
-        out.emit({**common_fields("average_ensemble", torch.device("cpu")), "system": name, "ckpt": ckpt,
-                  "train_steps": summary["steps"], "averaged_steps": summary.get("averaged_steps"),
-                  "beam": args.beam, "test_bleu": round(report["bleu"], 2), "test_chrf": round(report["chrf"], 2),
-                  "bleu_ci95": report["ci95"]["bleu"], "sentences_per_s": report["speed"]["sentences_per_s"],
-                  "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+        out.emit(
+            {
+                **common_fields("average_ensemble", torch.device("cpu")),
+                "system": name,
+                "ckpt": ckpt,
+                "train_steps": summary["steps"],
+                "averaged_steps": summary.get("averaged_steps"),
+                "beam": args.beam,
+                "test_bleu": round(report["bleu"], 2),
+                "test_chrf": round(report["chrf"], 2),
+                "bleu_ci95": report["ci95"]["bleu"],
+                "sentences_per_s": report["speed"]["sentences_per_s"],
+                "threads": torch.get_num_threads(),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            }
+        )
     bleu = {name: report["bleu"] for name, report in scores.items()}
     speed = {name: report["speed"]["sentences_per_s"] for name, report in scores.items()}
-    out.emit({**common_fields("average_ensemble_summary", torch.device("cpu")),
-              "averaged_minus_best_bleu": round(bleu["seed1_averaged"] - bleu["seed1_best"], 2),
-              "ensemble_minus_best_single_bleu": round(bleu["ensemble_seed1_seed2"]
-                                                       - max(bleu["seed1_best"], bleu["seed2_best"]), 2),
-              "ensemble_speed_ratio": round(speed["ensemble_seed1_seed2"] / speed["seed1_best"], 3)})
+    out.emit(
+        {
+            **common_fields("average_ensemble_summary", torch.device("cpu")),
+            "averaged_minus_best_bleu": round(bleu["seed1_averaged"] - bleu["seed1_best"], 2),
+            "ensemble_minus_best_single_bleu": round(
+                bleu["ensemble_seed1_seed2"] - max(bleu["seed1_best"], bleu["seed2_best"]), 2
+            ),
+            "ensemble_speed_ratio": round(speed["ensemble_seed1_seed2"] / speed["seed1_best"], 3),
+        }
+    )
 
 
 if __name__ == "__main__":

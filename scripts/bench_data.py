@@ -53,8 +53,9 @@ def measure(impl: str, corpus: Path, cache: Path) -> dict:
 
     datasets.disable_progress_bars()
     # One process each: VmHWM sees this process only, not datasets.map's workers.
-    cfg = DataConfig(name="synthetic", source="files", path=str(corpus), src_lang="es", tgt_lang="en",
-                     cache_dir=str(cache), num_proc=1)
+    cfg = DataConfig(
+        name="synthetic", source="files", path=str(corpus), src_lang="es", tgt_lang="en", cache_dir=str(cache), num_proc=1
+    )
     start = time.perf_counter()
     if impl == "nmt":
         from nmt.data import load_corpus
@@ -82,7 +83,9 @@ def peak_rss_bytes() -> int:
 def run_child(impl: str, corpus: Path, cache: Path) -> dict:
     result = subprocess.run(
         [sys.executable, __file__, "--child", impl, "--corpus", str(corpus), "--cache", str(cache)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "HF_DATASETS_CACHE": str(cache / "hf")},
     )
     if result.returncode != 0:
@@ -121,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         start = time.perf_counter()
         text_bytes = write_corpus(work / "corpus", pairs)
-        print(f"bench_data: wrote {text_bytes / 1e6:.0f} MB of text ({pairs} training pairs) in "
-              f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+        print(
+            f"bench_data: wrote {text_bytes / 1e6:.0f} MB of text ({pairs} training pairs) in "
+            f"{time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+        )
         cache = work / "cache"
         runs = {
             ("reference", "every load"): run_child("reference", work / "corpus", work / "reference-cache"),
@@ -130,24 +136,37 @@ def main(argv: list[str] | None = None) -> int:
             ("nmt", "cached"): run_child("nmt", work / "corpus", cache),
         }
         cache_bytes = folder_bytes(cache)
-    common = {**bc.common_fields("data", torch.device("cpu")), "corpus": "synthetic files, data=files",
-              "text_bytes": text_bytes, "train_pairs_in_files": pairs}
+    common = {
+        **bc.common_fields("data", torch.device("cpu")),
+        "corpus": "synthetic files, data=files",
+        "text_bytes": text_bytes,
+        "train_pairs_in_files": pairs,
+    }
     for (impl, phase), run in runs.items():
-        record = {**common, "impl": impl, "phase": phase, "pairs": run["pairs"],
-                  "seconds": bc.rounded(run["seconds"]), "peak_rss_gb": bc.rounded(run["peak_rss_gb"], 3),
-                  "pairs_per_s": bc.rounded(run["pairs"] / run["seconds"])}
+        record = {
+            **common,
+            "impl": impl,
+            "phase": phase,
+            "pairs": run["pairs"],
+            "seconds": bc.rounded(run["seconds"]),
+            "peak_rss_gb": bc.rounded(run["peak_rss_gb"], 3),
+            "pairs_per_s": bc.rounded(run["pairs"] / run["seconds"]),
+        }
         if impl == "nmt" and phase == "first load":
             record["cache_bytes"] = cache_bytes
         out.emit(record)
     ref, first, cached = runs[("reference", "every load")], runs[("nmt", "first load")], runs[("nmt", "cached")]
-    out.emit({
-        **common, "impl": "nmt/reference",
-        "comparison": "speedup = reference seconds / nmt seconds; memory_ratio = reference peak / nmt peak",
-        "speedup": bc.rounded(ref["seconds"] / first["seconds"], 3),
-        "speedup_cached": bc.rounded(ref["seconds"] / cached["seconds"], 3),
-        "memory_ratio": bc.rounded(ref["peak_rss_gb"] / first["peak_rss_gb"], 3),
-        "same_corpus": ref["fingerprint"] == first["fingerprint"] == cached["fingerprint"],
-    })
+    out.emit(
+        {
+            **common,
+            "impl": "nmt/reference",
+            "comparison": "speedup = reference seconds / nmt seconds; memory_ratio = reference peak / nmt peak",
+            "speedup": bc.rounded(ref["seconds"] / first["seconds"], 3),
+            "speedup_cached": bc.rounded(ref["seconds"] / cached["seconds"], 3),
+            "memory_ratio": bc.rounded(ref["peak_rss_gb"] / first["peak_rss_gb"], 3),
+            "same_corpus": ref["fingerprint"] == first["fingerprint"] == cached["fingerprint"],
+        }
+    )
     return 0
 
 

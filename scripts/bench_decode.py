@@ -93,15 +93,23 @@ def load_sentences(seed: int = 0) -> tuple[list[str], list[str], list[str], str]
     if test_file.exists():
         try:
             corpus = load_corpus(cfg)
-            return (list(corpus["train"]["src"]), list(corpus["train"]["tgt"]), list(corpus["test"]["src"]),
-                    f"{cfg.name} test split ({cfg.src_lang}->{cfg.tgt_lang}, {cfg.path})")
+            return (
+                list(corpus["train"]["src"]),
+                list(corpus["train"]["tgt"]),
+                list(corpus["test"]["src"]),
+                f"{cfg.name} test split ({cfg.src_lang}->{cfg.tgt_lang}, {cfg.path})",
+            )
         except CorpusError as err:
             reason = f"could not read it ({err})"
     else:
         reason = f"{test_file} does not exist"
     train = synthetic_text(6000, seed)
-    return (train[:3000], train[3000:], synthetic_text(500, seed + 1),
-            f"synthetic sentences (500 test, 5-45 pseudo-words): {reason}")
+    return (
+        train[:3000],
+        train[3000:],
+        synthetic_text(500, seed + 1),
+        f"synthetic sentences (500 test, 5-45 pseudo-words): {reason}",
+    )
 
 
 # --------------------------------------------------------------------------- the reference search
@@ -134,10 +142,16 @@ def prepare_model(args, device: torch.device, train_src, train_tgt, arch: str = 
         translator = load_translator(args.ckpt, device)
         spec = translator.model.model_config()
         cfg = spec["config"]
-        sizes = {"model": f"checkpoint {translator.path}", "arch": cfg.get("arch", "cho2014"),
-                 "embed_size": cfg["embed_size"],
-                 "hidden_size": cfg["hidden_size"], "maxout_size": cfg["maxout_size"],
-                 "output_rank": cfg["output_rank"], "vocab": spec["tgt_vocab_size"], "cell": cfg["cell"]}
+        sizes = {
+            "model": f"checkpoint {translator.path}",
+            "arch": cfg.get("arch", "cho2014"),
+            "embed_size": cfg["embed_size"],
+            "hidden_size": cfg["hidden_size"],
+            "maxout_size": cfg["maxout_size"],
+            "output_rank": cfg["output_rank"],
+            "vocab": spec["tgt_vocab_size"],
+            "cell": cfg["cell"],
+        }
         return translator.model, translator.tokenizer, sizes
     model_cfg, vocab = bc.model_config(args.model, arch)
     n_train = args.tokenizer_sentences or len(train_src)
@@ -146,8 +160,13 @@ def prepare_model(args, device: torch.device, train_src, train_tgt, arch: str = 
     vocab = max(vocab, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     torch.manual_seed(args.seed)
     model = build_model(model_cfg, vocab, vocab).to(device).eval()
-    sizes = {**bc.size_record(args.model, arch), "vocab": vocab, "weights": "random init",
-             "tokenizer_vocab": tokenizer.tgt_vocab_size, "tokenizer_sentences": n_train}
+    sizes = {
+        **bc.size_record(args.model, arch),
+        "vocab": vocab,
+        "weights": "random init",
+        "tokenizer_vocab": tokenizer.tgt_vocab_size,
+        "tokenizer_sentences": n_train,
+    }
     return model, tokenizer, sizes
 
 
@@ -163,30 +182,58 @@ def summary_terms_mode(model, device: torch.device) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="a run folder or checkpoint file (default: a random model)")
-    parser.add_argument("--model", default="small", choices=sorted(bc.SIZES),
-                        help="size of the random model when no --ckpt is given (default: small)")
+    parser.add_argument(
+        "--model",
+        default="small",
+        choices=sorted(bc.SIZES),
+        help="size of the random model when no --ckpt is given (default: small)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--quick", action="store_true",
-                        help="CPU-sized: a subset of sentences for both implementations (under two minutes on 2 cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU-sized: a subset of sentences for both implementations (under two minutes on 2 cores)",
+    )
     parser.add_argument("--beam", type=int, default=5, help="beam size of the beam-search measurement (default 5)")
-    parser.add_argument("--sentences", type=int, default=0,
-                        help="decode a random subset of this many test sentences with nmt (default: all)")
-    parser.add_argument("--ref-sentences", type=int, default=None,
-                        help="random subset decoded by the reference (default 200; --quick: 12)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs of nmt's decoding, the median reported (default: 3 on CUDA, 1 on CPU)")
-    parser.add_argument("--batch-tokens", type=int, default=None,
-                        help=f"nmt's DecodeConfig.batch_tokens (default {DecodeConfig().batch_tokens})")
-    parser.add_argument("--tokenizer-sentences", type=int, default=None,
-                        help="train the on-the-fly tokenizer on this many train pairs (default: all; --quick: 5000)")
+    parser.add_argument(
+        "--sentences", type=int, default=0, help="decode a random subset of this many test sentences with nmt (default: all)"
+    )
+    parser.add_argument(
+        "--ref-sentences", type=int, default=None, help="random subset decoded by the reference (default 200; --quick: 12)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs of nmt's decoding, the median reported (default: 3 on CUDA, 1 on CPU)",
+    )
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=None,
+        help=f"nmt's DecodeConfig.batch_tokens (default {DecodeConfig().batch_tokens})",
+    )
+    parser.add_argument(
+        "--tokenizer-sentences",
+        type=int,
+        default=None,
+        help="train the on-the-fly tokenizer on this many train pairs (default: all; --quick: 5000)",
+    )
     parser.add_argument("--cache-dir", default=None, help="tokenizer cache (default: DataConfig().cache_dir)")
     parser.add_argument("--seed", type=int, default=0, help="random weights and sentence subsets")
-    parser.add_argument("--arch", default="cho2014",
-                        help="the random model's architecture: cho2014, rnnsearch, or cho2014,rnnsearch for both "
-                             "at the same sizes and their cost per token (default: cho2014)")
-    parser.add_argument("--summary-terms", choices=["auto", "on", "off"], default="auto",
-                        help="nmt: compute c's terms once per sentence (on), at every step (off), or as "
-                             "nmt does by default: on a CPU only (auto)")
+    parser.add_argument(
+        "--arch",
+        default="cho2014",
+        help="the random model's architecture: cho2014, rnnsearch, or cho2014,rnnsearch for both "
+        "at the same sizes and their cost per token (default: cho2014)",
+    )
+    parser.add_argument(
+        "--summary-terms",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="nmt: compute c's terms once per sentence (on), at every step (off), or as "
+        "nmt does by default: on a CPU only (auto)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -211,13 +258,18 @@ def main(argv=None) -> int:
         beams[arch] = measure_model(args, device, out, model, tokenizer, {"sizes": sizes, "data": data_desc}, test_src)
     if set(beams) == {"cho2014", "rnnsearch"}:  # the attention model's cost per generated token
         cho, attention = beams["cho2014"], beams["rnnsearch"]
-        out.emit({
-            **bc.common_fields("decode", device), "impl": "nmt", "search": f"beam{args.beam}",
-            "comparison": "cost_per_token_ratio = Cho tokens/s / RNNsearch tokens/s, same sizes and sentences",
-            "sizes": attention["sizes"], "cho_tgt_tokens_per_s": cho["tgt_tokens_per_s"],
-            "rnnsearch_tgt_tokens_per_s": attention["tgt_tokens_per_s"],
-            "cost_per_token_ratio": bc.rounded(cho["tgt_tokens_per_s"] / attention["tgt_tokens_per_s"], 3),
-        })
+        out.emit(
+            {
+                **bc.common_fields("decode", device),
+                "impl": "nmt",
+                "search": f"beam{args.beam}",
+                "comparison": "cost_per_token_ratio = Cho tokens/s / RNNsearch tokens/s, same sizes and sentences",
+                "sizes": attention["sizes"],
+                "cho_tgt_tokens_per_s": cho["tgt_tokens_per_s"],
+                "rnnsearch_tgt_tokens_per_s": attention["tgt_tokens_per_s"],
+                "cost_per_token_ratio": bc.rounded(cho["tgt_tokens_per_s"] / attention["tgt_tokens_per_s"], 3),
+            }
+        )
     return 0
 
 
@@ -245,27 +297,38 @@ def measure_model(args, device: torch.device, out: bc.JsonLines, model, tokenize
         reference_decode(reference, ref_ids[:1], decode, device)
         for impl in ("nmt", "reference"):
             if impl == "nmt":
-                hyps, seconds, times = time_decoding(lambda ids, decode=decode: decode_ids(model, ids, decode, device), src_ids,
-                                                     device, args.repeats)
+                hyps, seconds, times = time_decoding(
+                    lambda ids, decode=decode: decode_ids(model, ids, decode, device), src_ids, device, args.repeats
+                )
                 ids = src_ids
-                extra = {"precision": "bf16 autocast" if device.type == "cuda" else "float32",
-                         "batch_tokens": decode.batch_tokens, "batching": "decode_ids: length-sorted token batches",
-                         "summary_terms": summary_terms,
-                         "runs_seconds": [bc.rounded(t) for t in times]}
+                extra = {
+                    "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+                    "batch_tokens": decode.batch_tokens,
+                    "batching": "decode_ids: length-sorted token batches",
+                    "summary_terms": summary_terms,
+                    "runs_seconds": [bc.rounded(t) for t in times],
+                }
             else:
-                hyps, seconds, _ = time_decoding(lambda ids, decode=decode: reference_decode(reference, ids, decode, device),
-                                                 ref_ids, device)
+                hyps, seconds, _ = time_decoding(
+                    lambda ids, decode=decode: reference_decode(reference, ids, decode, device), ref_ids, device
+                )
                 ids = ref_ids
                 extra = {"precision": "float32", "batching": "one sentence at a time"}
             tokens = generated_tokens(hyps)
             record = {
-                **bc.common_fields("decode", device), "impl": impl, "search": search_name,
-                "beam_size": decode.beam_size, **base, "sentences": len(ids), "tgt_tokens": tokens,
+                **bc.common_fields("decode", device),
+                "impl": impl,
+                "search": search_name,
+                "beam_size": decode.beam_size,
+                **base,
+                "sentences": len(ids),
+                "tgt_tokens": tokens,
                 "mean_source_length": bc.rounded(sum(len(s) + 1 for s in ids) / len(ids)),
                 "mean_output_length": bc.rounded(tokens / len(ids)),
                 "seconds": bc.rounded(seconds),
                 "tgt_tokens_per_s": bc.rounded(tokens / seconds),
-                "sentences_per_s": bc.rounded(len(ids) / seconds), **extra,
+                "sentences_per_s": bc.rounded(len(ids) / seconds),
+                **extra,
             }
             out.emit(record)
             results[(impl, search_name)] = (record, hyps)
@@ -288,26 +351,44 @@ def measure_model(args, device: torch.device, out: bc.JsonLines, model, tokenize
         else:
             target, hardware = {"min_speedup": 3.0}, "2-core CPU"
         met, all_met = bc.check_targets(measured, target)
-        out.emit({
-            **bc.common_fields("decode", device), "impl": "nmt/reference", "search": search_name,
-            "comparison": "speedup = nmt / reference, generated target tokens per second",
-            **base, **measured, "target": target, "target_hardware": hardware, "target_met": met, "met": all_met,
-        })
+        out.emit(
+            {
+                **bc.common_fields("decode", device),
+                "impl": "nmt/reference",
+                "search": search_name,
+                "comparison": "speedup = nmt / reference, generated target tokens per second",
+                **base,
+                **measured,
+                "target": target,
+                "target_hardware": hardware,
+                "target_met": met,
+                "met": all_met,
+            }
+        )
 
     greedy, beam = results[("nmt", "greedy")][0], results[("nmt", f"beam{args.beam}")][0]
-    measured = {"time_ratio": bc.rounded(beam["seconds"] / greedy["seconds"], 3),
-                "per_token_time_ratio": bc.rounded(greedy["tgt_tokens_per_s"] / beam["tgt_tokens_per_s"], 3)}
+    measured = {
+        "time_ratio": bc.rounded(beam["seconds"] / greedy["seconds"], 3),
+        "per_token_time_ratio": bc.rounded(greedy["tgt_tokens_per_s"] / beam["tgt_tokens_per_s"], 3),
+    }
     target = {"max_time_ratio": 3.0} if device.type == "cuda" else {}
     met, all_met = bc.check_targets(measured, target)
-    out.emit({
-        **bc.common_fields("decode", device), "impl": "nmt", "search": f"beam{args.beam}/greedy",
-        "comparison": f"time_ratio = nmt beam-{args.beam} seconds / nmt greedy seconds, same sentences",
-        **base, "sentences": greedy["sentences"], **measured, "target": target,
-        "target_hardware": "H100" if target else None, "target_met": met, "met": all_met,
-    })
+    out.emit(
+        {
+            **bc.common_fields("decode", device),
+            "impl": "nmt",
+            "search": f"beam{args.beam}/greedy",
+            "comparison": f"time_ratio = nmt beam-{args.beam} seconds / nmt greedy seconds, same sentences",
+            **base,
+            "sentences": greedy["sentences"],
+            **measured,
+            "target": target,
+            "target_hardware": "H100" if target else None,
+            "target_met": met,
+            "met": all_met,
+        }
+    )
     return beam
-
-
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def nmt_batches(data: ParallelIds, max_tokens: int, epoch: int) -> list[np.ndarr
 def reference_batches(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
     """Random order, fixed number of sentences per batch: no length bucketing."""
     order = np.random.default_rng(seed).permutation(n)
-    return [order[i: i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 # --------------------------------------------------------------------------- the two training steps
@@ -165,7 +165,7 @@ class Contender:
         bc.set_matmul_tf32(device, self.tf32)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        chunk = self.batches[self.done: self.done + n_steps]
+        chunk = self.batches[self.done : self.done + n_steps]
         results = []
         with bc.Timer(device) as timer:
             for rows in chunk:
@@ -229,12 +229,17 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
     contenders = []
     if "nmt" in args.impls:
         trainer = nmt_trainer(model, data, device, args.compile)
-        contenders.append(Contender(
-            "nmt", lambda rows: nmt_fit_step(trainer, data, rows), batches,
-            nmt_batches(data, max_tokens, epoch=1)[: args.warmup], tf32=trainer.opt.tf32,
-            batching="token_batches (length-bucketed)",
-            precision=("bf16 autocast, TF32" if trainer.amp else "float32") + (", torch.compile" if args.compile else ""),
-        ))
+        contenders.append(
+            Contender(
+                "nmt",
+                lambda rows: nmt_fit_step(trainer, data, rows),
+                batches,
+                nmt_batches(data, max_tokens, epoch=1)[: args.warmup],
+                tf32=trainer.opt.tf32,
+                batching="token_batches (length-bucketed)",
+                precision=("bf16 autocast, TF32" if trainer.amp else "float32") + (", torch.compile" if args.compile else ""),
+            )
+        )
     if "reference" in args.impls:
         optimizer = reference_optimizer(reference)
 
@@ -248,26 +253,40 @@ def measure(name: str, config: dict, args, device: torch.device, out: bc.JsonLin
             finite = torch.tensor(np.isfinite(mean))
             return StepResult(torch.tensor(mean * batch_tokens, dtype=torch.float32), batch_tokens, finite), collate_seconds
 
-        contenders.append(Contender(
-            "reference", ref_step, reference_batches(n, ref_batch, seed=0),
-            reference_batches(n, ref_batch, seed=1)[: args.warmup], tf32=False,
-            batching=f"random order, {ref_batch} sentences per batch", precision="float32",
-        ))
+        contenders.append(
+            Contender(
+                "reference",
+                ref_step,
+                reference_batches(n, ref_batch, seed=0),
+                reference_batches(n, ref_batch, seed=1)[: args.warmup],
+                tf32=False,
+                batching=f"random order, {ref_batch} sentences per batch",
+                precision="float32",
+            )
+        )
     block = args.block if args.block is not None else (0 if device.type == "cuda" else 1)
     rounds = args.rounds or (3 if device.type == "cuda" else 1)
     take_turns(contenders, device, block, rounds)
 
     syncs = count_host_syncs(contenders[0].step, contenders[0].warmup, device) if "nmt" in args.impls else None
-    shape = (f"{max_tokens // high} sentences x {low} target tokens" if low == high
-             else f"token budget {max_tokens}, lengths {low}-{high}")
+    shape = (
+        f"{max_tokens // high} sentences x {low} target tokens"
+        if low == high
+        else f"token budget {max_tokens}, lengths {low}-{high}"
+    )
     sizes = {**bc.size_record(size, arch), "data": shape, "sentences": n}
     results = {}
     for c in contenders:
         padded = sum(len(rows) * int(data.tgt_lengths[rows].max()) for rows in c.batches)
         seconds, tokens = c.median_round()
         record = {
-            **bc.common_fields("train", device), "config": name, "impl": c.name, "sizes": sizes,
-            "batching": c.batching, "precision": c.precision, "steps": len(c.batches),
+            **bc.common_fields("train", device),
+            "config": name,
+            "impl": c.name,
+            "sizes": sizes,
+            "batching": c.batching,
+            "precision": c.precision,
+            "steps": len(c.batches),
             "turns": "one step each" if block == 1 else (f"{block} steps each" if block else "one epoch each"),
             "tgt_tokens": tokens,
             "padding_fraction": bc.rounded(1 - tokens / padded, 3),
@@ -331,7 +350,8 @@ def profile_steps(step, batches, device: torch.device, name: str) -> None:
         bc.synchronize(device)
     print(f"--- profile of {len(batches)} nmt steps, {name} ---", file=sys.stderr)
     for sort_by in (["self_device_time_total", "self_cuda_time_total"] if device.type == "cuda" else []) + [
-            "self_cpu_time_total"]:
+        "self_cpu_time_total"
+    ]:
         try:  # the name of the device-time column changed across PyTorch versions
             print(prof.key_averages().table(sort_by=sort_by, row_limit=25), file=sys.stderr)
             break
@@ -356,11 +376,16 @@ def attention_cost_line(name: str, results: dict, device: torch.device) -> dict 
     if base == name or base not in results or "nmt" not in results[base] or "nmt" not in results[name]:
         return None
     cho, attention = results[base]["nmt"], results[name]["nmt"]
-    return {**bc.common_fields("train", device), "config": f"{name}/{base}", "impl": "nmt",
-            "comparison": "cost_per_token_ratio = Cho tokens/s / RNNsearch tokens/s, same sizes and data",
-            "sizes": attention["sizes"], "cho_tgt_tokens_per_s": cho["tgt_tokens_per_s"],
-            "rnnsearch_tgt_tokens_per_s": attention["tgt_tokens_per_s"],
-            "cost_per_token_ratio": bc.rounded(cho["tgt_tokens_per_s"] / attention["tgt_tokens_per_s"], 3)}
+    return {
+        **bc.common_fields("train", device),
+        "config": f"{name}/{base}",
+        "impl": "nmt",
+        "comparison": "cost_per_token_ratio = Cho tokens/s / RNNsearch tokens/s, same sizes and data",
+        "sizes": attention["sizes"],
+        "cho_tgt_tokens_per_s": cho["tgt_tokens_per_s"],
+        "rnnsearch_tgt_tokens_per_s": attention["tgt_tokens_per_s"],
+        "cost_per_token_ratio": bc.rounded(cho["tgt_tokens_per_s"] / attention["tgt_tokens_per_s"], 3),
+    }
 
 
 # --------------------------------------------------------------------------- data-parallel scaling
@@ -371,8 +396,7 @@ def ddp_worker(args) -> None:
     (``step_batches``: N batches a step, one per rank), timed on rank 0 between barriers."""
     import json
 
-    from nmt.distributed import join, leave
-    from nmt.trainer import step_batches
+    from nmt.distributed import join, leave, step_batches
 
     world = join("cpu" if args.device == "cpu" else "auto", 10.0)
     device = torch.device(world.device) if world.distributed else bc.setup_device(args.device)
@@ -380,13 +404,11 @@ def ddp_worker(args) -> None:
     model_cfg, vocab = bc.model_config(config["size"], config.get("arch", "cho2014"))
     max_tokens = args.max_tokens or config.get("max_tokens") or config["batch"] * config["lengths"][1]
     steps, warmup = args.steps or 20, 3 if args.warmup is None else args.warmup
-    data = synthetic_corpus(corpus_size(config["lengths"], max_tokens, (steps + warmup) * world.size),
-                            config["lengths"], vocab)
+    data = synthetic_corpus(corpus_size(config["lengths"], max_tokens, (steps + warmup) * world.size), config["lengths"], vocab)
     torch.manual_seed(0)
-    trainer = Trainer(build_model(model_cfg, vocab, vocab).to(device), TrainingData(data), OptimConfig(), device,
-                      world=world)
+    trainer = Trainer(build_model(model_cfg, vocab, vocab).to(device), TrainingData(data), OptimConfig(), device, world=world)
     batches = nmt_batches(data, max_tokens, epoch=0)
-    groups = [batches[i: i + world.size] for i in range(0, len(batches) - world.size + 1, world.size)]
+    groups = [batches[i : i + world.size] for i in range(0, len(batches) - world.size + 1, world.size)]
     tokens, results = 0, []
     for i, group in enumerate(groups[: warmup + steps]):
         if i == warmup:
@@ -400,8 +422,13 @@ def ddp_worker(args) -> None:
     world.barrier()
     seconds = time.perf_counter() - start
     if world.is_main:
-        print("DDP-RESULT " + json.dumps({"ranks": world.size, "steps": len(groups[warmup: warmup + steps]),
-                                          "tgt_tokens": tokens, "seconds": seconds}), flush=True)
+        print(
+            "DDP-RESULT "
+            + json.dumps(
+                {"ranks": world.size, "steps": len(groups[warmup : warmup + steps]), "tgt_tokens": tokens, "seconds": seconds}
+            ),
+            flush=True,
+        )
     leave(world)
 
 
@@ -414,8 +441,21 @@ def measure_ddp(args, device: torch.device, out: bc.JsonLines) -> None:
     threads = args.threads or 1
     results = {}
     for ranks in (1, args.ddp):
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-                   __file__, "--ddp-worker", "--configs", name, "--device", args.device, "--threads", str(threads)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ranks}",
+            __file__,
+            "--ddp-worker",
+            "--configs",
+            name,
+            "--device",
+            args.device,
+            "--threads",
+            str(threads),
+        ]
         for flag, value in (("--steps", args.steps), ("--warmup", args.warmup), ("--max-tokens", args.max_tokens)):
             if value is not None:
                 command += [flag, str(value)]
@@ -424,39 +464,68 @@ def measure_ddp(args, device: torch.device, out: bc.JsonLines) -> None:
             raise SystemExit(f"torchrun with {ranks} process(es) failed:\n{done.stderr[-3000:]}")
         result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("DDP-RESULT "))[11:])
         results[ranks] = {**result, "tgt_tokens_per_s": bc.rounded(result["tgt_tokens"] / result["seconds"])}
-        out.emit({**bc.common_fields("train-ddp", device), "config": name, "impl": "nmt", "ranks": ranks,
-                  "threads_per_rank": threads, "sizes": bc.size_record(CONFIGS[name]["size"],
-                                                                       CONFIGS[name].get("arch", "cho2014")),
-                  **results[ranks]})
+        out.emit(
+            {
+                **bc.common_fields("train-ddp", device),
+                "config": name,
+                "impl": "nmt",
+                "ranks": ranks,
+                "threads_per_rank": threads,
+                "sizes": bc.size_record(CONFIGS[name]["size"], CONFIGS[name].get("arch", "cho2014")),
+                **results[ranks],
+            }
+        )
     one, many = results[1]["tgt_tokens_per_s"], results[args.ddp]["tgt_tokens_per_s"]
-    out.emit({**bc.common_fields("train-ddp", device), "config": name, "impl": f"nmt x{args.ddp}/nmt x1",
-              "comparison": "scaling_efficiency = tokens/s of N ranks / (N x tokens/s of one), same batch per rank",
-              "speedup": bc.rounded(many / one, 3), "scaling_efficiency": bc.rounded(many / (args.ddp * one), 3)})
+    out.emit(
+        {
+            **bc.common_fields("train-ddp", device),
+            "config": name,
+            "impl": f"nmt x{args.ddp}/nmt x1",
+            "comparison": "scaling_efficiency = tokens/s of N ranks / (N x tokens/s of one), same batch per rank",
+            "speedup": bc.rounded(many / one, 3),
+            "scaling_efficiency": bc.rounded(many / (args.ddp * one), 3),
+        }
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default=None,
-                        help=f"comma-separated, from {', '.join(CONFIGS)} (default: all; --quick: small-var)")
+    parser.add_argument(
+        "--configs", default=None, help=f"comma-separated, from {', '.join(CONFIGS)} (default: all; --quick: small-var)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--quick", action="store_true",
-                        help="CPU-sized: small model, small batches, few steps (under two minutes on 2 cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU-sized: small model, small batches, few steps (under two minutes on 2 cores)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per implementation, about (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps (default 3)")
     parser.add_argument("--max-tokens", type=int, default=None, help="override every configuration's token budget")
     parser.add_argument("--impls", default="nmt,reference", help="which implementations to time (default: both)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="timed epochs per implementation, the median reported (default: 3 on CUDA, 1 on CPU)")
-    parser.add_argument("--block", type=int, default=None,
-                        help="timed steps per turn, the implementations taking turns; 0: a whole epoch each "
-                             "(default: 1 on CPU, where other jobs may share the cores; 0 on CUDA)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed epochs per implementation, the median reported (default: 3 on CUDA, 1 on CPU)",
+    )
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="timed steps per turn, the implementations taking turns; 0: a whole epoch each "
+        "(default: 1 on CPU, where other jobs may share the cores; 0 on CUDA)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the nmt model (train.compile=true)")
-    parser.add_argument("--profile", action="store_true",
-                        help="after timing, print a torch.profiler table of a few nmt steps (stderr)")
+    parser.add_argument(
+        "--profile", action="store_true", help="after timing, print a torch.profiler table of a few nmt steps (stderr)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
-    parser.add_argument("--ddp", type=int, default=0,
-                        help="N > 1: data-parallel scaling instead: N torchrun processes against one, the same "
-                             "batch per rank (the first of --configs; default small-var)")
+    parser.add_argument(
+        "--ddp",
+        type=int,
+        default=0,
+        help="N > 1: data-parallel scaling instead: N torchrun processes against one, the same "
+        "batch per rank (the first of --configs; default small-var)",
+    )
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -499,12 +568,20 @@ def main(argv=None) -> int:
         }
         target, hardware = targets_for(name, device)
         met, all_met = bc.check_targets(measured, target)
-        out.emit({
-            **bc.common_fields("train", device), "config": name, "impl": "nmt/reference",
-            "comparison": "speedup = nmt / reference, non-padding target tokens per second",
-            "sizes": nmt["sizes"], **measured, "target": target, "target_hardware": hardware,
-            "target_met": met, "met": all_met,
-        })
+        out.emit(
+            {
+                **bc.common_fields("train", device),
+                "config": name,
+                "impl": "nmt/reference",
+                "comparison": "speedup = nmt / reference, non-padding target tokens per second",
+                "sizes": nmt["sizes"],
+                **measured,
+                "target": target,
+                "target_hardware": hardware,
+                "target_met": met,
+                "met": all_met,
+            }
+        )
     return 0
 
 

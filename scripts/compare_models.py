@@ -43,21 +43,55 @@ def main() -> None:
     out, work = JsonLines(args.out), Path(args.work)
     runs = {arch: work / arch for arch in MODELS}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    training = [subprocess.Popen([sys.executable, "-m", "nmt.commands.train", f"+experiment={experiment}",
-                                  f"train.max_minutes={args.minutes}", "evaluate_test=false",
-                                  f"hydra.run.dir={runs[arch]}"], env=env)
-                for arch, experiment in MODELS.items() if not (runs[arch] / "summary.json").exists()]
+    training = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nmt.commands.train",
+                f"+experiment={experiment}",
+                f"train.max_minutes={args.minutes}",
+                "evaluate_test=false",
+                f"hydra.run.dir={runs[arch]}",
+            ],
+            env=env,
+        )
+        for arch, experiment in MODELS.items()
+        if not (runs[arch] / "summary.json").exists()
+    ]
     if any(proc.wait() != 0 for proc in training):
         sys.exit("a training run failed; see its train.log")
     report_dir = work / "report"
-    subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"ckpt={runs['rnnsearch']}",
-                    f"compare_ckpt={runs['cho2014']}", "decode=beam", f"decode.beam_size={args.beam}",
-                    f"report_dir={report_dir}", "device=cpu"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt.commands.evaluate",
+            f"ckpt={runs['rnnsearch']}",
+            f"compare_ckpt={runs['cho2014']}",
+            "decode=beam",
+            f"decode.beam_size={args.beam}",
+            f"report_dir={report_dir}",
+            "device=cpu",
+        ],
+        check=True,
+    )
     report = json.loads((report_dir / "report.json").read_text())
     # The Cho model's own report: its speed, and its hypotheses for the by-length rows below.
     cho_report_dir = work / "report-cho2014"
-    subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"ckpt={runs['cho2014']}", "decode=beam",
-                    f"decode.beam_size={args.beam}", f"report_dir={cho_report_dir}", "device=cpu"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt.commands.evaluate",
+            f"ckpt={runs['cho2014']}",
+            "decode=beam",
+            f"decode.beam_size={args.beam}",
+            f"report_dir={cho_report_dir}",
+            "device=cpu",
+        ],
+        check=True,
+    )
     reports = {"rnnsearch": report, "cho2014": json.loads((cho_report_dir / "report.json").read_text())}
     test = _test_split()  # the sentences nmt-evaluate decoded, in its order
     sources, refs = list(test["src"]), list(test["tgt"])
@@ -67,24 +101,44 @@ def main() -> None:
         rows = bleu_by_length([len(s.split()) for s in sources], hyps, refs, bucket_edges=(10, 20, 40))
         by_bucket = {row["bucket"]: round(row["bleu"], 2) for row in rows}
         summary = json.loads((runs[arch] / "summary.json").read_text())
-        records[arch] = {"test_bleu": round(built["bleu"], 2), "bleu_10_19": by_bucket.get("10-19"),
-                         "bleu_40_plus": by_bucket.get("40+")}
-        out.emit({**common_fields("compare_models", torch.device("cpu")), "model": arch,
-                  "experiment": MODELS[arch], "train_minutes": args.minutes, "steps": summary["steps"],
-                  "epochs": summary["epochs"], "best_val_bleu": round(summary["best_val_bleu"], 2),
-                  "beam": args.beam, "test_bleu": records[arch]["test_bleu"], "test_chrf": round(built["chrf"], 2),
-                  "bleu_ci95": built["ci95"]["bleu"], "bleu_by_length": by_bucket,
-                  "sentences_per_s": built["speed"]["sentences_per_s"]})
+        records[arch] = {
+            "test_bleu": round(built["bleu"], 2),
+            "bleu_10_19": by_bucket.get("10-19"),
+            "bleu_40_plus": by_bucket.get("40+"),
+        }
+        out.emit(
+            {
+                **common_fields("compare_models", torch.device("cpu")),
+                "model": arch,
+                "experiment": MODELS[arch],
+                "train_minutes": args.minutes,
+                "steps": summary["steps"],
+                "epochs": summary["epochs"],
+                "best_val_bleu": round(summary["best_val_bleu"], 2),
+                "beam": args.beam,
+                "test_bleu": records[arch]["test_bleu"],
+                "test_chrf": round(built["chrf"], 2),
+                "bleu_ci95": built["ci95"]["bleu"],
+                "bleu_by_length": by_bucket,
+                "sentences_per_s": built["speed"]["sentences_per_s"],
+            }
+        )
     attention, cho = records["rnnsearch"], records["cho2014"]
     ratio = attention["test_bleu"] / cho["test_bleu"] if cho["test_bleu"] else None
     gap = (attention["bleu_10_19"] - attention["bleu_40_plus"]) if attention["bleu_40_plus"] is not None else None
-    out.emit({**common_fields("compare_models_summary", torch.device("cpu")),
-              "bleu_ratio_rnnsearch_over_cho": None if ratio is None else round(ratio, 3),
-              "target_min_bleu_ratio": 1.5, "met_bleu_ratio": None if ratio is None else ratio >= 1.5,
-              "rnnsearch_bleu_10_19_minus_40_plus": None if gap is None else round(gap, 2),
-              "target_max_gap": 2.0, "met_gap": None if gap is None else gap <= 2.0,
-              "paired_test": {k: report["compare"].get(k) for k in ("bleu", "chrf") if report.get("compare")},
-              "joint_plot": str(report_dir / "bleu_by_length_compared.png")})
+    out.emit(
+        {
+            **common_fields("compare_models_summary", torch.device("cpu")),
+            "bleu_ratio_rnnsearch_over_cho": None if ratio is None else round(ratio, 3),
+            "target_min_bleu_ratio": 1.5,
+            "met_bleu_ratio": None if ratio is None else ratio >= 1.5,
+            "rnnsearch_bleu_10_19_minus_40_plus": None if gap is None else round(gap, 2),
+            "target_max_gap": 2.0,
+            "met_gap": None if gap is None else gap <= 2.0,
+            "paired_test": {k: report["compare"].get(k) for k in ("bleu", "chrf") if report.get("compare")},
+            "joint_plot": str(report_dir / "bleu_by_length_compared.png"),
+        }
+    )
     if args.out:  # the plots and reports beside the JSON lines
         target = Path(args.out).parent
         for folder, name in ((report_dir, "rnnsearch"), (cho_report_dir, "cho2014")):

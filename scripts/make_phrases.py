@@ -24,13 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "bible-es-en" / "train.jsonl.gz"
 
 # Spanish function words: a phrase does not begin or end with one of these.
-FUNCTION_WORDS = set("""
+FUNCTION_WORDS = set(
+    """
 a al ante con contra de del desde en entre hacia hasta para por según sin sobre tras
 el la lo los las un una unos unas y e o u ni que porque pues mas pero si como cuando donde
 se su sus mi mis tu tus me te le les nos os él ella ellos ellas yo tú no ya es era fué
 este esta estos estas ese esa esos esas aquel aquella aquellos aquellas cual cuales quien
 á ó é nuestro nuestra nuestros nuestras vuestro vuestra vuestros vuestras ha han he había habían
-""".split())  # á, ó, é: the preposition and conjunctions as the 1909 spelling writes them
+""".split()
+)  # á, ó, é: the preposition and conjunctions as the 1909 spelling writes them
 WORD = re.compile(r"[^\W\d_]+")  # letters, accented ones (â, î) included
 
 
@@ -45,7 +47,7 @@ def frequent_phrases(texts, lengths: range, per_length: int, min_count: int) -> 
         for words in clauses(text):
             for n in lengths:
                 for i in range(len(words) - n + 1):
-                    gram = words[i:i + n]
+                    gram = words[i : i + n]
                     if gram[0] not in FUNCTION_WORDS and gram[-1] not in FUNCTION_WORDS:
                         counts[n][" ".join(gram)] += 1
     phrases = []
@@ -74,13 +76,15 @@ def main() -> None:
         f"{len(phrases)} phrases, the most frequent n-grams of 2 to 6 words of "
         "`data/bible-es-en/train.jsonl.gz` (Reina-Valera 1909, public domain), counted within clauses, "
         "lower-cased, with no function word at either end: "
-        + ", ".join(f"{by_length[n]} of {n} words" for n in range(2, 7)) + ".\n\n"
+        + ", ".join(f"{by_length[n]} of {n} words" for n in range(2, 7))
+        + ".\n\n"
         "- `es.txt`: one phrase per line, by length, then by frequency (the input of `nmt-embed`).\n"
         "- `counts.tsv`: each phrase and how often it occurs in the train split.\n\n"
         f"Made by `python scripts/make_phrases.py --per-length {args.per_length} --min-count {args.min_count}`; "
-        "the README's \"Phrase representations\" section maps them.\n", encoding="utf-8")
-    print(json.dumps({"phrases": len(phrases), "by_length": dict(sorted(by_length.items())),
-                      "output": str(args.output)}))
+        'the README\'s "Phrase representations" section maps them.\n',
+        encoding="utf-8",
+    )
+    print(json.dumps({"phrases": len(phrases), "by_length": dict(sorted(by_length.items())), "output": str(args.output)}))
 
 
 if __name__ == "__main__":

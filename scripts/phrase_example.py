@@ -35,8 +35,9 @@ QUERIES = ["cuarenta años", "rey de babilonia", "tierra de egipto", "hijos de i
 
 
 def nmt(command: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"nmt.commands.{command}", *args], input=stdin, text=True,
-                          capture_output=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", f"nmt.commands.{command}", *args], input=stdin, text=True, capture_output=True, check=True
+    )
 
 
 def emit(record: dict) -> None:
@@ -67,17 +68,24 @@ def peak_memory(ckpt: str, lines: int, folder: Path) -> dict:
     words = " ".join(PHRASES.read_text(encoding="utf-8").split("\n")).split()
     rng = random.Random(0)
     source = folder / f"{lines}.txt"
-    source.write_text("".join(" ".join(rng.choice(words) for _ in range(rng.randint(2, 6))) + "\n"
-                              for _ in range(lines)), encoding="utf-8")
+    source.write_text(
+        "".join(" ".join(rng.choice(words) for _ in range(rng.randint(2, 6))) + "\n" for _ in range(lines)), encoding="utf-8"
+    )
     argv = [f"ckpt={ckpt}", f"input={source}", f"output={folder / f'{lines}.npy'}"]
-    code = (f"import resource, sys; from nmt.commands.embed import main; sys.argv[1:] = {argv!r}\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = (
+        f"import resource, sys; from nmt.commands.embed import main; sys.argv[1:] = {argv!r}\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - start
-    return {"lines": lines, "peak_rss_mb": round(int(result.stdout.split()[-1]) / 1024, 1),
-            "seconds": round(seconds, 1), "output_mb": round((folder / f"{lines}.npy").stat().st_size / 2**20, 1)}
+    return {
+        "lines": lines,
+        "peak_rss_mb": round(int(result.stdout.split()[-1]) / 1024, 1),
+        "seconds": round(seconds, 1),
+        "output_mb": round((folder / f"{lines}.npy").stat().st_size / 2**20, 1),
+    }
 
 
 def main() -> None:
@@ -89,13 +97,18 @@ def main() -> None:
     phrases = PHRASES.read_text(encoding="utf-8").splitlines()
     ckpt = f"ckpt={args.ckpt}"
 
-    nmt("embed", ckpt, f"input={PHRASES}", f"output={args.out / 'phrases.npy'}", "neighbours=5",
-        f"plot={args.out / 'phrases.png'}")
+    nmt(
+        "embed",
+        ckpt,
+        f"input={PHRASES}",
+        f"output={args.out / 'phrases.npy'}",
+        "neighbours=5",
+        f"plot={args.out / 'phrases.png'}",
+    )
     (args.out / "neighbours.md").write_text(neighbour_lists(phrases, args.out / "phrases.neighbours.tsv", QUERIES))
     emit({"step": "phrases", "phrases": len(phrases), "map": str(args.out / "phrases.png")})
 
-    nmt("embed", ckpt, "words=true", f"input={PHRASES}", f"output={args.out / 'words.npy'}",
-        f"plot={args.out / 'words.png'}")
+    nmt("embed", ckpt, "words=true", f"input={PHRASES}", f"output={args.out / 'words.npy'}", f"plot={args.out / 'words.png'}")
     words = (args.out / "words.words.txt").read_text(encoding="utf-8").splitlines()
     emit({"step": "words", "words": len(words), "map": str(args.out / "words.png")})
 

@@ -55,8 +55,12 @@ def word_corpus(tmp_path_factory) -> Path:
 
 def word_corpus_overrides(corpus: Path, cache: Path) -> list[str]:
     return [
-        "data=files", f"data.path={corpus}", "data.src_lang=es", "data.tgt_lang=en",
-        "data.tokenizer.vocab_size=300", f"data.cache_dir={cache}",
+        "data=files",
+        f"data.path={corpus}",
+        "data.src_lang=es",
+        "data.tgt_lang=en",
+        "data.tokenizer.vocab_size=300",
+        f"data.cache_dir={cache}",
     ]
 
 
@@ -64,10 +68,21 @@ def train_tiny(folder: Path, corpus: Path, cache: Path, model: list[str], steps:
     """A tiny model trained on the word corpus (validating 3 times, all sentences)."""
     from nmt.training import train
 
-    cfg = compose_config("train", word_corpus_overrides(corpus, cache) + model + [
-        "train=debug", f"train.max_steps={steps}", "train.max_epochs=1000", f"train.val_every={steps // 3}",
-        "train.val_max_sentences=0", "train.max_tokens=512", "train.lr=0.01", "train.log_every=50",
-    ])
+    cfg = compose_config(
+        "train",
+        word_corpus_overrides(corpus, cache)
+        + model
+        + [
+            "train=debug",
+            f"train.max_steps={steps}",
+            "train.max_epochs=1000",
+            f"train.val_every={steps // 3}",
+            "train.val_max_sentences=0",
+            "train.max_tokens=512",
+            "train.lr=0.01",
+            "train.log_every=50",
+        ],
+    )
     train(cfg, folder)
     return folder
 
@@ -77,8 +92,15 @@ def trained_run(tmp_path_factory, word_corpus, cache_dir) -> Path:
     """A tiny model that has learned the word corpus (training loss near zero: it reproduces its training targets)."""
     return train_tiny(tmp_path_factory.mktemp("trained-run"), word_corpus, cache_dir, TINY_MODEL, 1500)
 
-TINY_RNNSEARCH = ["model=rnnsearch_small", "model.embed_size=16", "model.hidden_size=24", "model.attention_size=20",
-                  "model.maxout_size=12", "model.dropout=0.0"]
+
+TINY_RNNSEARCH = [
+    "model=rnnsearch_small",
+    "model.embed_size=16",
+    "model.hidden_size=24",
+    "model.attention_size=20",
+    "model.maxout_size=12",
+    "model.dropout=0.0",
+]
 
 
 @pytest.fixture(scope="session")

@@ -51,8 +51,13 @@ def steps(accumulate: int) -> dict:
     trainer = Trainer(model, TrainingData(data), opt, CPU, world=world)
     reason = trainer.fit()
     leave(world)
-    return {"weights": model.state_dict(), "steps": trainer.progress.step, "reason": reason, "rank": world.rank,
-            "batches": len(token_batches(data.src_lengths, data.tgt_lengths, OPT.max_tokens, seed=OPT.seed))}
+    return {
+        "weights": model.state_dict(),
+        "steps": trainer.progress.step,
+        "reason": reason,
+        "rank": world.rank,
+        "batches": len(token_batches(data.src_lengths, data.tgt_lengths, OPT.max_tokens, seed=OPT.seed)),
+    }
 
 
 def union() -> dict:
@@ -62,7 +67,7 @@ def union() -> dict:
     batches = token_batches(data.src_lengths, data.tgt_lengths, OPT.max_tokens, shuffle=True, seed=OPT.seed, epoch=0)
     for step, start in enumerate(range(0, len(batches), 2), 1):
         trainer.schedule.step(step)
-        trainer.train_step(data.collate(np.concatenate(batches[start:start + 2])))
+        trainer.train_step(data.collate(np.concatenate(batches[start : start + 2])))
     return {"weights": model.state_dict(), "steps": len(range(0, len(batches), 2))}
 
 
@@ -78,6 +83,7 @@ def prepare(corpus: str, cache: str, log: str) -> None:
             with open(log, "a") as f:
                 f.write(f"{world.rank} {what}\n")
             return function(*args, **kwargs)
+
         return call
 
     nmt.tokenizer._train_model = logged("tokenizer", nmt.tokenizer._train_model)

@@ -55,16 +55,20 @@ def test_the_library_imports_no_hydra_and_no_command(path):
 
 def test_importing_every_library_module_loads_no_hydra():
     modules = ", ".join(f"nmt.{p.stem}" for p in LIBRARY if p.stem != "__init__")
-    code = (f"import sys, {modules}\n"
-            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf'))\n"
-            "assert not loaded, loaded\n")
+    code = (
+        f"import sys, {modules}\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf'))\n"
+        "assert not loaded, loaded\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
 def test_the_model_and_search_need_no_sentencepiece():
-    code = ("import sys, nmt.model, nmt.search, nmt.batching, nmt.architectures\n"
-            "assert 'sentencepiece' not in sys.modules and 'datasets' not in sys.modules\n")
+    code = (
+        "import sys, nmt.model, nmt.search, nmt.batching, nmt.architectures\n"
+        "assert 'sentencepiece' not in sys.modules and 'datasets' not in sys.modules\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -102,8 +106,7 @@ def in_memory_data(vocab: int) -> TrainingData:
     train, validation = random_ids(40, vocab, seed=1), random_ids(6, vocab, seed=2)
     val_src = [validation.src_values[a:b].tolist() for a, b in zip(validation.src_offsets, validation.src_offsets[1:])]
     refs = [" ".join(map(str, validation.tgt_values[a:b])) for a, b in zip(validation.tgt_offsets, validation.tgt_offsets[1:])]
-    return TrainingData(train, ValidationSet(validation, val_src, refs,
-                                             lambda ids: [" ".join(map(str, s)) for s in ids]))
+    return TrainingData(train, ValidationSet(validation, val_src, refs, lambda ids: [" ".join(map(str, s)) for s in ids]))
 
 
 def test_a_trainer_runs_from_a_tiny_model_and_an_in_memory_id_table():
@@ -170,15 +173,15 @@ class BagOfWords(nn.Module):
 
     def loss(self, src, src_lengths, tgt_in, tgt_out, label_smoothing=0.0, n_tokens=None):
         logits = self(src, src_lengths, tgt_in)
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, reduction="sum",
-                               label_smoothing=label_smoothing)
+        loss = F.cross_entropy(
+            logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, reduction="sum", label_smoothing=label_smoothing
+        )
         return loss, (tgt_out != PAD).sum()
 
     def model_config(self):
         from dataclasses import asdict
 
-        return {"config": asdict(self.config), "src_vocab_size": self.src_vocab_size,
-                "tgt_vocab_size": self.tgt_vocab_size}
+        return {"config": asdict(self.config), "src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size}
 
 
 @pytest.fixture

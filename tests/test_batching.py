@@ -68,9 +68,13 @@ def reference_token_batches(src_lengths, tgt_lengths, max_tokens, shuffle=True, 
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(n)
         chunk = max(1, 100 * max_tokens // max(1, int(longest.mean())))
-        order = np.concatenate([
-            part[np.argsort(longest[part], kind="stable")] for part in np.array_split(order, max(1, n // chunk))
-        ]) if n else order
+        order = (
+            np.concatenate(
+                [part[np.argsort(longest[part], kind="stable")] for part in np.array_split(order, max(1, n // chunk))]
+            )
+            if n
+            else order
+        )
     else:
         order = np.argsort(longest, kind="stable")
 

@@ -29,8 +29,10 @@ REL = 1e-5
 
 
 def outputs(translator) -> dict:
-    return {name: format_output(translate_lines(translator, RECORD["lines"], decode), decode.nbest)
-            for name, decode in DECODES.items()}
+    return {
+        name: format_output(translate_lines(translator, RECORD["lines"], decode), decode.nbest)
+        for name, decode in DECODES.items()
+    }
 
 
 def test_a_checkpoint_of_the_old_layout_translates_and_scores_identically():

@@ -42,8 +42,13 @@ def state(value: float, train_state: bool = True, size: int = 4096) -> dict:
         "step": int(value),
     }
     if train_state:
-        s["train_state"] = {"progress": {"step": int(value), "history": [(1, 2.0)]}, "rng": {"python": [1, 2, 3]},
-                            "optimizer": {}, "schedule": {}, "train_config": {}}
+        s["train_state"] = {
+            "progress": {"step": int(value), "history": [(1, 2.0)]},
+            "rng": {"python": [1, 2, 3]},
+            "optimizer": {},
+            "schedule": {},
+            "train_config": {},
+        }
     return s
 
 
@@ -80,14 +85,19 @@ def _crash_mid_write(obj, f, *args, **kwargs):
 def _fail(exc):
     def fail(*args, **kwargs):
         raise exc
+
     return fail
 
 
-@pytest.mark.parametrize("target, replacement, expected", [
-    ("torch.save", _crash_mid_write, KeyboardInterrupt),
-    ("os.replace", _fail(OSError(errno.EIO, "Input/output error")), CheckpointError),
-    ("os.fsync", _fail(OSError(errno.EIO, "Input/output error")), CheckpointError),
-], ids=["crash-inside-torch.save", "os.replace-fails", "fsync-fails"])
+@pytest.mark.parametrize(
+    "target, replacement, expected",
+    [
+        ("torch.save", _crash_mid_write, KeyboardInterrupt),
+        ("os.replace", _fail(OSError(errno.EIO, "Input/output error")), CheckpointError),
+        ("os.fsync", _fail(OSError(errno.EIO, "Input/output error")), CheckpointError),
+    ],
+    ids=["crash-inside-torch.save", "os.replace-fails", "fsync-fails"],
+)
 def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch, target, replacement, expected):
     path = tmp_path / "last.pt"
     save_checkpoint(state(1.0), path)
@@ -154,8 +164,9 @@ def _real_save_on_full_disk(obj, f, *args, **kwargs):
     REAL_TORCH_SAVE(obj, _FullDisk(f), *args, **kwargs)
 
 
-@pytest.mark.parametrize("fake_save", [_partial_then_enospc, _real_save_on_full_disk],
-                         ids=["OSError-from-save", "write-fails-inside-torch.save"])
+@pytest.mark.parametrize(
+    "fake_save", [_partial_then_enospc, _real_save_on_full_disk], ids=["OSError-from-save", "write-fails-inside-torch.save"]
+)
 def test_disk_full_is_a_clear_error_and_keeps_previous(tmp_path, monkeypatch, fake_save):
     path = tmp_path / "last.pt"
     save_checkpoint(state(1.0), path)
@@ -197,8 +208,9 @@ def test_unwritable_folder_is_a_clear_error_simulated(tmp_path, monkeypatch):
     """What a read-only folder does to the temporary file, even where root ignores chmod."""
     path = tmp_path / "last.pt"
     save_checkpoint(state(1.0), path)
-    monkeypatch.setattr(checkpoint.tempfile, "NamedTemporaryFile",
-                        _fail(PermissionError(errno.EACCES, os.strerror(errno.EACCES))))
+    monkeypatch.setattr(
+        checkpoint.tempfile, "NamedTemporaryFile", _fail(PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+    )
     with pytest.raises(CheckpointError, match="Permission denied") as err:
         save_checkpoint(state(2.0), path)
     monkeypatch.undo()
@@ -262,13 +274,17 @@ def _truncate_half(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
-@pytest.mark.parametrize("damage", [
-    _truncate_half,
-    lambda data: data[:-10],
-    lambda data: b"",
-    lambda data: b"hello world" * 3,  # not a zip, not a pickle: a KeyError inside torch.load
-    lambda data: data[:200],
-], ids=["half", "tail-cut", "empty", "garbage", "header-only"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _truncate_half,
+        lambda data: data[:-10],
+        lambda data: b"",
+        lambda data: b"hello world" * 3,  # not a zip, not a pickle: a KeyError inside torch.load
+        lambda data: data[:200],
+    ],
+    ids=["half", "tail-cut", "empty", "garbage", "header-only"],
+)
 def test_corrupt_checkpoint_is_a_checkpoint_error_naming_the_file(tmp_path, damage):
     path = tmp_path / "last.pt"
     save_checkpoint(state(1.0), path)

@@ -41,14 +41,15 @@ def test_translate_stdin_to_stdout_keeps_every_line(any_run):
 def test_translate_files_beam_and_nbest_tsv(tmp_path, any_run, word_corpus):
     source = word_corpus / "test.es"
     output = tmp_path / "hyps.tsv"
-    cfg = TranslateConfig(ckpt=str(any_run), input=str(source), output=str(output),
-                          decode=DecodeConfig(name="greedy"), nbest=3)  # nbest=3 widens the beam to 3
+    cfg = TranslateConfig(
+        ckpt=str(any_run), input=str(source), output=str(output), decode=DecodeConfig(name="greedy"), nbest=3
+    )  # nbest=3 widens the beam to 3
     assert run_translate(cfg) == 0
     rows = [row.split("\t") for row in read_lines(output)]
     n_inputs = len(read_lines(source))
     assert len(rows) == 3 * n_inputs
     for i in range(n_inputs):
-        group = rows[3 * i: 3 * i + 3]
+        group = rows[3 * i : 3 * i + 3]
         assert [int(r[0]) for r in group] == [i] * 3 and [int(r[1]) for r in group] == [0, 1, 2]
         normalized = [float(r[2]) for r in group]
         assert normalized == sorted(normalized, reverse=True)
@@ -76,8 +77,7 @@ def test_translate_invalid_utf8_is_an_error_naming_the_line(any_run):
     assert result.returncode == 1
     assert "<stdin>:3: invalid UTF-8" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
-    replaced = run_cli("nmt.commands.translate", f"ckpt={any_run}", "replace_invalid_utf8=true",
-                       stdin=b"uno\ndos\n\xff\xfe\n")
+    replaced = run_cli("nmt.commands.translate", f"ckpt={any_run}", "replace_invalid_utf8=true", stdin=b"uno\ndos\n\xff\xfe\n")
     assert replaced.returncode == 0 and replaced.stdout.count(b"\n") == 3
 
 
@@ -107,8 +107,11 @@ def test_an_output_that_cannot_be_written_is_refused_before_decoding(tmp_path, c
     config = TranslateConfig if command is run_translate else ScoreConfig
     source = tmp_path / "source.txt"
     source.write_text("uno\tone\n")
-    for output, problem in ((source, "is the input file, which writing would destroy"),
-                            (tmp_path / "no" / "out.txt", "no folder"), (tmp_path, "a folder; give a file name")):
+    for output, problem in (
+        (source, "is the input file, which writing would destroy"),
+        (tmp_path / "no" / "out.txt", "no folder"),
+        (tmp_path, "a folder; give a file name"),
+    ):
         cfg = config(ckpt=str(tmp_path / "not-loaded"), input=str(source), output=str(output))
         with pytest.raises(ValueError, match=rf"output=.*{problem}"):
             command(cfg)
@@ -129,8 +132,11 @@ def test_evaluate_report_dir_that_is_a_file_is_refused_before_decoding(tmp_path)
 
 def test_input_may_be_a_pipe(any_run, tmp_path):
     """input=<(...) or /dev/stdin: not a regular file, still something to read."""
-    result = subprocess.run(["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={any_run} "
-                             "input=<(printf 'uno dos\\tone two\\n')"], capture_output=True, timeout=180)
+    result = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={any_run} input=<(printf 'uno dos\\tone two\\n')"],
+        capture_output=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert len(result.stdout.decode().splitlines()) == 1
 
@@ -142,8 +148,9 @@ def test_evaluate_unknown_split_is_a_clear_error(tmp_path, any_run):
 
 def test_evaluate_decodes_the_test_split_and_writes_the_report(tmp_path, any_run):
     report_dir = tmp_path / "report"
-    cfg = EvaluateConfig(ckpt=str(any_run), report_dir=str(report_dir),
-                         decode=DecodeConfig(name="beam", beam_size=3), bootstrap_samples=100)
+    cfg = EvaluateConfig(
+        ckpt=str(any_run), report_dir=str(report_dir), decode=DecodeConfig(name="beam", beam_size=3), bootstrap_samples=100
+    )
     assert run_evaluate(cfg) == 0
     report = json.loads((report_dir / "report.json").read_text())
     for key in ("bleu", "chrf", "ter", "signatures", "n_sentences", "bleu_by_length", "speed", "examples"):
@@ -163,15 +170,24 @@ def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
     good.write_text((word_corpus / "test.en").read_text())
     bad = tmp_path / "bad.txt"
     bad.write_text("".join("one two\n" for _ in read_lines(refs)))
-    cfg = EvaluateConfig(hyps=str(good), refs=str(refs), srcs=str(word_corpus / "test.es"), compare=str(bad),
-                         report_dir=str(tmp_path / "r"), bootstrap_samples=200)
+    cfg = EvaluateConfig(
+        hyps=str(good),
+        refs=str(refs),
+        srcs=str(word_corpus / "test.es"),
+        compare=str(bad),
+        report_dir=str(tmp_path / "r"),
+        bootstrap_samples=200,
+    )
     assert run_evaluate(cfg) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["bleu"] == pytest.approx(100.0)
     assert report["compare"]["bleu"]["significant"]
     with pytest.raises(ReportError, match=r"cannot read compare=.*missing\.txt: No such file"):
-        run_evaluate(EvaluateConfig(hyps=str(good), refs=str(refs), compare=str(tmp_path / "missing.txt"),
-                                    report_dir=str(tmp_path / "x")))
+        run_evaluate(
+            EvaluateConfig(
+                hyps=str(good), refs=str(refs), compare=str(tmp_path / "missing.txt"), report_dir=str(tmp_path / "x")
+            )
+        )
     short = tmp_path / "short.txt"
     short.write_text("one\n")
     with pytest.raises(ReportError, match=r"short\.txt has 1 lines? but .*test\.en has 20"):
@@ -206,8 +222,12 @@ def test_interactive_prompt_on_a_terminal(any_run):
     import pty
 
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
-                               stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     os.close(terminal)
     os.write(controller, b"uno dos\n")
     os.write(controller, b"\x04")  # Ctrl-D: end of input on a terminal
@@ -226,16 +246,18 @@ def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(any_
 
 
 @pytest.mark.parametrize("what", ["missing", "file", "not a run"])
-def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(
-        tmp_path, any_run, what):
+def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(tmp_path, any_run, what):
     target = {"missing": tmp_path / "no" / "such", "file": any_run / "best.pt", "not a run": tmp_path}[what]
     result = run_cli("nmt.commands.train", f"resume={target}")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert "\n" not in err and err.startswith(f"error: resume={target}")
-    expected = {"missing": "no such folder", "file": f"is a file: resume takes an nmt-train run folder and "
-                f"continues from its newest intact checkpoint; to continue that run: resume={any_run}",
-                "not a run": "no config.yaml there"}[what]
+    expected = {
+        "missing": "no such folder",
+        "file": f"is a file: resume takes an nmt-train run folder and "
+        f"continues from its newest intact checkpoint; to continue that run: resume={any_run}",
+        "not a run": "no config.yaml there",
+    }[what]
     assert expected in err
     assert not (tmp_path / "no").exists() and not (tmp_path / ".hydra").exists()
 
@@ -243,12 +265,30 @@ def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_fold
 def test_command_line_overrides_are_read_as_hydra_reads_them():
     from nmt.commands.app import command_line_overrides
 
-    got = command_line_overrides([
-        'resume="/runs/a b"', "data=files", "data.path='/x y'", "decode.beam_size=5", "--multirun",
-        "resume2=NULL", "~gone=/x", "sweep=a,b", "++forced=/f", "env=${oc.env:HOME}", "esc=/a\\,b", "bad=[",
-    ])
-    assert got == {"resume": "/runs/a b", "data": "files", "data.path": "/x y", "decode.beam_size": "5",
-                   "forced": "/f", "esc": "/a,b"}
+    got = command_line_overrides(
+        [
+            'resume="/runs/a b"',
+            "data=files",
+            "data.path='/x y'",
+            "decode.beam_size=5",
+            "--multirun",
+            "resume2=NULL",
+            "~gone=/x",
+            "sweep=a,b",
+            "++forced=/f",
+            "env=${oc.env:HOME}",
+            "esc=/a\\,b",
+            "bad=[",
+        ]
+    )
+    assert got == {
+        "resume": "/runs/a b",
+        "data": "files",
+        "data.path": "/x y",
+        "decode.beam_size": "5",
+        "forced": "/f",
+        "esc": "/a,b",
+    }
 
 
 def test_resume_of_a_quoted_run_folder_passes_the_check(any_run, tmp_path):

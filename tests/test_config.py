@@ -37,8 +37,7 @@ def test_every_decoding_config_composes(decode):
 
 def test_paper_recipe():
     cfg = compose_config("train", ["model=cho2014", "train=paper"])
-    assert (cfg.model.hidden_size, cfg.model.maxout_size, cfg.model.embed_size, cfg.model.output_rank) == (
-        1000, 500, 100, 100)
+    assert (cfg.model.hidden_size, cfg.model.maxout_size, cfg.model.embed_size, cfg.model.output_rank) == (1000, 500, 100, 100)
     assert cfg.model.paper_init and cfg.train.optimizer == "adadelta"
     assert (cfg.train.rho, cfg.train.eps) == (0.95, 1e-6)
 
@@ -55,7 +54,9 @@ def test_typo_and_wrong_type_are_errors():
 def test_cli_reports_typo_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "nmt.commands.train", "model.hiden_size=10", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "hiden_size" in result.stderr
@@ -76,8 +77,13 @@ def test_added_keys_the_schema_lacks_are_errors():
 
 def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tmp_path):
     def failing_train(*args):  # fails inside the run, after Hydra has made the run folder
-        return subprocess.run([sys.executable, "-m", "nmt.commands.train", "train.optimizer=sgd", *args],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "nmt.commands.train", "train.optimizer=sgd", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     result = failing_train()
     assert result.returncode == 1
@@ -90,14 +96,22 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
         assert "expected one of adam, adadelta" in (tmp_path / run_dir / "train.log").read_text()
 
 
-@pytest.mark.parametrize("command, groups", [
-    ("train", ["data", "model", "train", "experiment"]), ("translate", ["decode"]), ("evaluate", ["data", "decode"]),
-    ("score", []), ("average", []), ("embed", []),
-])
+@pytest.mark.parametrize(
+    "command, groups",
+    [
+        ("train", ["data", "model", "train", "experiment"]),
+        ("translate", ["decode"]),
+        ("evaluate", ["data", "decode"]),
+        ("score", []),
+        ("average", []),
+        ("embed", []),
+    ],
+)
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):
     """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""
-    result = subprocess.run([sys.executable, "-m", f"nmt.commands.{command}", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", f"nmt.commands.{command}", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"nmt-{command}: ") and f"  nmt-{command} " in result.stdout  # an example
     listed = {}
@@ -112,32 +126,53 @@ def test_help_names_the_command_its_own_groups_and_examples(command, groups):
 def test_a_run_folder_is_never_trained_into_again_without_resume(tmp_path, trained_run):
     """hydra.run.dir=RUN (without resume=) would overwrite RUN's checkpoints and mix two runs' metrics."""
     before = sorted(p.name for p in trained_run.iterdir())
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.train", "train=debug", f"hydra.run.dir={trained_run}"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.train", "train=debug", f"hydra.run.dir={trained_run}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: hydra.run.dir={trained_run} already holds an nmt-train run: "
-                                     f"continue it with resume={trained_run}, or choose another folder")
+    assert result.stderr.strip() == (
+        f"error: hydra.run.dir={trained_run} already holds an nmt-train run: "
+        f"continue it with resume={trained_run}, or choose another folder"
+    )
     assert sorted(p.name for p in trained_run.iterdir()) == before
-    elsewhere = subprocess.run([sys.executable, "-m", "nmt.commands.train", f"resume={trained_run}",
-                                f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.train", f"resume={trained_run}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert elsewhere.returncode == 1
     assert "continues in its own folder: leave hydra.run.dir=" in elsewhere.stderr
 
 
-@pytest.mark.parametrize("command_line, problem", [
-    ("train.max_stpes=5", "train.max_stpes is not a setting (OptimConfig in nmt/config.py); did you mean train.max_steps?"),
-    ("modle=small", "modle is not a setting (TrainRunConfig in nmt/config.py); did you mean model?"),
-    ("model=smal", "model=smal: no such option; choose from cho2014, rnnsearch, rnnsearch_small, small (did you mean "
-                   "model=small?)"),
-    ("data=/corpora/de-en", "data=/corpora/de-en: no such option; choose from " + ", ".join(options("data"))
-     + " (a folder of text files: data=files data.path=/corpora/de-en)"),
-    ("train.max_steps=abc", "train.max_steps=abc: expected a whole number"),
-    ("train.lr=fast", "train.lr=fast: expected a number"),
-    ("train.amp=maybe", "train.amp=maybe: expected true or false"),
-    ("train.lr.warm=1", "train.lr is one setting, not a group of settings: train.lr.warm=... cannot work"),
-    ("data.tokenizer.vocab=8", "data.tokenizer.vocab is not a setting (TokenizerConfig in nmt/config.py); "
-     "did you mean data.tokenizer.vocab_size?"),
-])
+@pytest.mark.parametrize(
+    "command_line, problem",
+    [
+        ("train.max_stpes=5", "train.max_stpes is not a setting (OptimConfig in nmt/config.py); did you mean train.max_steps?"),
+        ("modle=small", "modle is not a setting (TrainRunConfig in nmt/config.py); did you mean model?"),
+        (
+            "model=smal",
+            "model=smal: no such option; choose from cho2014, rnnsearch, rnnsearch_small, small (did you mean model=small?)",
+        ),
+        (
+            "data=/corpora/de-en",
+            "data=/corpora/de-en: no such option; choose from "
+            + ", ".join(options("data"))
+            + " (a folder of text files: data=files data.path=/corpora/de-en)",
+        ),
+        ("train.max_steps=abc", "train.max_steps=abc: expected a whole number"),
+        ("train.lr=fast", "train.lr=fast: expected a number"),
+        ("train.amp=maybe", "train.amp=maybe: expected true or false"),
+        ("train.lr.warm=1", "train.lr is one setting, not a group of settings: train.lr.warm=... cannot work"),
+        (
+            "data.tokenizer.vocab=8",
+            "data.tokenizer.vocab is not a setting (TokenizerConfig in nmt/config.py); did you mean data.tokenizer.vocab_size?",
+        ),
+    ],
+)
 def test_command_line_mistakes_are_one_line_with_the_closest_setting(command_line, problem):
     from nmt.commands.app import command_line_overrides, setting_problem
 
@@ -145,11 +180,23 @@ def test_command_line_mistakes_are_one_line_with_the_closest_setting(command_lin
     assert setting_problem(key, value, TrainRunConfig) == problem
 
 
-@pytest.mark.parametrize("command_line", [
-    "model=cho2014", "data=files", "train.lr=3e-4", "train.max_steps=100", "train.amp=false", "resume=/runs/a",
-    "data.splits.validation=dev", "data.hub_name=fr-en", "train.betas=[0.9,0.99]", "hydra.run.dir=/x",
-    "hydra/job_logging=stderr", "+train.max_steps=5",
-])
+@pytest.mark.parametrize(
+    "command_line",
+    [
+        "model=cho2014",
+        "data=files",
+        "train.lr=3e-4",
+        "train.max_steps=100",
+        "train.amp=false",
+        "resume=/runs/a",
+        "data.splits.validation=dev",
+        "data.hub_name=fr-en",
+        "train.betas=[0.9,0.99]",
+        "hydra.run.dir=/x",
+        "hydra/job_logging=stderr",
+        "+train.max_steps=5",
+    ],
+)
 def test_good_command_lines_pass_the_check(command_line):
     from nmt.commands.app import command_line_overrides, setting_problem
 
@@ -170,9 +217,18 @@ def test_every_experiment_composes_and_passes_the_checks(experiment):
 def test_the_tuned_experiment_is_the_readme_s_six_overrides():
     """+experiment=bible_cho_tuned reproduces the README's results row with one short command."""
     tuned = compose_config("train", ["+experiment=bible_cho_tuned"])
-    spelled_out = compose_config("train", [
-        "model=cho2014", "model.embed_size=512", "model.output_rank=0", "model.paper_init=false", "model.dropout=0.3",
-        "model.reverse_source=true", "train.label_smoothing=0.1", "train.max_tokens=8192"])
+    spelled_out = compose_config(
+        "train",
+        [
+            "model=cho2014",
+            "model.embed_size=512",
+            "model.output_rank=0",
+            "model.paper_init=false",
+            "model.dropout=0.3",
+            "model.reverse_source=true",
+            "train.label_smoothing=0.1",
+            "train.max_tokens=8192",
+        ],
+    )
     assert tuned == spelled_out
-    assert compose_config("train", ["+experiment=bible_cho_paper"]) == compose_config(
-        "train", ["model=cho2014", "train=paper"])
+    assert compose_config("train", ["+experiment=bible_cho_paper"]) == compose_config("train", ["model=cho2014", "train=paper"])

@@ -101,8 +101,7 @@ def write_hub_folder(folder, layout):
 def test_hub_source_through_local_folder(tmp_path, layout):
     """data=hub calls datasets.load_dataset(path, name): a local folder of the Hub's layout works the same."""
     folder = write_hub_folder(tmp_path / "hub", layout)
-    corpus = load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en",
-                                    layout=layout))
+    corpus = load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en", layout=layout))
     assert_layout(corpus)
     assert list(corpus["train"]["tgt"]) == ["hello world", "good morning"]
 
@@ -247,8 +246,7 @@ def test_hub_missing_texts_count_as_empty(tmp_path, caplog):
         rows = [{"es": "hola", "en": "hello"}, {"es": None, "en": "lost"}, {"es": "adiós", "en": "goodbye"}]
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     with caplog.at_level(logging.INFO, logger="nmt.data"):
-        corpus = load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en",
-                                        layout="flat"))
+        corpus = load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="es", tgt_lang="en", layout="flat"))
     assert list(corpus["train"]["src"]) == ["hola", "adiós"]
     assert "h train: kept 2 pairs, dropped 1 empty" in caplog.text
 
@@ -373,8 +371,15 @@ def test_bench_data_compares_like_with_like(tmp_path, monkeypatch):
     for split, n in (("train", 500), ("validation", 2000), ("test", 2000)):
         assert len(read_lines(corpus / f"{split}.es")) == len(read_lines(corpus / f"{split}.en")) == n
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
-    cfg = DataConfig(name="synthetic", source="files", path=str(corpus), src_lang="es", tgt_lang="en",
-                     cache_dir=str(tmp_path / "cache"), num_proc=1)
+    cfg = DataConfig(
+        name="synthetic",
+        source="files",
+        path=str(corpus),
+        src_lang="es",
+        tgt_lang="en",
+        cache_dir=str(tmp_path / "cache"),
+        num_proc=1,
+    )
     nmt = load_corpus(cfg)["train"]
     reference = reference_load_corpus(DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "reference-cache")}))
     assert train_fingerprint(nmt) == train_fingerprint(reference["train"]) and len(nmt) > 400
@@ -382,9 +387,13 @@ def test_bench_data_compares_like_with_like(tmp_path, monkeypatch):
     script = Path(__file__).resolve().parent.parent / "scripts" / "bench_data.py"
     measured = {}
     for impl in ("nmt", "reference"):
-        result = subprocess.run([sys.executable, str(script), "--child", impl, "--corpus", str(corpus),
-                                 "--cache", str(tmp_path / f"child-{impl}")], capture_output=True, text=True,
-                                timeout=300, env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")})
+        result = subprocess.run(
+            [sys.executable, str(script), "--child", impl, "--corpus", str(corpus), "--cache", str(tmp_path / f"child-{impl}")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")},
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         measured[impl] = json.loads(result.stdout.strip().splitlines()[-1])
     assert measured["nmt"]["fingerprint"] == measured["reference"]["fingerprint"] == train_fingerprint(nmt)

@@ -70,9 +70,20 @@ def test_the_first_rank_of_a_machine_builds_the_caches_the_others_reuse_them(tmp
 
 
 def train_args(corpus: Path, cache: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["-m", "nmt.commands.train", *word_corpus_overrides(corpus, cache), *TINY_MODEL, "train=debug",
-            "train.max_epochs=100", "train.max_tokens=512", "train.lr=0.01", "train.device=cpu",
-            "train.log_every=5", f"hydra.run.dir={run_dir}", *extra]
+    return [
+        "-m",
+        "nmt.commands.train",
+        *word_corpus_overrides(corpus, cache),
+        *TINY_MODEL,
+        "train=debug",
+        "train.max_epochs=100",
+        "train.max_tokens=512",
+        "train.lr=0.01",
+        "train.device=cpu",
+        "train.log_every=5",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
 
 
 def test_two_nodes_over_loopback_train_into_one_run_folder(tmp_path, word_corpus, cache_dir):
@@ -82,11 +93,25 @@ def test_two_nodes_over_loopback_train_into_one_run_folder(tmp_path, word_corpus
     for node in (0, 1):
         cwd = tmp_path / f"node{node}"
         cwd.mkdir()
-        launchers.append(subprocess.Popen(
-            TORCHRUN + ["--nnodes=2", f"--node_rank={node}", "--nproc_per_node=1", "--rdzv_backend=c10d",
-                        f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=nmt-test",
-                        *train_args(word_corpus, cache_dir, run_dir, "train.max_steps=30", "train.val_every=10")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd))
+        launchers.append(
+            subprocess.Popen(
+                TORCHRUN
+                + [
+                    "--nnodes=2",
+                    f"--node_rank={node}",
+                    "--nproc_per_node=1",
+                    "--rdzv_backend=c10d",
+                    f"--rdzv_endpoint=127.0.0.1:{port}",
+                    "--rdzv_id=nmt-test",
+                    *train_args(word_corpus, cache_dir, run_dir, "train.max_steps=30", "train.val_every=10"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=ENV,
+                cwd=cwd,
+            )
+        )
     outputs = [launcher.communicate(timeout=240) for launcher in launchers]
     for launcher, (_, stderr) in zip(launchers, outputs):
         assert launcher.returncode == 0, stderr[-3000:]
@@ -111,10 +136,12 @@ def wait_for(path: Path, timeout: float = 120) -> None:
 
 def test_sigterm_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_path, word_corpus, cache_dir):
     run_dir, dropout = tmp_path / "run", "model.dropout=0.2"  # dropout: every rank's random state matters
-    command = TORCHRUN + ["--standalone", "--nproc_per_node=2", *train_args(
-        word_corpus, cache_dir, run_dir, "train.max_steps=100000", "train.save_every=5", dropout)]
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                                cwd=tmp_path)
+    command = TORCHRUN + [
+        "--standalone",
+        "--nproc_per_node=2",
+        *train_args(word_corpus, cache_dir, run_dir, "train.max_steps=100000", "train.save_every=5", dropout),
+    ]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
     wait_for(run_dir / "last.pt")
     launcher.send_signal(signal.SIGTERM)
     output = "".join(launcher.communicate(timeout=60))
@@ -126,12 +153,15 @@ def test_sigterm_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_pat
     stopped = read_checkpoint(run_dir / "last.pt")
     assert stopped.training is not None and len(stopped.training.rng["ranks"]) == 2
     end = stopped.step + 7
-    resumed = torchrun(*train_args(word_corpus, cache_dir, run_dir)[:2], f"resume={run_dir}",
-                       f"train.max_steps={end}", cwd=tmp_path)
+    resumed = torchrun(
+        *train_args(word_corpus, cache_dir, run_dir)[:2], f"resume={run_dir}", f"train.max_steps={end}", cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / 'last.pt'} at step {stopped.step}" in resumed.stdout + resumed.stderr
-    straight = torchrun(*train_args(word_corpus, cache_dir, tmp_path / "straight", f"train.max_steps={end}",
-                                    "train.save_every=5", dropout), cwd=tmp_path)
+    straight = torchrun(
+        *train_args(word_corpus, cache_dir, tmp_path / "straight", f"train.max_steps={end}", "train.save_every=5", dropout),
+        cwd=tmp_path,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
     after, reference = read_checkpoint(run_dir / "last.pt"), read_checkpoint(tmp_path / "straight" / "last.pt")
     assert after.step == reference.step == end
@@ -141,11 +171,14 @@ def test_sigterm_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_pat
 
 def test_a_killed_rank_makes_the_job_fail_within_the_timeout(tmp_path, word_corpus, cache_dir):
     run_dir = tmp_path / "run"
-    command = TORCHRUN + ["--standalone", "--nproc_per_node=2",
-                          *train_args(word_corpus, cache_dir, run_dir, "train.max_steps=100000", "train.save_every=5",
-                                      "train.dist_timeout_minutes=0.5")]
-    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                                cwd=tmp_path)
+    command = TORCHRUN + [
+        "--standalone",
+        "--nproc_per_node=2",
+        *train_args(
+            word_corpus, cache_dir, run_dir, "train.max_steps=100000", "train.save_every=5", "train.dist_timeout_minutes=0.5"
+        ),
+    ]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
     wait_for(run_dir / "last.pt")
     workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
     assert len(workers) == 2
@@ -158,8 +191,14 @@ def test_a_killed_rank_makes_the_job_fail_within_the_timeout(tmp_path, word_corp
 
 @pytest.mark.parametrize("setting", ["train.accumulate=0", "train.dist_timeout_minutes=0"])
 def test_distributed_settings_are_checked(setting, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.train", setting, "data=toy"], capture_output=True,
-                            text=True, timeout=120, env=ENV, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.train", setting, "data=toy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {setting.split('=')[0]}=") and ": must be " in last
@@ -175,7 +214,12 @@ def test_the_command_line_each_torchrun_worker_composes(monkeypatch, tmp_path):
     assert torchrun_argv(argv) == argv  # a RANK some cluster script exported: a plain run
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
     assert torchrun_argv(argv + ["+hydra.output_subdir=x"]) == [
-        "train.lr=0.5", "train.device=cpu", "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stderr"]
+        "train.lr=0.5",
+        "train.device=cpu",
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=stderr",
+    ]
     monkeypatch.setenv("RANK", "0")
     assert torchrun_argv(argv) == argv
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")

@@ -21,8 +21,9 @@ def any_run(request):
 
 
 def embed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nmt.commands.embed", *args], input=stdin, capture_output=True,
-                          text=True, timeout=120, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "nmt.commands.embed", *args], input=stdin, capture_output=True, text=True, timeout=120, env=ENV
+    )
 
 
 def test_a_phrase_gets_the_same_vector_wherever_it_stands(any_run):
@@ -57,8 +58,9 @@ def test_vectors_and_neighbours_through_the_command_line(tmp_path, any_run):
 def test_neighbours_among_an_index_of_candidates(tmp_path, trained_run):
     index = tmp_path / "index.txt"
     index.write_text("casa azul\nuno dos\nnueve\n")
-    result = embed(f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={index}",
-                   stdin="uno dos\ncasa azul\n")
+    result = embed(
+        f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={index}", stdin="uno dos\ncasa azul\n"
+    )
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in (tmp_path / "v.neighbours.tsv").read_text().splitlines()]
     assert [(r[0], r[2], r[4]) for r in rows] == [("0", "1", "uno dos"), ("1", "0", "casa azul")]
@@ -68,14 +70,17 @@ def test_neighbours_among_an_index_of_candidates(tmp_path, trained_run):
 def test_bad_input_gets_the_same_one_line_errors_as_nmt_translate(tmp_path, trained_run):
     missing = embed(f"ckpt={trained_run}", f"input={tmp_path / 'nope.txt'}", f"output={tmp_path / 'v.npy'}")
     assert missing.returncode == 1
-    assert missing.stderr.strip() == (f"error: input={tmp_path / 'nope.txt'}: no such file; give a text file, one "
-                                      "sentence per line (or leave input= out and pipe it to stdin)")
+    assert missing.stderr.strip() == (
+        f"error: input={tmp_path / 'nope.txt'}: no such file; give a text file, one "
+        "sentence per line (or leave input= out and pipe it to stdin)"
+    )
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"uno dos\n\xff\n")
     invalid = embed(f"ckpt={trained_run}", f"input={bad}", f"output={tmp_path / 'v.npy'}")
     assert invalid.returncode == 1
-    assert invalid.stderr.strip().splitlines()[-1] == (f"error: {bad}:2: invalid UTF-8 (invalid start byte at byte 1 "
-                                                       "of the line); re-encode the input as UTF-8")
+    assert invalid.stderr.strip().splitlines()[-1] == (
+        f"error: {bad}:2: invalid UTF-8 (invalid start byte at byte 1 of the line); re-encode the input as UTF-8"
+    )
     assert sorted(os.listdir(tmp_path)) == ["bad.txt"]  # no output, no temporary files
 
 
@@ -88,14 +93,14 @@ def is_png(path) -> bool:
 def test_the_map_is_a_png_of_the_non_empty_lines(tmp_path, trained_run):
     source = tmp_path / "phrases.txt"
     source.write_text("\n".join(PHRASES) + "\n")
-    result = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'v.npy'}",
-                   f"plot={tmp_path / 'map.png'}")
+    result = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'v.npy'}", f"plot={tmp_path / 'map.png'}")
     assert result.returncode == 0, result.stderr
     assert is_png(tmp_path / "map.png")
-    refused = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'w.npy'}",
-                    f"plot={tmp_path / 'map.jpg'}")
-    assert refused.returncode == 1 and refused.stderr.strip() == f"error: plot={tmp_path / 'map.jpg'}: give a file " \
-                                                                 "name ending in .png"
+    refused = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'w.npy'}", f"plot={tmp_path / 'map.jpg'}")
+    assert (
+        refused.returncode == 1
+        and refused.stderr.strip() == f"error: plot={tmp_path / 'map.jpg'}: give a file name ending in .png"
+    )
     assert not (tmp_path / "w.npy").exists()
 
 
@@ -127,8 +132,14 @@ def test_words_are_whole_word_pieces_with_their_source_embeddings(tmp_path, trai
         assert np.array_equal(vector, translator.model.src_embed.weight[piece].detach().numpy())
     text = tmp_path / "text.txt"
     text.write_text(f"{words[1]} {words[0]} zzzqqq\n{words[1]}\n")
-    result = embed(f"ckpt={trained_run}", "words=true", f"input={text}", f"output={tmp_path / 'w.npy'}",
-                   "neighbours=1", f"plot={tmp_path / 'words.png'}")
+    result = embed(
+        f"ckpt={trained_run}",
+        "words=true",
+        f"input={text}",
+        f"output={tmp_path / 'w.npy'}",
+        "neighbours=1",
+        f"plot={tmp_path / 'words.png'}",
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "w.words.txt").read_text().splitlines() == [words[1], words[0]]  # most frequent first
     assert np.array_equal(np.load(tmp_path / "w.npy"), vectors[[1, 0]])

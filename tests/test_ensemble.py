@@ -32,8 +32,14 @@ def sources(word_corpus: Path) -> list[str]:
 
 
 def run(module: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"nmt.commands.{module}", *args], input=stdin, capture_output=True,
-                          text=True, timeout=180, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", f"nmt.commands.{module}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=ENV,
+    )
 
 
 def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: int = 3) -> Path:
@@ -43,8 +49,9 @@ def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: 
     config = replace(checkpoint.model_config, hidden_size=hidden_size)
     model = build_model(config, checkpoint.src_vocab_size, checkpoint.tgt_vocab_size)
     path = tmp_path / f"other-{hidden_size}.pt"
-    save_checkpoint(pack_checkpoint(model, checkpoint.src_proto, checkpoint.tgt_proto, checkpoint.data_config, 0, 0,
-                                    None), path)
+    save_checkpoint(
+        pack_checkpoint(model, checkpoint.src_proto, checkpoint.tgt_proto, checkpoint.data_config, 0, 0, None), path
+    )
     return path
 
 
@@ -111,9 +118,11 @@ def test_an_ensemble_of_different_vocabularies_is_one_line_and_writes_nothing(tr
     output = tmp_path / "out.txt"
     result = run("translate", f"ckpt=[{trained_run},{fixture}]", f"output={output}", stdin="uno\n")
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: {trained_run / 'best.pt'} and {fixture} cannot be an ensemble: "
-                                     "target vocabularies differ (300 subwords each, but other ones); ensemble models "
-                                     "trained with one tokenizer")
+    assert result.stderr.strip() == (
+        f"error: {trained_run / 'best.pt'} and {fixture} cannot be an ensemble: "
+        "target vocabularies differ (300 subwords each, but other ones); ensemble models "
+        "trained with one tokenizer"
+    )
     assert not output.exists()
 
 
@@ -130,7 +139,8 @@ def test_averaging_copies_of_a_checkpoint_gives_its_weights(trained_run, tmp_pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"nmt-average: 2 checkpoints (best.pt ... best.pt) averaged into {output}"
     assert translate_lines(load_translator(output, "cpu"), ["uno dos"], DecodeConfig()) == translate_lines(
-        load_translator(best, "cpu"), ["uno dos"], DecodeConfig())
+        load_translator(best, "cpu"), ["uno dos"], DecodeConfig()
+    )
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -147,8 +157,9 @@ def test_a_refused_average_is_one_line_and_writes_nothing(trained_run, tmp_path)
     output = tmp_path / "avg.pt"
     result = run("average", f"ckpts=[{trained_run / 'best.pt'},{other}]", f"output={output}")
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: {trained_run / 'best.pt'} and {other} cannot be averaged: the models "
-                                     "differ (hidden_size 64 and 48)")
+    assert result.stderr.strip() == (
+        f"error: {trained_run / 'best.pt'} and {other} cannot be averaged: the models differ (hidden_size 64 and 48)"
+    )
     fixture = Path(__file__).parent / "fixtures" / "tiny-cho2014.pt"
     result = run("average", f"ckpts=[{trained_run / 'best.pt'},{fixture}]", f"output={output}")
     assert result.returncode == 1 and "cannot be averaged" in result.stderr and len(result.stderr.splitlines()) == 1
@@ -158,9 +169,22 @@ def test_a_refused_average_is_one_line_and_writes_nothing(trained_run, tmp_path)
 
 
 def test_train_average_last_writes_averaged_pt_and_its_test_bleu(tmp_path, word_corpus, cache_dir):
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
-        "train=debug", "train.device=cpu", "train.max_tokens=512", "train.max_steps=12", "train.val_every=6",
-        "train.save_every=2", "train.keep_last=3", "train.average_last=3", "train.log_every=2"])
+    cfg = compose_config(
+        "train",
+        word_corpus_overrides(word_corpus, cache_dir)
+        + TINY_MODEL
+        + [
+            "train=debug",
+            "train.device=cpu",
+            "train.max_tokens=512",
+            "train.max_steps=12",
+            "train.val_every=6",
+            "train.save_every=2",
+            "train.keep_last=3",
+            "train.average_last=3",
+            "train.log_every=2",
+        ],
+    )
     run_dir = tmp_path / "run"
     summary = train(cfg, run_dir)
     assert summary["averaged_steps"] == [8, 10, 12]
@@ -174,8 +198,7 @@ def test_train_average_last_writes_averaged_pt_and_its_test_bleu(tmp_path, word_
 
 
 def test_average_last_beyond_keep_last_is_refused_up_front(tmp_path):
-    with pytest.raises(SettingError,
-                       match=r"train.average_last=5 averages step checkpoints, of which only train.keep_last=2"):
+    with pytest.raises(SettingError, match=r"train.average_last=5 averages step checkpoints, of which only train.keep_last=2"):
         train(compose_config("train", ["train=debug", "train.average_last=5", "train.keep_last=2"]), tmp_path / "r")
 
 

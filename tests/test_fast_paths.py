@@ -55,8 +55,16 @@ def fit_step(trainer: Trainer, data: ParallelIds, rows):
 
 def tiny_model(cell="cudnn", output_rank=0, seed=0, dtype=torch.float32, arch="cho2014"):
     torch.manual_seed(seed)
-    config = ModelConfig(arch=arch, embed_size=8, hidden_size=12, maxout_size=6, output_rank=output_rank,
-                         dropout=0.0, cell=cell, attention_size=10 if arch == "rnnsearch" else 0)
+    config = ModelConfig(
+        arch=arch,
+        embed_size=8,
+        hidden_size=12,
+        maxout_size=6,
+        output_rank=output_rank,
+        dropout=0.0,
+        cell=cell,
+        attention_size=10 if arch == "rnnsearch" else 0,
+    )
     model = build_model(config, SRC_VOCAB, TGT_VOCAB).to(dtype)
     if arch == "rnnsearch":  # the paper's initialization gives flat attention (v_a = 0): make it peaked
         with torch.no_grad():
@@ -97,15 +105,22 @@ def plain_loss(model, batch, label_smoothing=0.0):
         logits, state = model.decode_step(batch.tgt_in[:, t], state, encoder_out)
         steps.append(logits)
     logits = torch.stack(steps, dim=1)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1), ignore_index=PAD,
-                           reduction="sum", label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        batch.tgt_out.reshape(-1),
+        ignore_index=PAD,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
 
 
 # --------------------------------------------------------------------------- (a) model.loss
 
 
-@pytest.mark.parametrize("cell,output_rank,label_smoothing",
-                         [("cudnn", 0, 0.0), ("cudnn", 0, 0.1), ("cudnn", 5, 0.0), ("paper", 0, 0.0), ("paper", 5, 0.1)])
+@pytest.mark.parametrize(
+    "cell,output_rank,label_smoothing",
+    [("cudnn", 0, 0.0), ("cudnn", 0, 0.1), ("cudnn", 5, 0.0), ("paper", 0, 0.0), ("paper", 5, 0.1)],
+)
 def test_fast_loss_equals_plain_loss_and_gradients(cell, output_rank, label_smoothing):
     model = tiny_model(cell, output_rank)
     data = random_pairs(9, 11, seed=1)
@@ -222,7 +237,7 @@ def test_token_budget_batches_give_the_same_loss_as_any_batching():
     order = np.random.default_rng(4).permutation(len(data))
     others = {
         "one batch": [np.arange(len(data))],
-        "random order, 7 per batch": [order[i: i + 7] for i in range(0, len(data), 7)],
+        "random order, 7 per batch": [order[i : i + 7] for i in range(0, len(data), 7)],
         "one sentence per batch": [np.array([i]) for i in range(len(data))],
     }
     loss, tokens = summed_loss(model, data, bucketed)
@@ -255,11 +270,23 @@ def one_at_a_time(model, src_ids, decode: DecodeConfig):
     for ids in src_ids:
         batch = ParallelIds.from_lists([ids]).collate([0])
         if decode.beam_size == 1:
-            results.append([greedy_search(model, batch.src, batch.src_lengths, decode.max_len_a,
-                                          decode.max_len_b, decode.min_len)[0]])
+            results.append(
+                [greedy_search(model, batch.src, batch.src_lengths, decode.max_len_a, decode.max_len_b, decode.min_len)[0]]
+            )
         else:
-            results.append(beam_search(model, batch.src, batch.src_lengths, decode.beam_size, decode.length_penalty,
-                                       decode.max_len_a, decode.max_len_b, decode.min_len, decode.nbest)[0])
+            results.append(
+                beam_search(
+                    model,
+                    batch.src,
+                    batch.src_lengths,
+                    decode.beam_size,
+                    decode.length_penalty,
+                    decode.max_len_a,
+                    decode.max_len_b,
+                    decode.min_len,
+                    decode.nbest,
+                )[0]
+            )
     return results
 
 
@@ -387,7 +414,8 @@ class HostReads:
                 if any(name.startswith(f"aten.{r}") for r in HostReads.READS):
                     reads.append(name)
                 elif name.startswith(("aten.index.", "aten.index_put")) and any(  # x[mask]: nonzero inside
-                        isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
+                ):
                     reads.append(f"{name} with a boolean mask")
                 return func(*args, **(kwargs or {}))
 
@@ -404,8 +432,9 @@ def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch, optimiz
 
     model = tiny_model()
     trainer = plain_trainer(model)
-    trainer.optimizer = build_optimizer(OptimConfig(optimizer=optimizer, lr=1.0 if optimizer == "adadelta" else 1e-3),
-                                        model.parameters(), CPU)
+    trainer.optimizer = build_optimizer(
+        OptimConfig(optimizer=optimizer, lr=1.0 if optimizer == "adadelta" else 1e-3), model.parameters(), CPU
+    )
     data = random_pairs(20, 9, seed=15)
     batch = data.collate(np.arange(12))
     n_tokens = batch.n_tgt_tokens  # counted on the host, before the batch goes to the device

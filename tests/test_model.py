@@ -10,8 +10,9 @@ from nmt.tokens import BOS, PAD
 
 def tiny_model(cell="cudnn", output_rank=0, paper_init=False, seed=0):
     torch.manual_seed(seed)
-    config = ModelConfig(embed_size=8, hidden_size=12, maxout_size=6, output_rank=output_rank,
-                         dropout=0.0, cell=cell, paper_init=paper_init)
+    config = ModelConfig(
+        embed_size=8, hidden_size=12, maxout_size=6, output_rank=output_rank, dropout=0.0, cell=cell, paper_init=paper_init
+    )
     return build_model(config, src_vocab_size=20, tgt_vocab_size=17).eval()
 
 
@@ -92,8 +93,10 @@ def test_precomputed_decoding_terms_follow_selected_rows():
     for field in ("summary", "gate_terms", "output_terms"):
         torch.testing.assert_close(getattr(picked, field), getattr(again, field))
     state = model.init_state(picked)
-    torch.testing.assert_close(model.decode_step(tgt_in[index, 0], state, picked)[0],
-                               model.decode_step(tgt_in[index, 0], state, picked._replace(gate_terms=None))[0])
+    torch.testing.assert_close(
+        model.decode_step(tgt_in[index, 0], state, picked)[0],
+        model.decode_step(tgt_in[index, 0], state, picked._replace(gate_terms=None))[0],
+    )
 
 
 def test_encoder_summary_ignores_padding():

@@ -44,11 +44,25 @@ N = 12
 
 RUN = [o for o in TINY_MODEL if not o.startswith("model.dropout")] + [
     "model.dropout=0.3",  # dropout draws from the RNG: a resume must restore it
-    "train=debug", "train.device=cpu", "train.max_epochs=100", "train.max_tokens=768",
-    "train.val_every=3", "train.val_max_sentences=4", "train.log_every=1",
-    "train.lr=0.003", "train.lr_schedule=plateau", "train.lr_patience=0", "train.lr_decay=0.5",
-    "train.patience=100", "train.early_stopping_metric=val_bleu", "train.keep_last=2", "train.save_every=0",
-    "train.clip_norm=1.0", "train.max_nonfinite_steps=10", "train.seed=1", "evaluate_test=false",
+    "train=debug",
+    "train.device=cpu",
+    "train.max_epochs=100",
+    "train.max_tokens=768",
+    "train.val_every=3",
+    "train.val_max_sentences=4",
+    "train.log_every=1",
+    "train.lr=0.003",
+    "train.lr_schedule=plateau",
+    "train.lr_patience=0",
+    "train.lr_decay=0.5",
+    "train.patience=100",
+    "train.early_stopping_metric=val_bleu",
+    "train.keep_last=2",
+    "train.save_every=0",
+    "train.clip_norm=1.0",
+    "train.max_nonfinite_steps=10",
+    "train.seed=1",
+    "evaluate_test=false",
 ]
 
 
@@ -77,8 +91,10 @@ def assert_same_parameters(a: dict, b: dict) -> None:
 
 def losses(run_dir: Path) -> list[tuple]:
     """Per validation: what must be the same, bit for bit (not the timings)."""
-    return [(m["step"], m["train_loss"], m["val_loss"], m["val_bleu"], m["lr"], m["best"], m["skipped_steps"])
-            for m in read_metrics(run_dir)]
+    return [
+        (m["step"], m["train_loss"], m["val_loss"], m["val_bleu"], m["lr"], m["best"], m["skipped_steps"])
+        for m in read_metrics(run_dir)
+    ]
 
 
 def progress_of(run_dir: Path) -> dict:
@@ -138,8 +154,17 @@ def test_reading_losses_less_often_changes_nothing(tmp_path, word_corpus, cache_
     runs = {}
     for every in (1, 5):
         run_dir = tmp_path / f"every-{every}"
-        train(run_config(word_corpus, cache_dir, f"train.max_steps={N}", "train.val_every=0",
-                         f"train.log_every={every}", f"train.max_nonfinite_steps={max(every, 2)}"), run_dir)
+        train(
+            run_config(
+                word_corpus,
+                cache_dir,
+                f"train.max_steps={N}",
+                "train.val_every=0",
+                f"train.log_every={every}",
+                f"train.max_nonfinite_steps={max(every, 2)}",
+            ),
+            run_dir,
+        )
         runs[every] = run_dir
     assert_same_parameters(model_of(runs[5]), model_of(runs[1]))
     assert losses(runs[5]) == losses(runs[1])
@@ -153,8 +178,7 @@ def test_reading_losses_less_often_changes_nothing(tmp_path, word_corpus, cache_
             assert torch.equal(x[key], y[key]), key
 
 
-def test_resuming_a_run_at_its_limit_says_which_setting_to_raise(straight, tmp_path, word_corpus, cache_dir,
-                                                                caplog):
+def test_resuming_a_run_at_its_limit_says_which_setting_to_raise(straight, tmp_path, word_corpus, cache_dir, caplog):
     run_dir = tmp_path / "run"
     shutil.copytree(straight, run_dir)
     with caplog.at_level(logging.WARNING, logger="nmt.trainer"):
@@ -208,8 +232,7 @@ def _signal_self_after(monkeypatch, step: int, signum=signal.SIGTERM) -> None:
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
-def test_preempted_then_resumed_is_exact(straight, tmp_path, word_corpus, cache_dir, monkeypatch,
-                                        no_default_sigterm):
+def test_preempted_then_resumed_is_exact(straight, tmp_path, word_corpus, cache_dir, monkeypatch, no_default_sigterm):
     """A SIGTERM between validations, mid-epoch: checkpoint, exit code 75, and an exact resume."""
     cfg = run_config(word_corpus, cache_dir, f"train.max_steps={N}")
     _signal_self_after(monkeypatch, 5)
@@ -245,14 +268,22 @@ def test_resume_falls_back_to_an_older_step_checkpoint(straight, tmp_path, word_
 
 
 def test_resume_config_allows_only_train_overrides(straight):
-    cfg = resume_config(straight, ["resume=" + str(straight), "hydra.run.dir=/elsewhere", "train.max_steps=30",
-                                   "train.patience=9"])
+    cfg = resume_config(
+        straight, ["resume=" + str(straight), "hydra.run.dir=/elsewhere", "train.max_steps=30", "train.patience=9"]
+    )
     assert cfg.train.max_steps == 30 and cfg.train.patience == 9
     assert cfg.model.hidden_size == 64 and cfg.model.dropout == 0.3  # the run's own, not the defaults
     assert cfg.data.src_lang == "es" and cfg.resume is None
     # what is optimized cannot change: it would not match the restored optimizer state
-    for bad in (["model.hidden_size=8"], ["data.path=/tmp"], ["train=paper"], ["evaluate_test=true"],
-                ["train.lr=0.5"], ["train.optimizer=adadelta"], ["train.early_stopping_metric=val_loss"]):
+    for bad in (
+        ["model.hidden_size=8"],
+        ["data.path=/tmp"],
+        ["train=paper"],
+        ["evaluate_test=true"],
+        ["train.lr=0.5"],
+        ["train.optimizer=adadelta"],
+        ["train.early_stopping_metric=val_loss"],
+    ):
         with pytest.raises(ValueError, match="cannot change when resuming"):
             resume_config(straight, bad)
     with pytest.raises(CheckpointError, match="no config.yaml"):
@@ -275,8 +306,14 @@ def _wait(predicate, timeout: float, proc: subprocess.Popen | None = None) -> bo
 
 def _nmt_train(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nmt.commands.train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nmt.commands.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
@@ -290,11 +327,23 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
 
 def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus, cache_dir):
     run_dir = tmp_path / "run"
-    forever = word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
-        "train=debug", "train.device=cpu", "train.max_steps=0", "train.max_epochs=100000",  # hours
-        "train.max_tokens=256", "train.val_every=0", "train.save_every=2", "train.keep_last=2",
-        "train.val_max_sentences=4", "evaluate_test=false", f"hydra.run.dir={run_dir}",
-    ]
+    forever = (
+        word_corpus_overrides(word_corpus, cache_dir)
+        + TINY_MODEL
+        + [
+            "train=debug",
+            "train.device=cpu",
+            "train.max_steps=0",
+            "train.max_epochs=100000",  # hours
+            "train.max_tokens=256",
+            "train.val_every=0",
+            "train.save_every=2",
+            "train.keep_last=2",
+            "train.val_max_sentences=4",
+            "evaluate_test=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     proc = _nmt_train(forever, tmp_path)
     try:
         # training is under way once a step checkpoint appears
@@ -387,14 +436,17 @@ def _inject(monkeypatch, nan_loss_calls=(), inf_grad_calls=(), snapshots=None):
                 hook.remove()
         if snapshots is not None:
             after = self.model.state_dict()
-            snapshots.append({
-                "call": calls["step"], "skipped": not bool(out.finite),
-                "unchanged": all(torch.equal(before[k], after[k]) for k in before),
-                "optimizer_unchanged": all(
-                    all(torch.equal(a[k], b[k]) for k in a)
-                    for a, b in zip(opt_before, self.optimizer.state.values())),
-                "params": {k: v.clone() for k, v in after.items()},
-            })
+            snapshots.append(
+                {
+                    "call": calls["step"],
+                    "skipped": not bool(out.finite),
+                    "unchanged": all(torch.equal(before[k], after[k]) for k in before),
+                    "optimizer_unchanged": all(
+                        all(torch.equal(a[k], b[k]) for k in a) for a, b in zip(opt_before, self.optimizer.state.values())
+                    ),
+                    "params": {k: v.clone() for k, v in after.items()},
+                }
+            )
         return out
 
     monkeypatch.setattr(RNNEncoderDecoder, "loss", loss)
@@ -404,8 +456,9 @@ def _inject(monkeypatch, nan_loss_calls=(), inf_grad_calls=(), snapshots=None):
 def test_nonfinite_steps_are_skipped_counted_and_logged(tmp_path, word_corpus, cache_dir, monkeypatch, caplog):
     snapshots = []
     _inject(monkeypatch, nan_loss_calls={3}, inf_grad_calls={5}, snapshots=snapshots)
-    cfg = run_config(word_corpus, cache_dir, "train.max_steps=8", "train.val_every=4",
-                     "train.max_nonfinite_steps=2")  # 2 in a row would stop: these are not in a row
+    cfg = run_config(
+        word_corpus, cache_dir, "train.max_steps=8", "train.val_every=4", "train.max_nonfinite_steps=2"
+    )  # 2 in a row would stop: these are not in a row
     with caplog.at_level(logging.WARNING, logger="nmt.trainer"):
         summary = train(cfg, tmp_path)
     assert summary["steps"] == 8 and summary["skipped_steps"] == 2
@@ -427,9 +480,15 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_checkpoint(tmp_path, word
     checkpoint holds the weights of step 2, the last finite one."""
     snapshots = []
     _inject(monkeypatch, nan_loss_calls=set(range(3, 100)), snapshots=snapshots)
-    cfg = run_config(word_corpus, cache_dir, "train.max_steps=50", "train.max_nonfinite_steps=3",
-                     "train.log_every=4", "train.val_every=0",  # read at step 4, then 7 (epoch end) or 8
-                     "train.clip_norm=0")  # the unclipped path computes its own gradient norm
+    cfg = run_config(
+        word_corpus,
+        cache_dir,
+        "train.max_steps=50",
+        "train.max_nonfinite_steps=3",
+        "train.log_every=4",
+        "train.val_every=0",  # read at step 4, then 7 (epoch end) or 8
+        "train.clip_norm=0",
+    )  # the unclipped path computes its own gradient norm
     with pytest.raises(TrainingError) as err:
         train(cfg, tmp_path)
     saved = load_checkpoint(tmp_path / "last.pt")
@@ -443,8 +502,7 @@ def test_too_many_nonfinite_steps_in_a_row_stop_with_a_checkpoint(tmp_path, word
     assert_same_parameters(saved["model"], snapshots[1]["params"])  # the weights after step 2, finite
 
 
-def test_nonfinite_steps_are_skipped_by_the_host_for_optimizers_that_cannot(
-        tmp_path, word_corpus, cache_dir, monkeypatch):
+def test_nonfinite_steps_are_skipped_by_the_host_for_optimizers_that_cannot(tmp_path, word_corpus, cache_dir, monkeypatch):
     """Adadelta has no fused form: the host reads the finite flag (one sync) and skips the update."""
     snapshots = []
     _inject(monkeypatch, nan_loss_calls={2}, snapshots=snapshots)
@@ -527,8 +585,9 @@ def empty_indices() -> list[int]:
 
 
 def translate_file(ckpt, src: Path, out: Path, *overrides: str) -> list[str]:
-    cfg = compose_config("translate", [f"ckpt={ckpt}", f"input={src}", f"output={out}", "device=cpu",
-                                       "replace_invalid_utf8=true", *overrides])
+    cfg = compose_config(
+        "translate", [f"ckpt={ckpt}", f"input={src}", f"output={out}", "device=cpu", "replace_invalid_utf8=true", *overrides]
+    )
     assert run_translate(cfg) == 0
     raw = out.read_bytes()
     assert raw.endswith(b"\n") and b"\r" not in raw
@@ -537,6 +596,7 @@ def translate_file(ckpt, src: Path, out: Path, *overrides: str) -> list[str]:
 
 def test_hostile_input_one_line_out_per_line_in_in_order(straight, hostile_file, tmp_path, monkeypatch):
     """With a search that echoes its source, every output line must be its own input line, normalized."""
+
     def echo_search(model, src, src_lengths, *args, **kwargs):
         return [[Hypothesis(src[i, : int(src_lengths[i]) - 1].tolist(), 0.0, 0.0)] for i in range(len(src))]
 
@@ -544,8 +604,9 @@ def test_hostile_input_one_line_out_per_line_in_in_order(straight, hostile_file,
     texts = expected_texts()
     tokenizer = load_translator(straight, "cpu").tokenizer
     for batch_tokens in (6000, 300, 1):
-        out = translate_file(straight, hostile_file, tmp_path / f"echo-{batch_tokens}.txt",
-                             f"decode.batch_tokens={batch_tokens}")
+        out = translate_file(
+            straight, hostile_file, tmp_path / f"echo-{batch_tokens}.txt", f"decode.batch_tokens={batch_tokens}"
+        )
         assert len(out) == len(texts)
         for i, (got, text) in enumerate(zip(out, texts)):
             ids = tokenizer.encode_src([normalize_text(text)])[0][:250]  # max_source_subwords
@@ -561,8 +622,13 @@ def test_hostile_input_one_line_out_per_line_in_in_order(straight, hostile_file,
 def test_hostile_input_real_search(straight, hostile_file, tmp_path, decode):
     """The real model, greedy and beam, several batch sizes: one line per line, empties where inputs are."""
     for batch_tokens in (6000, 64):
-        out = translate_file(straight, hostile_file, tmp_path / f"{decode}-{batch_tokens}.txt",
-                             f"decode={decode}", f"decode.batch_tokens={batch_tokens}")
+        out = translate_file(
+            straight,
+            hostile_file,
+            tmp_path / f"{decode}-{batch_tokens}.txt",
+            f"decode={decode}",
+            f"decode.batch_tokens={batch_tokens}",
+        )
         assert len(out) == len(HOSTILE_LINES)
         assert [i for i, line in enumerate(out) if not line] == empty_indices()
         for line in out:
@@ -570,14 +636,26 @@ def test_hostile_input_real_search(straight, hostile_file, tmp_path, decode):
 
 
 def _nmt_translate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nmt.commands.translate", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "nmt.commands.translate", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_hostile_input_through_the_cli(straight, hostile_file, tmp_path):
     out = tmp_path / "out.txt"
-    proc = _nmt_translate(f"ckpt={straight}", f"input={hostile_file}", f"output={out}",
-                          "replace_invalid_utf8=true", "decode=beam", "decode.batch_tokens=200", "device=cpu")
+    proc = _nmt_translate(
+        f"ckpt={straight}",
+        f"input={hostile_file}",
+        f"output={out}",
+        "replace_invalid_utf8=true",
+        "decode=beam",
+        "decode.batch_tokens=200",
+        "device=cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = out.read_bytes().decode("utf-8").split("\n")
     assert lines[-1] == "" and len(lines) - 1 == len(HOSTILE_LINES)

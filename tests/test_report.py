@@ -156,8 +156,9 @@ def test_bootstrap_disabled_gives_no_ci(corpus):
 
 
 def test_paired_bootstrap_finds_better_system(corpus):
-    res = paired_bootstrap(corpus["good"], corpus["bad"], corpus["refs"], samples=SAMPLES, seed=3,
-                           system_name="new", other_name="baseline")
+    res = paired_bootstrap(
+        corpus["good"], corpus["bad"], corpus["refs"], samples=SAMPLES, seed=3, system_name="new", other_name="baseline"
+    )
     for name in ("bleu", "chrf"):
         r = res[name]
         assert r["difference"] == pytest.approx(r["system"] - r["other"])
@@ -211,8 +212,10 @@ def test_bleu_by_length_omits_empty_buckets():
 
 
 def test_plot_bleu_by_length_writes_png(tmp_path):
-    rows = [{"bucket": "0-9", "n_sentences": 3, "bleu": 30.0, "chrf": 50.0},
-            {"bucket": "10-19", "n_sentences": 1, "bleu": 20.0, "chrf": 45.0}]
+    rows = [
+        {"bucket": "0-9", "n_sentences": 3, "bleu": 30.0, "chrf": 50.0},
+        {"bucket": "10-19", "n_sentences": 1, "bleu": 20.0, "chrf": 45.0},
+    ]
     path = plot_bleu_by_length(rows, tmp_path / "sub" / "plot.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -223,12 +226,12 @@ def test_plot_bleu_by_length_writes_png(tmp_path):
 def test_write_report_files(tmp_path, corpus, good_scores):
     srcs, refs, hyps = corpus["srcs"], corpus["refs"], corpus["good"]
     rows = bleu_by_length([len(s.split()) for s in srcs], hyps, refs)
-    compare = paired_bootstrap(hyps, corpus["bad"], refs, samples=50, system_name="rnnenc",
-                               other_name="base|line")
+    compare = paired_bootstrap(hyps, corpus["bad"], refs, samples=50, system_name="rnnenc", other_name="base|line")
     examples = make_examples(srcs, refs, hyps, n=3)
     examples[0]["hypothesis"] = "a | b <unk> c"
     report = build_report(
-        good_scores, rows,
+        good_scores,
+        rows,
         speed={"sentences_per_s": 12.5, "tgt_tokens_per_s": 300.0, "seconds": 12.0},
         model={"hidden_size": 1000, "encoder": {"layers": 1}},
         decoding={"beam_size": 10, "length_penalty": 0.0},

@@ -25,8 +25,9 @@ from tests.conftest import TINY_RNNSEARCH, compose_config, word_corpus_overrides
 
 def tiny(cell="cudnn", seed=0, dropout=0.0) -> RNNSearch:
     torch.manual_seed(seed)
-    config = ModelConfig(name="t", arch="rnnsearch", embed_size=8, hidden_size=12, attention_size=10, maxout_size=6,
-                         dropout=dropout, cell=cell)
+    config = ModelConfig(
+        name="t", arch="rnnsearch", embed_size=8, hidden_size=12, attention_size=10, maxout_size=6, dropout=dropout, cell=cell
+    )
     return build_model(config, src_vocab_size=20, tgt_vocab_size=17).eval()
 
 
@@ -73,10 +74,10 @@ def test_a_sentence_does_not_depend_on_its_batch_mates_or_padding(cell):
     with torch.no_grad():
         together, aligned = model(src, lengths, tgt_in), model.alignments(src, lengths, tgt_in)
         for row, n in enumerate(lengths.tolist()):
-            alone_src = torch.cat([src[row:row + 1, :n], torch.full((1, 4), PAD)], 1)  # other padding
-            alone = model(alone_src, lengths[row:row + 1], tgt_in[row:row + 1])
-            assert torch.allclose(alone, together[row:row + 1], atol=1e-5)
-            alone_aligned = model.alignments(alone_src, lengths[row:row + 1], tgt_in[row:row + 1])
+            alone_src = torch.cat([src[row : row + 1, :n], torch.full((1, 4), PAD)], 1)  # other padding
+            alone = model(alone_src, lengths[row : row + 1], tgt_in[row : row + 1])
+            assert torch.allclose(alone, together[row : row + 1], atol=1e-5)
+            alone_aligned = model.alignments(alone_src, lengths[row : row + 1], tgt_in[row : row + 1])
             assert torch.allclose(alone_aligned[0, :, :n], aligned[row, :, :n], atol=1e-6)
 
 
@@ -86,7 +87,7 @@ def test_the_backward_encoder_starts_at_the_last_real_token():
     src, lengths, _ = batch()
     encoder_out = model.encode(src, lengths)
     row, n = 1, int(lengths[1])
-    embedded = model.src_embed(src[row:row + 1, :n].flip(1))
+    embedded = model.src_embed(src[row : row + 1, :n].flip(1))
     states, _ = model.backward_encoder(embedded, torch.zeros(1, 12))
     assert torch.allclose(encoder_out.annotations[row, :n, 12:], states[0].flip(0), atol=1e-6)
     assert torch.allclose(encoder_out.start[row], torch.tanh(model.start(states[0, -1])), atol=1e-6)
@@ -139,9 +140,22 @@ def test_reverse_source_is_refused():
 
 
 def _config(word_corpus, cache_dir, *extra):
-    return compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_RNNSEARCH + [
-        "train=debug", "train.device=cpu", "train.max_tokens=512", "train.val_every=4", "train.val_max_sentences=4",
-        "train.log_every=1", "evaluate_test=false", "model.dropout=0.2", *extra])
+    return compose_config(
+        "train",
+        word_corpus_overrides(word_corpus, cache_dir)
+        + TINY_RNNSEARCH
+        + [
+            "train=debug",
+            "train.device=cpu",
+            "train.max_tokens=512",
+            "train.val_every=4",
+            "train.val_max_sentences=4",
+            "train.log_every=1",
+            "evaluate_test=false",
+            "model.dropout=0.2",
+            *extra,
+        ],
+    )
 
 
 def test_training_resumes_exactly_and_the_checkpoint_records_the_architecture(tmp_path, word_corpus, cache_dir):
@@ -166,9 +180,22 @@ def test_training_resumes_exactly_and_the_checkpoint_records_the_architecture(tm
 
 @pytest.mark.parametrize("recipe", ["train=default", "train=paper"])
 def test_both_recipes_train(tmp_path, word_corpus, cache_dir, recipe):
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_RNNSEARCH + [
-        recipe, "train.device=cpu", "train.max_tokens=512", "train.max_steps=3", "train.val_every=3",
-        "train.val_max_sentences=2", "train.log_every=1", "evaluate_test=false", "train.max_minutes=0"])
+    cfg = compose_config(
+        "train",
+        word_corpus_overrides(word_corpus, cache_dir)
+        + TINY_RNNSEARCH
+        + [
+            recipe,
+            "train.device=cpu",
+            "train.max_tokens=512",
+            "train.max_steps=3",
+            "train.val_every=3",
+            "train.val_max_sentences=2",
+            "train.log_every=1",
+            "evaluate_test=false",
+            "train.max_minutes=0",
+        ],
+    )
     summary = train(cfg, tmp_path / "run")
     assert summary["steps"] == 3 and summary["skipped_steps"] == 0
 
@@ -177,9 +204,21 @@ def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsear
     source = tmp_path / "source.txt"
     source.write_text("uno dos tres\n\ngato\n  \ncinco seis siete ocho\n")
     output, aligned = tmp_path / "hyps.txt", tmp_path / "alignments.jsonl"
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_rnnsearch_run}",
-                             f"input={source}", f"output={output}", f"alignments={aligned}", "decode=beam"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt.commands.translate",
+            f"ckpt={trained_rnnsearch_run}",
+            f"input={source}",
+            f"output={output}",
+            f"alignments={aligned}",
+            "decode=beam",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in aligned.read_text().splitlines()]
     hyps = output.read_text().splitlines()
@@ -198,9 +237,21 @@ def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsear
     # The weights are those of the sentence alone (batch-mates and padding change nothing).
     alone = tmp_path / "alone.txt"
     alone.write_text("gato\n")
-    subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_rnnsearch_run}",
-                    f"input={alone}", f"output={tmp_path / 'alone.out'}", f"alignments={tmp_path / 'alone.jsonl'}",
-                    "decode=beam"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt.commands.translate",
+            f"ckpt={trained_rnnsearch_run}",
+            f"input={alone}",
+            f"output={tmp_path / 'alone.out'}",
+            f"alignments={tmp_path / 'alone.jsonl'}",
+            "decode=beam",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     single = json.loads((tmp_path / "alone.jsonl").read_text())
     assert single["target"] == records[2]["target"]
     assert torch.allclose(torch.tensor(single["weights"]), torch.tensor(records[2]["weights"]), atol=2e-4)
@@ -208,21 +259,40 @@ def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsear
 
 def test_alignments_of_a_model_without_attention_are_a_one_line_error(tmp_path, trained_run):
     aligned = tmp_path / "alignments.jsonl"
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}",
-                             f"alignments={aligned}"], input="uno\n", capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}", f"alignments={aligned}"],
+        input="uno\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: alignments={aligned}: {trained_run / 'best.pt'} has no attention, so no "
-                                     "alignments (the Cho et al. model reads one summary vector); use an attention "
-                                     "model (model=rnnsearch)")
+    assert result.stderr.strip() == (
+        f"error: alignments={aligned}: {trained_run / 'best.pt'} has no attention, so no "
+        "alignments (the Cho et al. model reads one summary vector); use an attention "
+        "model (model=rnnsearch)"
+    )
     assert not aligned.exists()
 
 
 def test_evaluate_draws_alignments_and_both_systems_by_length(tmp_path, trained_rnnsearch_run, trained_run):
     report_dir = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"ckpt={trained_rnnsearch_run}",
-                             f"compare_ckpt={trained_run}", "decode=greedy", "bootstrap_samples=20",
-                             "n_alignments=2", f"report_dir={report_dir}"], capture_output=True, text=True,
-                            timeout=180)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt.commands.evaluate",
+            f"ckpt={trained_rnnsearch_run}",
+            f"compare_ckpt={trained_run}",
+            "decode=greedy",
+            "bootstrap_samples=20",
+            "n_alignments=2",
+            f"report_dir={report_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((report_dir / "report.json").read_text())
     files = [figure["file"] for figure in report["figures"]]

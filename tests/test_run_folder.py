@@ -33,8 +33,16 @@ from nmt.errors import RunFolderError, SettingError
 from nmt.training import train
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
-QUICK = TINY_MODEL + ["train=debug", "train.device=cpu", "train.max_tokens=512", "train.max_steps=6",
-                      "train.val_every=3", "train.val_max_sentences=4", "train.log_every=1", "evaluate_test=false"]
+QUICK = TINY_MODEL + [
+    "train=debug",
+    "train.device=cpu",
+    "train.max_tokens=512",
+    "train.max_steps=6",
+    "train.val_every=3",
+    "train.val_max_sentences=4",
+    "train.log_every=1",
+    "evaluate_test=false",
+]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -43,15 +51,23 @@ def quick_config(corpus, cache, *extra):
 
 
 def nmt_train(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nmt.commands.train", *args], cwd=cwd, env=env or ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nmt.commands.train", *args],
+        cwd=cwd,
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
     """Every file of a run but Hydra's own (.hydra/), the log and the lock: name -> content hash."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".hydra" not in p.parts
-            and p.name not in ("train.log", run_folder.LOCK_NAME)}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".hydra" not in p.parts and p.name not in ("train.log", run_folder.LOCK_NAME)
+    }
 
 
 @pytest.fixture
@@ -67,8 +83,10 @@ def test_an_interpolated_run_folder_cannot_overwrite_a_run(finished_run):
     before = fingerprint(finished_run)
     result = nmt_train("train=debug", "hydra.run.dir=${oc.env:RUNDIR}", env={**ENV, "RUNDIR": str(finished_run)})
     assert result.returncode == 1, result.stdout
-    assert result.stderr.strip() == (f"error: {finished_run} already holds an nmt-train run: continue it with "
-                                     f"resume={finished_run}, or choose another folder")
+    assert result.stderr.strip() == (
+        f"error: {finished_run} already holds an nmt-train run: continue it with "
+        f"resume={finished_run}, or choose another folder"
+    )
     assert fingerprint(finished_run) == before  # best.pt, last.pt, config.yaml, metrics.jsonl: untouched
 
 
@@ -77,8 +95,9 @@ def test_an_interpolated_run_folder_cannot_overwrite_a_run(finished_run):
 
 def _holder(folder: Path) -> subprocess.Popen:
     """Another process holding ``folder`` until it is killed."""
-    code = f"from nmt import run_folder; import time; run_folder.hold({str(folder)!r}); print('held', flush=True); " \
-           "time.sleep(600)"
+    code = (
+        f"from nmt import run_folder; import time; run_folder.hold({str(folder)!r}); print('held', flush=True); time.sleep(600)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -90,9 +109,11 @@ def test_a_held_folder_refuses_a_second_process_naming_the_holder(tmp_path, fini
         before = fingerprint(finished_run)
         resumed = nmt_train(f"resume={finished_run}", "train.max_steps=2000")
         assert resumed.returncode == 1
-        assert resumed.stderr.strip() == (f"error: {finished_run.resolve()} is in use by another nmt process (PID "
-                                          f"{holder.pid}): one run folder takes one process at a time; wait for it "
-                                          "to end, or stop it")
+        assert resumed.stderr.strip() == (
+            f"error: {finished_run.resolve()} is in use by another nmt process (PID "
+            f"{holder.pid}): one run folder takes one process at a time; wait for it "
+            "to end, or stop it"
+        )
         assert fingerprint(finished_run) == before and not (finished_run / ".hydra").exists()
         with pytest.raises(RunFolderError, match=f"PID {holder.pid}"):
             run_folder.hold(finished_run)  # the library refuses too
@@ -124,8 +145,7 @@ def test_default_run_folders_never_collide(tmp_path):
 # --------------------------------------------------------------------------- 5. never stuck between states
 
 
-def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_from_step_0(tmp_path, word_corpus, cache_dir,
-                                                                             monkeypatch):
+def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_from_step_0(tmp_path, word_corpus, cache_dir, monkeypatch):
     import nmt.training
 
     cfg = quick_config(word_corpus, cache_dir)
@@ -150,8 +170,9 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_from_step_0(tmp
 
 def test_a_failed_run_leaves_no_folder_hydra_named(tmp_path):
     """A failure after config.yaml is written (the corpus is missing) removes the new folder too."""
-    result = nmt_train("train=debug", "data=files", f"data.path={tmp_path / 'missing'}", "data.src_lang=es",
-                       "data.tgt_lang=en", cwd=tmp_path)
+    result = nmt_train(
+        "train=debug", "data=files", f"data.path={tmp_path / 'missing'}", "data.src_lang=es", "data.tgt_lang=en", cwd=tmp_path
+    )
     assert result.returncode == 1 and "missing" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -170,8 +191,7 @@ def test_sigterm_during_set_up_exits_75_and_the_folder_resumes(tmp_path, word_co
         sys.argv = ["nmt-train", *{overrides!r}]
         main()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     assert proc.stdout.readline().strip() == "loading"
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -245,19 +265,22 @@ def test_a_damaged_metrics_line_names_the_file_and_line(tmp_path):
 # --------------------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lr=inf", "train.lr=inf: must be a finite number, greater than 0"),
-    ("train.lr=nan", "train.lr=nan: must be a finite number, greater than 0"),
-    ("train.clip_norm=-1", "train.clip_norm=-1.0: must be at least 0"),
-    ("train.log_every=0", "train.log_every=0: must be at least 1"),
-    ("train.max_steps=-1", "train.max_steps=-1: must be at least 0"),
-    ("train.seed=-1", "train.seed=-1: must be at least 0"),
-    ("train.label_smoothing=1", "train.label_smoothing=1.0: must be at least 0 and below 1"),
-    ("train.betas=[0.9,1.0]", "train.betas=[0.9, 1.0]: must be at least 0 and below 1"),
-    ("model.output_rank=-1", "model.output_rank=-1: must be at least 0"),
-    ("data.max_train_pairs=-1", "data.max_train_pairs=-1: must be at least 0"),
-    ("train.max_tokens=100", "train.max_tokens=100 is smaller than the longest pair allowed (train.max_subwords=128)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=inf", "train.lr=inf: must be a finite number, greater than 0"),
+        ("train.lr=nan", "train.lr=nan: must be a finite number, greater than 0"),
+        ("train.clip_norm=-1", "train.clip_norm=-1.0: must be at least 0"),
+        ("train.log_every=0", "train.log_every=0: must be at least 1"),
+        ("train.max_steps=-1", "train.max_steps=-1: must be at least 0"),
+        ("train.seed=-1", "train.seed=-1: must be at least 0"),
+        ("train.label_smoothing=1", "train.label_smoothing=1.0: must be at least 0 and below 1"),
+        ("train.betas=[0.9,1.0]", "train.betas=[0.9, 1.0]: must be at least 0 and below 1"),
+        ("model.output_rank=-1", "model.output_rank=-1: must be at least 0"),
+        ("data.max_train_pairs=-1", "data.max_train_pairs=-1: must be at least 0"),
+        ("train.max_tokens=100", "train.max_tokens=100 is smaller than the longest pair allowed (train.max_subwords=128)"),
+    ],
+)
 def test_settings_that_train_garbage_fail_before_set_up(tmp_path, override, message, monkeypatch):
     import nmt.training
 
@@ -268,38 +291,52 @@ def test_settings_that_train_garbage_fail_before_set_up(tmp_path, override, mess
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command, override, message", [
-    ("translate", "decode.length_penalty=nan", "decode.length_penalty=nan: must be a finite number"),
-    ("translate", "decode.max_len_a=-1", "decode.max_len_a=-1.0: must be at least 0 and at most 100"),
-    ("translate", "decode.max_len_b=-5", "decode.max_len_b=-5: must be at least 0 and at most 10000"),
-    ("translate", "decode.max_len_b=100000000", "decode.max_len_b=100000000: must be at least 0 and at most 10000"),
-    ("translate", "max_source_subwords=-1", "max_source_subwords=-1: must be at least 1"),
-    ("evaluate", "max_sentences=-1", "max_sentences=-1: must be at least 0"),
-    ("evaluate", "n_examples=-1", "n_examples=-1: must be at least 0"),
-    ("score", "batch_tokens=0", "batch_tokens=0: must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "command, override, message",
+    [
+        ("translate", "decode.length_penalty=nan", "decode.length_penalty=nan: must be a finite number"),
+        ("translate", "decode.max_len_a=-1", "decode.max_len_a=-1.0: must be at least 0 and at most 100"),
+        ("translate", "decode.max_len_b=-5", "decode.max_len_b=-5: must be at least 0 and at most 10000"),
+        ("translate", "decode.max_len_b=100000000", "decode.max_len_b=100000000: must be at least 0 and at most 10000"),
+        ("translate", "max_source_subwords=-1", "max_source_subwords=-1: must be at least 1"),
+        ("evaluate", "max_sentences=-1", "max_sentences=-1: must be at least 0"),
+        ("evaluate", "n_examples=-1", "n_examples=-1: must be at least 0"),
+        ("score", "batch_tokens=0", "batch_tokens=0: must be at least 1"),
+    ],
+)
 def test_negative_counts_and_absurd_lengths_are_refused(command, override, message):
     with pytest.raises(SettingError, match="^" + message.replace("[", r"\[").replace("(", r"\(")):
         check_ranges(compose_config(command, ["ckpt=x", override]))
 
 
 def test_refused_settings_are_one_line_before_the_checkpoint_is_read():
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", "ckpt=missing.pt",
-                             "max_source_subwords=-1"], input="hola\n", capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.translate", "ckpt=missing.pt", "max_source_subwords=-1"],
+        input="hola\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == "error: max_source_subwords=-1: must be at least 1"
 
 
 def test_max_subwords_that_leaves_no_pair_says_so(tmp_path, word_corpus, cache_dir):
-    with pytest.raises(SettingError, match=r"train.max_subwords=1 leaves no training pair: all 400 have a side "
-                                           r"longer \(the shortest: \d+ subwords\)"):
+    with pytest.raises(
+        SettingError,
+        match=r"train.max_subwords=1 leaves no training pair: all 400 have a side "
+        r"longer \(the shortest: \d+ subwords\)",
+    ):
         train(quick_config(word_corpus, cache_dir, "train.max_subwords=1"), tmp_path / "run")
 
 
 def test_weights_that_are_not_finite_are_never_saved(tmp_path):
     state = {"model": {"w": torch.tensor([1.0, float("nan")]), "steps": torch.tensor([3])}, "step": 7}
-    with pytest.raises(CheckpointError, match=r"best.pt not written: the model's weights are not finite "
-                                              r"\(NaN or inf\) at step 7"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"best.pt not written: the model's weights are not finite "
+        r"\(NaN or inf\) at step 7",
+    ):
         save_checkpoint(state, tmp_path / "best.pt")
     assert list(tmp_path.iterdir()) == []
 
@@ -337,15 +374,21 @@ def test_damaged_checkpoints_are_one_line_naming_the_file(tmp_path, trained_run)
     with pytest.raises(CheckpointError, match=r"incomplete.pt: incomplete nmt checkpoint \(KeyError: 'tokenizer'\)"):
         read_checkpoint(tmp_path / "incomplete.pt")
 
-    bad_tokenizer = {**state, "tokenizer": {"src": torch.full((64,), 7, dtype=torch.uint8),
-                                            "tgt": state["tokenizer"]["tgt"]}}
+    bad_tokenizer = {**state, "tokenizer": {"src": torch.full((64,), 7, dtype=torch.uint8), "tgt": state["tokenizer"]["tgt"]}}
     del bad_tokenizer["format"]
     save_checkpoint(bad_tokenizer, tmp_path / "tokenizer.pt")
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={tmp_path / 'tokenizer.pt'}"],
-                            input="hola\n", capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={tmp_path / 'tokenizer.pt'}"],
+        input="hola\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: {tmp_path / 'tokenizer.pt'}: its tokenizer (the SentencePiece model it "
-                                     "carries) is damaged and cannot be read; use another checkpoint of the run")
+    assert result.stderr.strip() == (
+        f"error: {tmp_path / 'tokenizer.pt'}: its tokenizer (the SentencePiece model it "
+        "carries) is damaged and cannot be read; use another checkpoint of the run"
+    )
 
 
 # --------------------------------------------------------------------------- damaged caches
@@ -361,9 +404,11 @@ def test_damaged_cache_files_are_named_and_rebuilt(tmp_path, word_corpus, caplog
     # A full disk or a killed copy: every cache file cut in half, in three rounds, since a
     # rebuilt file may change the names of those made from it: datasets' cleaned splits
     # (files/cache-*), the converted text files and tokenized splits, the tokenizer.
-    rounds = [[p for p in cached if p.name.startswith("cache-")],
-              [p for p in cached if p.suffix == ".arrow" and not p.name.startswith("cache-")],
-              [p for p in cached if p.suffix == ".model"]]
+    rounds = [
+        [p for p in cached if p.name.startswith("cache-")],
+        [p for p in cached if p.suffix == ".arrow" and not p.name.startswith("cache-")],
+        [p for p in cached if p.suffix == ".model"],
+    ]
     for damaged in rounds:
         caplog.clear()
         for path in damaged:
@@ -371,8 +416,7 @@ def test_damaged_cache_files_are_named_and_rebuilt(tmp_path, word_corpus, caplog
         after = prepare_data(cfg)
         warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
         for path in damaged:  # datasets names its cache files; the warning names the split and the folder
-            assert str(path) in warnings or (path.name.startswith("cache-") and "cleaned split cached under" in
-                                             warnings), path
+            assert str(path) in warnings or (path.name.startswith("cache-") and "cleaned split cached under" in warnings), path
         pieces = [before.tokenizer.src.id_to_piece(i) for i in range(before.tokenizer.src_vocab_size)]
         assert [after.tokenizer.src.id_to_piece(i) for i in range(after.tokenizer.src_vocab_size)] == pieces
         assert after.data.train.src_values.tolist() == before.data.train.src_values.tolist()
@@ -399,8 +443,13 @@ def test_validation_pairs_longer_than_max_subwords_are_left_out_and_counted(tmp_
 
 
 def test_translate_writes_each_chunk_as_it_comes_from_a_pipe(trained_run):
-    proc = subprocess.Popen([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     try:
         proc.stdin.write(b"uno dos\n")
         proc.stdin.flush()
@@ -420,21 +469,38 @@ def test_translate_streams_long_inputs_and_fails_without_a_partial_output(tmp_pa
     lines = ["uno dos", "", "gato"] * 4000  # 12 000 lines: three chunks
     source.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.txt"
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}",
-                             f"input={source}", f"output={output}", "nbest=2"], capture_output=True, text=True,
-                            timeout=300, env=ENV)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nmt.commands.translate",
+            f"ckpt={trained_run}",
+            f"input={source}",
+            f"output={output}",
+            "nbest=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr
     rows = [row.split("\t") for row in output.read_text().splitlines()]
     assert [int(row[0]) for row in rows[-3:]] == [11998, 11999, 11999]  # line numbers run on across chunks
     assert {row[4] for row in rows if int(row[0]) % 3 == 1} == {""}
     previous = output.read_bytes()
     source.write_bytes(source.read_bytes() + b"\xff\n")  # invalid UTF-8 on line 12 001
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}",
-                             f"input={source}", f"output={output}"], capture_output=True, text=True, timeout=300,
-                            env=ENV)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}", f"input={source}", f"output={output}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {source}:12001: invalid UTF-8 (invalid start byte at byte 1 of the line); re-encode the input as UTF-8")
+        f"error: {source}:12001: invalid UTF-8 (invalid start byte at byte 1 of the line); re-encode the input as UTF-8"
+    )
     assert output.read_bytes() == previous and sorted(os.listdir(tmp_path)) == ["out.txt", "source.txt"]
 
 
@@ -444,9 +510,14 @@ def test_evaluate_never_writes_its_report_over_an_input(tmp_path):
     (report_dir / "hypotheses.txt").write_text("one two\n")
     hyps = tmp_path / "hyps.txt"
     os.link(report_dir / "hypotheses.txt", hyps)  # another name, the same file
-    result = subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", f"hyps={hyps}", f"refs={hyps}",
-                             f"report_dir={report_dir}"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.evaluate", f"hyps={hyps}", f"refs={hyps}", f"report_dir={report_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: hyps={hyps} is {report_dir / 'hypotheses.txt'}, which writing would "
-                                     "destroy; choose another report_dir=")
+    assert result.stderr.strip() == (
+        f"error: hyps={hyps} is {report_dir / 'hypotheses.txt'}, which writing would destroy; choose another report_dir="
+    )
     assert sorted(os.listdir(report_dir)) == ["hypotheses.txt"]

@@ -63,9 +63,9 @@ def test_output_independent_of_batch(translator, sources, beam_size):
     together = beam_search(model, full.src, full.src_lengths, beam_size=beam_size)
     for size in (1, 3, 7):
         for start in range(0, len(sources), size):
-            part = batch_of(sources[start:start + size])
+            part = batch_of(sources[start : start + size])
             alone = beam_search(model, part.src, part.src_lengths, beam_size=beam_size)
-            assert [h[0].tokens for h in alone] == [h[0].tokens for h in together[start:start + size]]
+            assert [h[0].tokens for h in alone] == [h[0].tokens for h in together[start : start + size]]
     reversed_batch = batch_of(sources[::-1])
     reversed_out = beam_search(model, reversed_batch.src, reversed_batch.src_lengths, beam_size=beam_size)
     assert [h[0].tokens for h in reversed_out[::-1]] == [h[0].tokens for h in together]
@@ -125,7 +125,8 @@ def test_length_limit_wins_over_min_len(translator, sources):
     """min_len beyond the length limit must not leave a sentence without a hypothesis."""
     batch = batch_of(sources[:6])
     greedy = greedy_search(translator.model, batch.src, batch.src_lengths, max_len_a=0.0, max_len_b=3, min_len=5)
-    beam = beam_search(translator.model, batch.src, batch.src_lengths, beam_size=3, nbest=3,
-                       max_len_a=0.0, max_len_b=3, min_len=5)
+    beam = beam_search(
+        translator.model, batch.src, batch.src_lengths, beam_size=3, nbest=3, max_len_a=0.0, max_len_b=3, min_len=5
+    )
     assert all(len(h.tokens) == 2 and math.isfinite(h.score) for h in greedy)
     assert all(hyps and all(len(h.tokens) == 2 and math.isfinite(h.score) for h in hyps) for hyps in beam)

@@ -14,7 +14,7 @@ SPANISH = [
     "Y dijo Dios: Sea la luz: y fué la luz.",
 ] * 30
 ENGLISH = [
-    "Where is the child? \"Over there,\" on the mountain!",
+    'Where is the child? "Over there," on the mountain!',
     "He ate bread and drank wine with his companions.",
     "Mrs. García lived in Cádiz; her son (the eldest) in León.",
     "God said, “Let there be light,” and there was light.",
@@ -161,7 +161,6 @@ def test_a_vocabulary_smaller_than_asked_is_a_warning_with_the_real_size(tmp_pat
     assert "subwords, not" not in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="nmt.tokenizer"):  # separate models: only the target falls short
-        separate = build_tokenizer(SPANISH, ["yes no", "no yes"] * 60, TokenizerConfig(vocab_size=310, joint=False),
-                                   tmp_path)
+        separate = build_tokenizer(SPANISH, ["yes no", "no yes"] * 60, TokenizerConfig(vocab_size=310, joint=False), tmp_path)
     assert separate.src_vocab_size == 310 > separate.tgt_vocab_size
     assert f"tokenizer: {separate.tgt_vocab_size} / 310 subwords, not data.tokenizer.vocab_size=310" in caplog.text

@@ -37,10 +37,21 @@ def test_debug_run_end_to_end(tmp_path, word_corpus, cache_dir):
 
 
 def test_training_learns_and_early_stopping_stops(tmp_path, word_corpus, cache_dir):
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
-        "train=debug", "train.max_steps=0", "train.max_epochs=200", "train.val_every=40", "train.lr=0.01",
-        "train.max_tokens=512", "train.patience=2", "train.early_stopping_metric=val_loss",
-    ])
+    cfg = compose_config(
+        "train",
+        word_corpus_overrides(word_corpus, cache_dir)
+        + TINY_MODEL
+        + [
+            "train=debug",
+            "train.max_steps=0",
+            "train.max_epochs=200",
+            "train.val_every=40",
+            "train.lr=0.01",
+            "train.max_tokens=512",
+            "train.patience=2",
+            "train.early_stopping_metric=val_loss",
+        ],
+    )
     summary = train(cfg, tmp_path)
     metrics = read_metrics(tmp_path)
     assert summary["reason"] == "early_stopping"
@@ -66,11 +77,23 @@ def test_plateau_and_warmup_schedules():
 
 def test_paper_recipe_trains_a_few_steps(tmp_path, word_corpus, cache_dir):
     """model=cho2014 (paper init, rank-100 output) with Adadelta and the paper's GRU cell runs."""
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + [
-        "model=cho2014", "model.hidden_size=32", "model.maxout_size=16", "model.embed_size=16",
-        "model.output_rank=8", "model.cell=paper", "train=paper", "train.max_steps=6", "train.val_every=3",
-        "train.val_max_sentences=4", "train.max_tokens=512",
-    ])
+    cfg = compose_config(
+        "train",
+        word_corpus_overrides(word_corpus, cache_dir)
+        + [
+            "model=cho2014",
+            "model.hidden_size=32",
+            "model.maxout_size=16",
+            "model.embed_size=16",
+            "model.output_rank=8",
+            "model.cell=paper",
+            "train=paper",
+            "train.max_steps=6",
+            "train.val_every=3",
+            "train.val_max_sentences=4",
+            "train.max_tokens=512",
+        ],
+    )
     summary = train(cfg, tmp_path)
     assert summary["steps"] == 6
     assert load_checkpoint(tmp_path / "last.pt")["model_config"]["config"]["cell"] == "paper"
@@ -79,8 +102,9 @@ def test_paper_recipe_trains_a_few_steps(tmp_path, word_corpus, cache_dir):
 def test_long_training_pairs_are_skipped(tmp_path, word_corpus, cache_dir, caplog):
     from nmt.training import prepare_data
 
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + [
-        "train=debug", "train.max_subwords=5"])
+    cfg = compose_config(
+        "train", word_corpus_overrides(word_corpus, cache_dir) + TINY_MODEL + ["train=debug", "train.max_subwords=5"]
+    )
     with caplog.at_level("INFO", logger="nmt.training"):
         prepared = prepare_data(cfg.data, cfg.train.max_subwords)
     kept = prepared.data.train
@@ -88,15 +112,18 @@ def test_long_training_pairs_are_skipped(tmp_path, word_corpus, cache_dir, caplo
     assert max(kept.src_lengths.max(), kept.tgt_lengths.max()) <= 5
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.optimizer=sgd", "train.optimizer='sgd': expected one of adam, adadelta"),
-    ("train.lr=-1", "train.lr=-1.0: must be greater than 0"),
-    ("train.lr_schedule=cosine", "train.lr_schedule='cosine': expected one of constant, inverse_sqrt, plateau"),
-    ("model.cell=lstm", "model.cell='lstm': expected one of cudnn, paper"),
-    ("model.hidden_size=0", "model.hidden_size=0: must be greater than 0"),
-    ("model.dropout=2", "model.dropout=2.0: must be at least 0 and below 1"),
-    ("train.max_epochs=0", "train.max_epochs=0: must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.optimizer=sgd", "train.optimizer='sgd': expected one of adam, adadelta"),
+        ("train.lr=-1", "train.lr=-1.0: must be greater than 0"),
+        ("train.lr_schedule=cosine", "train.lr_schedule='cosine': expected one of constant, inverse_sqrt, plateau"),
+        ("model.cell=lstm", "model.cell='lstm': expected one of cudnn, paper"),
+        ("model.hidden_size=0", "model.hidden_size=0: must be greater than 0"),
+        ("model.dropout=2", "model.dropout=2.0: must be at least 0 and below 1"),
+        ("train.max_epochs=0", "train.max_epochs=0: must be greater than 0"),
+    ],
+)
 def test_impossible_settings_fail_before_the_corpus_is_read(tmp_path, override, message, monkeypatch):
     import nmt.training
 
@@ -112,6 +139,5 @@ def test_a_relative_corpus_path_is_saved_absolute(tmp_path, word_corpus, cache_d
     monkeypatch.chdir(word_corpus.parent)
     overrides = word_corpus_overrides(word_corpus, cache_dir)
     overrides[1] = f"data.path={word_corpus.name}"
-    train(compose_config("train", overrides + ["train=debug", "train.max_steps=2", "evaluate_test=false"]),
-          tmp_path)
+    train(compose_config("train", overrides + ["train=debug", "train.max_steps=2", "evaluate_test=false"]), tmp_path)
     assert f"path: {word_corpus}\n" in (tmp_path / "config.yaml").read_text()

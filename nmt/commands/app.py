@@ -36,12 +36,22 @@ from nmt.runtime import copy_to_log_files
 
 # Errors whose message already says which file, line or setting is at fault.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    NmtError, OSError, ValueError, RuntimeError, MissingMandatoryValue, ValidationError,
+    NmtError,
+    OSError,
+    ValueError,
+    RuntimeError,
+    MissingMandatoryValue,
+    ValidationError,
 )
 
-SCHEMAS = {"train_schema": TrainRunConfig, "translate_schema": TranslateConfig,
-           "evaluate_schema": EvaluateConfig, "score_schema": ScoreConfig, "average_schema": AverageConfig,
-           "embed_schema": EmbedConfig}
+SCHEMAS = {
+    "train_schema": TrainRunConfig,
+    "translate_schema": TranslateConfig,
+    "evaluate_schema": EvaluateConfig,
+    "score_schema": ScoreConfig,
+    "average_schema": AverageConfig,
+    "embed_schema": EmbedConfig,
+}
 
 if not OmegaConf.has_resolver("nmt_root"):
     OmegaConf.register_new_resolver("nmt_root", lambda: str(CONF_DIR.parent))
@@ -76,9 +86,13 @@ def register_configs() -> None:
 register_configs()
 
 
-def hydra_command(config_name: str, schema: type, run: Callable[[Any], int],
-                  check: Callable[[dict[str, str]], None] | None = None,
-                  on_exit: Callable[[int | None], None] | None = None) -> Callable[[], None]:
+def hydra_command(
+    config_name: str,
+    schema: type,
+    run: Callable[[Any], int],
+    check: Callable[[dict[str, str]], None] | None = None,
+    on_exit: Callable[[int | None], None] | None = None,
+) -> Callable[[], None]:
     """A console script's ``main``: check the command line against ``schema`` (and with
     ``check``, given the plain overrides) before Hydra creates anything, compose
     ``conf/<config_name>.yaml``, then run ``run`` on the typed config. ``on_exit`` sees the

@@ -23,8 +23,10 @@ def newest_step_checkpoints(run_dir: Path, k: int) -> list[Path]:
     """The run's newest ``k`` step-N.pt, oldest first; fewer is an error naming the run."""
     steps = step_checkpoints(run_dir)
     if len(steps) < k:
-        raise CheckpointError(f"ckpt={run_dir}: {len(steps)} step checkpoint(s) (step-N.pt), fewer than last={k}; "
-                              "train with a larger train.keep_last, or lower last=")
+        raise CheckpointError(
+            f"ckpt={run_dir}: {len(steps)} step checkpoint(s) (step-N.pt), fewer than last={k}; "
+            "train with a larger train.keep_last, or lower last="
+        )
     return steps[-k:]
 
 
@@ -40,8 +42,9 @@ def run_average(cfg: AverageConfig) -> int:
             raise SettingError(f"ckpt={cfg.ckpt}: not a run folder; for checkpoint files use ckpts=[A.pt,B.pt,...]")
         paths = newest_step_checkpoints(Path(cfg.ckpt), cfg.last)
     check_output(cfg.output)
-    check_not_overwritten([Path(cfg.output)], {f"checkpoint {i + 1}": str(path) for i, path in enumerate(paths)},
-                          "choose another output=")
+    check_not_overwritten(
+        [Path(cfg.output)], {f"checkpoint {i + 1}": str(path) for i, path in enumerate(paths)}, "choose another output="
+    )
     save_average(paths, Path(cfg.output))
     print(f"nmt-average: {len(paths)} checkpoints ({paths[0].name} ... {paths[-1].name}) averaged into {cfg.output}")
     return 0

@@ -48,8 +48,10 @@ def embed_stream(translator: Translator, cfg: EmbedConfig, path: str | None, raw
     returns the lines (for the neighbour table and the map) and the vectors' width."""
     lines, width = [], 0
     total = count_lines(path) if path is not None and Path(path).is_file() else None  # a pipe is read once only
-    with open(raw_path, "wb") as raw, tqdm(total=total, desc="embedding", unit="line", leave=False,
-                                           disable=path is None) as bar:
+    with (
+        open(raw_path, "wb") as raw,
+        tqdm(total=total, desc="embedding", unit="line", leave=False, disable=path is None) as bar,
+    ):
         for chunk in input_chunks(path, cfg.replace_invalid_utf8):
             vectors = embed_ids(translator, source_ids(translator, chunk, cfg.max_source_subwords), cfg.batch_tokens)
             raw.write(vectors.astype(np.float32).tobytes())
@@ -69,6 +71,7 @@ def raw_vectors(raw_path: Path, rows: int, width: int) -> np.ndarray:
 def write_vectors(raw_path: Path, rows: int, width: int, output: str) -> None:
     """The float32 rows of ``raw_path`` as ``output`` (.npy, or TSV), read and written block by
     block (read, not memory-mapped: the process's memory stays flat), whole or not at all."""
+
     def blocks(size: int):
         with open(raw_path, "rb") as raw:
             for _ in range(0, rows, size):
@@ -76,8 +79,7 @@ def write_vectors(raw_path: Path, rows: int, width: int, output: str) -> None:
 
     if output.endswith(".npy"):
         with output_stream(output, binary=True) as out:
-            np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False,
-                                                       "shape": (rows, width)})
+            np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (rows, width)})
             for block in blocks(8192):
                 out.write(block.tobytes())
         return
@@ -94,17 +96,16 @@ def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid[:, None], x / np.where(valid[:, None], norms, 1), 0).astype(np.float32), valid
 
 
-def nearest(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: bool,
-            query_block: int = 1024, key_block: int = 16384):
+def nearest(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: bool, query_block: int = 1024, key_block: int = 16384):
     """For each valid query row, the ``k`` key rows of highest cosine similarity, best first
     (invalid rows never match; equal similarities in row order), over blocks of both so that memory stays bounded
     (a query block's running best and one block of similarities): yields (row, [(key, cosine), ...])."""
     for start in range(0, len(queries), query_block):
-        block, valid_queries = _unit_rows(queries[start:start + query_block])
+        block, valid_queries = _unit_rows(queries[start : start + query_block])
         best_sims = np.full((len(block), 0), -np.inf, dtype=np.float32)
         best_keys = np.zeros((len(block), 0), dtype=np.int64)
         for key_start in range(0, len(keys), key_block):
-            key_rows, valid_keys = _unit_rows(keys[key_start:key_start + key_block])
+            key_rows, valid_keys = _unit_rows(keys[key_start : key_start + key_block])
             sims = block @ key_rows.T
             sims[:, ~valid_keys] = -np.inf
             ids = np.broadcast_to(np.arange(key_start, key_start + len(key_rows)), sims.shape)
@@ -128,7 +129,7 @@ def draw_map(vectors: np.ndarray, labels: list[str], cfg: EmbedConfig, title: st
         raise SettingError(f"plot={cfg.plot}: no non-empty line to draw")
     if len(rows) > cfg.plot_points:
         log.info("plot=%s: the first %d of %d rows (plot_points=)", cfg.plot, cfg.plot_points, len(rows))
-        rows = rows[:cfg.plot_points]
+        rows = rows[: cfg.plot_points]
     points, method = map_2d(np.asarray(vectors[rows]), cfg.seed)
     plot_phrase_map(points, [labels[i] for i in rows], cfg.plot, f"{title} ({method}, {len(rows)} points)")
 
@@ -178,8 +179,11 @@ def run_embed(cfg: EmbedConfig) -> int:
                 keys = raw_vectors(Path(tmp) / "index.f32", len(candidates), vectors.shape[1])
             with output_stream(neighbours_output) as out:
                 for row, found in nearest(vectors, keys, cfg.neighbours, exclude_self=cfg.index is None):
-                    out.write("".join(f"{row}\t{rank}\t{j}\t{cosine:.4f}\t{candidates[j]}\n"
-                                      for rank, (j, cosine) in enumerate(found)))
+                    out.write(
+                        "".join(
+                            f"{row}\t{rank}\t{j}\t{cosine:.4f}\t{candidates[j]}\n" for rank, (j, cosine) in enumerate(found)
+                        )
+                    )
             del keys
         if cfg.plot is not None:
             draw_map(vectors, labels, cfg, f"{what} of {Path(translator.name).parent.name or translator.name}")

@@ -32,9 +32,14 @@ def corpus_for(cfg: EvaluateConfig, trained: DataConfig) -> DataConfig:
     """``data=...`` if given, else ``trained``: the corpus the checkpoint was trained on."""
     if cfg.data is not None:
         if (cfg.data.src_lang, cfg.data.tgt_lang) != (trained.src_lang, trained.tgt_lang):
-            log.warning("the checkpoint translates %s -> %s, but data.src_lang=%s data.tgt_lang=%s: "
-                        "expect a meaningless score unless that is the point", trained.src_lang,
-                        trained.tgt_lang, cfg.data.src_lang, cfg.data.tgt_lang)
+            log.warning(
+                "the checkpoint translates %s -> %s, but data.src_lang=%s data.tgt_lang=%s: "
+                "expect a meaningless score unless that is the point",
+                trained.src_lang,
+                trained.tgt_lang,
+                cfg.data.src_lang,
+                cfg.data.tgt_lang,
+            )
         return cfg.data
     data = dataclasses.replace(trained)
     embedded_here = CONF_DIR.parent / "data" / Path(data.path).name
@@ -81,8 +86,12 @@ def decode_split(cfg: EvaluateConfig, ckpt, data: DataConfig | None = None) -> D
         "device": str(translator.device),
     }
     checkpoint = translator.checkpoint
-    model = {**asdict(checkpoint.model_config), "step": checkpoint.step,
-             "src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
+    model = {
+        **asdict(checkpoint.model_config),
+        "step": checkpoint.step,
+        "src_vocab_size": checkpoint.src_vocab_size,
+        "tgt_vocab_size": checkpoint.tgt_vocab_size,
+    }
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
     return Decoded(sources, refs, [hyps[0][0] for hyps in results], results, speed, model, corpus, translator, data)
 
@@ -96,8 +105,7 @@ def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, 
     for line, record in zip(chosen, records):
         if record["source"]:
             name = f"alignment-{line + 1}.png"
-            plots.plot_alignment(record["source"], record["target"], record["weights"], report_dir / name,
-                                 f"line {line + 1}")
+            plots.plot_alignment(record["source"], record["target"], record["weights"], report_dir / name, f"line {line + 1}")
             figures.append({"title": f"Alignment of line {line + 1}", "file": name})
     return figures
 
@@ -105,9 +113,11 @@ def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, 
 def run_evaluate(cfg: EvaluateConfig) -> int:
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
         raise ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
-    check_not_overwritten([Path(cfg.report_dir) / name for name in report.REPORT_FILES],
-                          {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
-                          "choose another report_dir=")
+    check_not_overwritten(
+        [Path(cfg.report_dir) / name for name in report.REPORT_FILES],
+        {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
+        "choose another report_dir=",
+    )
     if cfg.compare_ckpt is not None and (cfg.ckpt is None or cfg.hyps is not None):
         raise ReportError("compare_ckpt= decodes the split as ckpt= does: give ckpt= (with hyps=, use compare=FILE)")
     decoded = None
@@ -141,25 +151,38 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         other, other_name = other_decoded.hyps, other_decoded.translator.name
     if other is not None:
         this_name = checkpoint or "this system"
-        compare = metrics.paired_bootstrap(hyps, other, refs, cfg.bootstrap_samples,
-                                           system_name="this system", other_name=other_name)
+        compare = metrics.paired_bootstrap(
+            hyps, other, refs, cfg.bootstrap_samples, system_name="this system", other_name=other_name
+        )
         if sources:
             other_by_length = metrics.bleu_by_length([len(s.split()) for s in sources], other, refs)
-            plots.plot_bleu_by_length_systems({this_name: by_length, other_name: other_by_length},
-                                              Path(cfg.report_dir) / "bleu_by_length_compared.png")
-            figures.append({"title": "BLEU by source sentence length, both systems",
-                            "file": "bleu_by_length_compared.png"})
+            plots.plot_bleu_by_length_systems(
+                {this_name: by_length, other_name: other_by_length}, Path(cfg.report_dir) / "bleu_by_length_compared.png"
+            )
+            figures.append({"title": "BLEU by source sentence length, both systems", "file": "bleu_by_length_compared.png"})
     examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
     if decoded is not None and has_alignments(decoded.translator.model) and cfg.n_alignments:
         figures += alignment_figures(decoded, examples, Path(cfg.report_dir), cfg.n_alignments)
-    built = report.build_report(scores, by_length, speed=speed, model=model, decoding=decoding, compare=compare,
-                                examples=examples, corpus=corpus, checkpoint=checkpoint, figures=figures)
+    built = report.build_report(
+        scores,
+        by_length,
+        speed=speed,
+        model=model,
+        decoding=decoding,
+        compare=compare,
+        examples=examples,
+        corpus=corpus,
+        checkpoint=checkpoint,
+        figures=figures,
+    )
     written = report.write_report(cfg.report_dir, built, hyps, examples)
     ci = built["ci95"]["bleu"]
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
     speed_text = f", {speed['sentences_per_s']:.1f} sent/s" if speed else ""
-    print(f"nmt-evaluate: BLEU {built['bleu']:.2f}{ci_text}, chrF {built['chrf']:.2f}, TER {built['ter']:.2f} "
-          f"on {built['n_sentences']} sentences{speed_text}; report in {written['markdown']}")
+    print(
+        f"nmt-evaluate: BLEU {built['bleu']:.2f}{ci_text}, chrF {built['chrf']:.2f}, TER {built['ter']:.2f} "
+        f"on {built['n_sentences']} sentences{speed_text}; report in {written['markdown']}"
+    )
     return 0
 
 
@@ -167,8 +190,10 @@ def check_corpus_settings(overrides: dict[str, str]) -> None:
     corpus_settings = [key for key in overrides if key.startswith("data.")]
     if corpus_settings and "data" not in overrides:
         # Without data=, the checkpoint's corpus is used and there is no group to set keys in.
-        refuse(f"{corpus_settings[0]}=... needs a corpus group: add data=files (plain-text files in data.path), "
-               "data=hub, or another conf/data name; leave data.* out to evaluate on the checkpoint's own corpus")
+        refuse(
+            f"{corpus_settings[0]}=... needs a corpus group: add data=files (plain-text files in data.path), "
+            "data=hub, or another conf/data name; leave data.* out to evaluate on the checkpoint's own corpus"
+        )
 
 
 main = hydra_command("evaluate", EvaluateConfig, run_evaluate, check=check_corpus_settings)

@@ -89,6 +89,7 @@ def output_stream(path: str | None, binary: bool = False):
     written to a hidden temporary file beside it and renamed over it at the end, so that a
     failed run leaves no partial file (and an existing one as it was)."""
     if path is None:
+
         class Flushing:
             def write(self, text: str) -> None:
                 sys.stdout.write(text)

@@ -39,8 +39,7 @@ def run_score(cfg: ScoreConfig) -> int:
     translator = load_translator(cfg.ckpt, cfg.device)
     pairs = read_pairs(read_input(cfg.input, False), cfg.input or "<stdin>")
     scores = score_pairs(translator, pairs, cfg.batch_tokens, progress=cfg.input is not None)
-    write_output(cfg.output, "".join(f"{total:.4f}\t{total / n if n else float('nan'):.4f}\t{n}\n"
-                                     for total, n in scores))
+    write_output(cfg.output, "".join(f"{total:.4f}\t{total / n if n else float('nan'):.4f}\t{n}\n" for total, n in scores))
     log.info("scored %d pairs", len(pairs))
     return 0
 

@@ -45,8 +45,11 @@ def resume_config(run_dir: Path, overrides: list[str], settings: str = "config")
     problem = resume_folder_problem(run_dir, from_checkpoint=settings == "checkpoint")
     if problem:
         raise CheckpointError(problem)
-    changes = [o for o in overrides if o.lstrip("+").split("=", 1)[0] not in ("resume", "resume_settings")
-               and not o.startswith("hydra.")]
+    changes = [
+        o
+        for o in overrides
+        if o.lstrip("+").split("=", 1)[0] not in ("resume", "resume_settings") and not o.startswith("hydra.")
+    ]
     problem = refused_resume_changes(changes)
     if problem:
         raise SettingError(problem)
@@ -77,9 +80,11 @@ def run_train(cfg: TrainRunConfig) -> int:
         metric = cfg.train.early_stopping_metric
         best = summary.get(f"best_{metric}")
         test = f", test BLEU {summary['test_bleu_greedy']:.2f} (greedy)" if "test_bleu_greedy" in summary else ""
-        line = (f"nmt-train: {summary['steps']} steps, {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
-                f"({summary['reason']}); best {metric} {best:.2f} at step {summary['best_step']}{test}; "
-                f"run folder {summary['run_dir']}")
+        line = (
+            f"nmt-train: {summary['steps']} steps, {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
+            f"({summary['reason']}); best {metric} {best:.2f} at step {summary['best_step']}{test}; "
+            f"run folder {summary['run_dir']}"
+        )
     print(line)
     copy_to_log_files(line)
     return summary.get("exit_code", 0)
@@ -150,12 +155,18 @@ def torchrun_argv(argv: list[str]) -> list[str]:
     folder_args = ("hydra.run.dir=", "hydra.output_subdir=", "hydra/job_logging=")
     if torchrun_rank() > 0:
         return [a for a in argv if not a.lstrip("+").startswith(folder_args)] + [
-            "hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stderr"]
+            "hydra.run.dir=.",
+            "hydra.output_subdir=null",
+            "hydra/job_logging=stderr",
+        ]
     run_dir = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra.run.dir=")), None)
     resumed = any(a.startswith("resume=") for a in argv)
     if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) and not run_dir and not resumed:
-        print("nmt-train: warning: torchrun --max-restarts without hydra.run.dir=...: a restarted job cannot find "
-              "this run's folder and would start a new run", file=sys.stderr)
+        print(
+            "nmt-train: warning: torchrun --max-restarts without hydra.run.dir=...: a restarted job cannot find "
+            "this run's folder and would start a new run",
+            file=sys.stderr,
+        )
     if restarted_by_torchrun() and run_dir and (Path(run_dir) / "config.yaml").is_file():
         print(f"nmt-train: restarted by torchrun; resuming {run_dir}", file=sys.stderr)
         # The settings that pick the device and the process group must stay those of the other ranks.

@@ -75,8 +75,10 @@ def run_translate(cfg: TranslateConfig) -> int:
             raise SettingError(f"alignments={cfg.alignments} is also output=: give the alignments a file of their own")
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.alignments is not None and not has_alignments(translator.model):
-        raise SettingError(f"alignments={cfg.alignments}: {translator.name} has no attention, so no alignments "
-                           "(the Cho et al. model reads one summary vector); use an attention model (model=rnnsearch)")
+        raise SettingError(
+            f"alignments={cfg.alignments}: {translator.name} has no attention, so no alignments "
+            "(the Cho et al. model reads one summary vector); use an attention model (model=rnnsearch)"
+        )
     if cfg.input is None and sys.stdin.isatty():
         if cfg.alignments is not None:
             raise SettingError(f"alignments={cfg.alignments} needs input=FILE or a piped stdin, not the prompt")
@@ -88,8 +90,11 @@ def run_translate(cfg: TranslateConfig) -> int:
     # A regular file is counted for the progress bar; a pipe (input=<(zcat ...)) can be read once only.
     total = count_lines(cfg.input) if cfg.input is not None and Path(cfg.input).is_file() else None
     aligned = output_stream(cfg.alignments) if cfg.alignments is not None else contextlib.nullcontext()
-    with output_stream(cfg.output) as out, aligned as alignments, tqdm(
-            total=total, desc="translating", unit="line", leave=False, disable=cfg.input is None) as bar:
+    with (
+        output_stream(cfg.output) as out,
+        aligned as alignments,
+        tqdm(total=total, desc="translating", unit="line", leave=False, disable=cfg.input is None) as bar,
+    ):
         for lines in input_chunks(cfg.input, cfg.replace_invalid_utf8):
             results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords)
             out.write("".join(row + "\n" for row in format_output(results, cfg.decode.nbest, n_lines)))
@@ -99,8 +104,14 @@ def run_translate(cfg: TranslateConfig) -> int:
             n_lines += len(lines)
             bar.update(len(lines))
     seconds = time.perf_counter() - start
-    log.info("translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d", n_lines, seconds,
-             n_lines / max(seconds, 1e-9), translator.name, cfg.decode.beam_size)
+    log.info(
+        "translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d",
+        n_lines,
+        seconds,
+        n_lines / max(seconds, 1e-9),
+        translator.name,
+        cfg.decode.beam_size,
+    )
     return 0
 
 
