@@ -169,7 +169,7 @@ def test_sigterm_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_pat
         assert torch.equal(after.model_state[name], weight), f"{name} differs after the resume"
 
 
-def test_a_killed_rank_makes_the_job_fail_within_the_timeout(tmp_path, word_corpus, cache_dir):
+def test_a_killed_rank_fails_the_job_in_bounded_time_and_one_process_resumes_it(tmp_path, word_corpus, cache_dir):
     run_dir = tmp_path / "run"
     command = TORCHRUN + [
         "--standalone",
@@ -187,6 +187,21 @@ def test_a_killed_rank_makes_the_job_fail_within_the_timeout(tmp_path, word_corp
     _, stderr = launcher.communicate(timeout=90)
     assert launcher.returncode != 0
     assert time.monotonic() - start < 60
+    # The run goes on in one process: another world size resumes (the batch order is the same).
+    from nmt.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(run_dir / "last.pt").step
+    alone = subprocess.run(
+        [sys.executable, *train_args(word_corpus, cache_dir, run_dir)[:2], f"resume={run_dir}", f"train.max_steps={saved + 3}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+        cwd=tmp_path,
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "the run was saved by 2 process(es) and continues on 1" in alone.stdout + alone.stderr
+    assert read_checkpoint(run_dir / "last.pt").step == saved + 3
 
 
 @pytest.mark.parametrize("setting", ["train.accumulate=0", "train.dist_timeout_minutes=0"])
