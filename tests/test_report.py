@@ -306,3 +306,12 @@ def test_the_private_sacrebleu_hooks_nmt_metrics_relies_on():
         summed = [sum(column) for column in zip(*stats)]
         public = type(metric)().corpus_score(hyps, [refs]).score
         assert metric._compute_score_from_stats(summed).score == pytest.approx(public, abs=1e-9), type(metric).__name__
+
+
+def test_a_replaced_report_keeps_no_figure_of_the_old_one(tmp_path):
+    from nmt.commands.evaluate import remove_stale_figures
+
+    for name in ("bleu_by_length_compared.png", "alignment-3.png", "alignment-12.png", "alignment-x.png", "notes.png"):
+        (tmp_path / name).write_bytes(b"png")
+    remove_stale_figures(tmp_path, {"alignment-12.png"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alignment-12.png", "alignment-x.png", "notes.png"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -176,6 +177,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         figures=figures,
     )
     written = report.write_report(cfg.report_dir, built, hyps, examples)
+    remove_stale_figures(Path(cfg.report_dir), {figure["file"] for figure in figures})
     ci = built["ci95"]["bleu"]
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
     speed_text = f", {speed['sentences_per_s']:.1f} sent/s" if speed else ""
@@ -184,6 +186,18 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         f"on {built['n_sentences']} sentences{speed_text}; report in {written['markdown']}"
     )
     return 0
+
+
+# The figures an evaluation may add beside report.REPORT_FILES.
+FIGURE_NAMES = re.compile(r"bleu_by_length_compared\.png|alignment-\d+\.png")
+
+
+def remove_stale_figures(report_dir: Path, drawn: set[str]) -> None:
+    """Remove the figures of an earlier report in ``report_dir`` that this one did not draw:
+    a replaced report is replaced whole (only files named as this command names them)."""
+    for path in report_dir.iterdir():
+        if FIGURE_NAMES.fullmatch(path.name) and path.name not in drawn and path.is_file():
+            path.unlink()
 
 
 def check_corpus_settings(overrides: dict[str, str]) -> None:
