@@ -2,7 +2,9 @@
 # The GPU figures of the README in one go: two recipes on the embedded Bible corpus
 # trained side by side (PAIR, below: the tuned Cho recipe and RNNsearch by default),
 # beam-5 BLEU reports on the test split, and the training / decoding benchmarks. Results and logs go to $OUT (default
-# results/gpu); knobs for a quick CPU rehearsal: TRAIN_MINUTES, BENCH_ARGS, EXTRA.
+# results/gpu); knobs for a quick CPU rehearsal: TRAIN_MINUTES, BENCH_ARGS, EXTRA. BENCH=0 skips the
+# benchmarks, so that issue 13's comparison (10 minutes of training each, the pair side by side)
+# fits one lease: PAIR=cho-rnnsearch TRAIN_MINUTES=10 BENCH=0 bash scripts/gpu_results.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/gpu}"
@@ -10,12 +12,14 @@ RUNS="${RUNS:-/tmp/nmt-runs}"
 TRAIN_MINUTES="${TRAIN_MINUTES:-3}"
 BENCH_ARGS="${BENCH_ARGS:-}"
 EXTRA="${EXTRA:-}"
+BENCH="${BENCH:-1}"
 mkdir -p "$OUT" "$RUNS"
 export NMT_CACHE_DIR="${NMT_CACHE_DIR:-/tmp/nmt-cache}"
 pack() { tar -czf "$OUT/results.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='tensorboard' . 2>/dev/null; }
 
 { date -u; nvidia-smi -L 2>/dev/null || echo "no GPU"; python -c "import torch; print('torch', torch.__version__)"; } | tee "$OUT/device.txt"
 
+if [ "$BENCH" = 1 ]; then
 echo "=== bench_train (the nmt line carries host_syncs_per_step; the profile goes to profile.txt)"
 timeout 80 python scripts/bench_train.py --configs yardstick-b1024,yardstick-b128,small-var --profile \
   --out "$OUT/bench.jsonl" $BENCH_ARGS 2> "$OUT/profile.txt" | tail -20
@@ -26,6 +30,7 @@ timeout 120 python scripts/bench_train.py --configs yardstick-b1024 --impls nmt 
 echo "=== bench_train, RNNsearch at the yardstick sizes against its reference, and its cost per token against Cho's"
 timeout 120 python scripts/bench_train.py --configs yardstick-var,rnnsearch-yardstick-var \
   --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | grep -E '"(nmt/reference|nmt)"' | tail -4
+fi
 
 # PAIR: the two recipes trained side by side. cho-rnnsearch (default): the tuned Cho recipe
 # against RNNsearch at the paper's sizes (issue 13); paper-tuned: the paper's own recipe
@@ -49,6 +54,7 @@ timeout 150 python -m nmt.commands.evaluate ckpt="$RUNS/$second" compare_ckpt="$
   report_dir="$RUNS/$second/report" 2>&1 | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
 pack
 
+if [ "$BENCH" = 1 ]; then
 echo "=== bench_decode (tuned checkpoint)"
 timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -12
 echo "=== bench_decode, c's terms once per sentence (for_decoding; off by default on CUDA until measured)"
@@ -58,6 +64,7 @@ if [ -d "$RUNS/rnnsearch" ]; then
   echo "=== bench_decode (RNNsearch checkpoint)"
   timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/rnnsearch" --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 \
     | grep -v '^\s*$' | grep '"nmt/reference"' | tail -2
+fi
 fi
 pack
 echo "=== done"; date -u
