@@ -93,13 +93,14 @@ class World:
         dist.all_gather_object(values, value)
         return values
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank if ``flag`` is true on any: a decision all ranks take together."""
+    def any(self, *flags: bool) -> list[bool]:
+        """For each flag, true on every rank if it is true on any: decisions all ranks take
+        together, in one all-reduce."""
         if not self.distributed:
-            return flag
-        vote = torch.tensor([float(flag)], device=_collective_device())
-        dist.all_reduce(vote, op=dist.ReduceOp.MAX)
-        return bool(vote.item())
+            return list(flags)
+        votes = torch.tensor([float(flag) for flag in flags], device=_collective_device())
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return [bool(vote) for vote in votes.tolist()]
 
     def all_reduce_sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the ranks, in place (asynchronous to the host on CUDA)."""
@@ -210,7 +211,7 @@ def stop_votes(world: World, step: int, read_every: int, *flags: bool) -> list[b
     read anyway); one process decides at every step."""
     if world.distributed and step % read_every:
         return [False] * len(flags)
-    return [world.any(flag) for flag in flags]
+    return world.any(*flags)
 
 
 def restore_rng(saved: dict, world: World, device: torch.device, seed: int, step: int) -> None:

@@ -46,7 +46,7 @@ def test_two_ranks_and_accumulation_make_the_update_of_the_union_batch(tmp_path)
     assert two_ranks.returncode == 0, two_ranks.stderr[-3000:]
     single = worker("single", str(tmp_path / "single.pt"))
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp, others = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
+    ddp, others = (torch.load(tmp_path / name, weights_only=True) for name in ("ddp.pt", "single.pt"))
     acc, plain, union = others["acc"], others["plain"], others["union"]
     assert ddp["batches"] % 2 == 1, "the epoch should end on an odd batch, so that one rank idles"
     assert ddp["steps"] == acc["steps"] == union["steps"] == (ddp["batches"] + 1) // 2
