@@ -8,7 +8,8 @@ mean probability, log((1/M) * sum_m p_m(y | ...)) -- the mixture of the members'
 distributions, as fairseq's and Marian's ensembles do (Marian's default is the mean of
 log-probabilities; a mixture never gives a token that one member rules out a score of
 -inf). The members may be of different architectures; they must share the tokenizer,
-and so the target vocabulary.
+and so the target vocabulary. An ensemble's alignments are the mean of its attention
+members' weights (fairseq's ensembles average attention the same way).
 """
 
 from __future__ import annotations
@@ -148,6 +149,16 @@ class Ensemble(nn.Module):
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self._combine([model(src, src_lengths, tgt_in) for model in self.members])
+
+    def attending_members(self) -> list[nn.Module]:
+        return [model for model in self.members if callable(getattr(model, "alignments", None))]
+
+    def alignments(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """The mean of the attention members' teacher-forced weights, (B, T, S); each row still sums to 1."""
+        members = self.attending_members()
+        if not members:
+            raise CheckpointError("no model of this ensemble attends over the source, so it has no alignments")
+        return torch.stack([model.alignments(src, src_lengths, tgt_in).float() for model in members]).mean(0)
 
     def loss(self, src, src_lengths, tgt_in, tgt_out, label_smoothing: float = 0.0, n_tokens: int | None = None):
         """Summed cross-entropy of the ensemble's distribution over the real positions (evaluation only)."""

@@ -207,7 +207,11 @@ def source_word_vectors(translator: Translator, texts: Iterable[list[str]] | Non
 
 
 def has_alignments(model) -> bool:
-    """Whether the model attends over the source (RNNsearch), and so has alignments."""
+    """Whether the model attends over the source (RNNsearch), and so has alignments; an
+    ensemble has them when one of its members attends."""
+    attending = getattr(model, "attending_members", None)
+    if attending is not None:
+        return bool(attending())
     return callable(getattr(model, "alignments", None))
 
 

@@ -158,10 +158,10 @@ def test_evaluate_decodes_the_test_split_and_writes_the_report(tmp_path, any_run
     assert report["n_sentences"] == 20
     assert report["speed"]["sentences_per_s"] > 0
     assert report["ci95"]["bleu"][0] <= report["bleu"] <= report["ci95"]["bleu"][1]
-    assert "BLEU" in report["signatures"]["bleu"] or "nrefs" in report["signatures"]["bleu"]
+    assert "nrefs:1" in report["signatures"]["bleu"] and "nrefs:1" in report["signatures"]["chrf"]
     assert len(read_lines(report_dir / "hypotheses.txt")) == 20
     assert (report_dir / "bleu_by_length.png").stat().st_size > 0
-    assert "sacreBLEU" in (report_dir / "report.md").read_text() or "nrefs:1" in (report_dir / "report.md").read_text()
+    assert report["signatures"]["bleu"] in (report_dir / "report.md").read_text()  # the sacreBLEU signature is shown
 
 
 def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
@@ -182,6 +182,10 @@ def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["bleu"] == pytest.approx(100.0)
     assert report["compare"]["bleu"]["significant"]
+    # Both systems' BLEU by source length in one figure (the paper's Fig. 2), linked from the report.
+    assert [figure["file"] for figure in report["figures"]][:1] == ["bleu_by_length_compared.png"]
+    assert (tmp_path / "r" / "bleu_by_length_compared.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](bleu_by_length_compared.png)" in (tmp_path / "r" / "report.md").read_text()
     with pytest.raises(ReportError, match=r"cannot read compare=.*missing\.txt: No such file"):
         run_evaluate(
             EvaluateConfig(

@@ -206,12 +206,21 @@ def test_good_command_lines_pass_the_check(command_line):
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_passes_the_checks(experiment):
+    from omegaconf import OmegaConf
+
     from nmt.config import check_ranges
     from nmt.training import check_settings
 
     cfg = compose_config("train", [f"+experiment={experiment}"])
     check_ranges(cfg)
     check_settings(cfg)
+    # The groups it overrides are the ones it names, and its own settings win over theirs.
+    spec = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml")
+    overridden = {key.split("/")[-1]: option for entry in spec.defaults for key, option in entry.items()}
+    assert overridden and all(getattr(cfg, group).name == option for group, option in overridden.items())
+    for group in ("model", "train", "data"):
+        for key, value in spec.get(group, {}).items():
+            assert getattr(getattr(cfg, group), key) == value, f"{group}.{key}"
 
 
 def test_the_tuned_experiment_is_the_readme_s_six_overrides():

@@ -18,7 +18,7 @@ from nmt.checkpoint import load_checkpoint, pack_checkpoint, read_checkpoint, sa
 from nmt.config import DecodeConfig
 from nmt.ensemble import Ensemble, average_checkpoints
 from nmt.errors import SettingError
-from nmt.inference import load_translator, score_pairs, translate_lines
+from nmt.inference import alignment_records, has_alignments, load_translator, score_pairs, translate_lines
 from nmt.lines import read_lines
 from nmt.training import train
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
@@ -210,3 +210,39 @@ def test_an_ensemble_may_mix_architectures(trained_run, trained_rnnsearch_run, w
         results = translate_lines(mixed, lines, decode)
         assert len(results) == len(lines) and all(len(hyps) == decode.nbest for hyps in results[:12])
     assert [n for _, n in score_pairs(mixed, [("uno dos", "one two"), ("", "")])] == [3, 0]
+
+
+def test_an_ensemble_s_alignments_are_its_attention_members_mean(trained_run, trained_rnnsearch_run, word_corpus, tmp_path):
+    lines = sources(word_corpus)[:6]
+    alone = load_translator(trained_rnnsearch_run, "cpu")
+    mixed = load_translator([trained_run, trained_rnnsearch_run], "cpu")
+    assert has_alignments(mixed.model) and not has_alignments(load_translator([trained_run, trained_run], "cpu").model)
+    results = translate_lines(mixed, lines, DecodeConfig())
+    # A Cho member has no attention: the mixture's alignments are the RNNsearch member's own.
+    assert alignment_records(mixed, lines, results) == alignment_records(alone, lines, results)
+    # Two attention members: the mean of their weights, whose rows still sum to one.
+    other = tmp_path / "other.pt"
+    checkpoint = read_checkpoint(trained_rnnsearch_run / "best.pt")
+    torch.manual_seed(5)
+    model = build_model(checkpoint.model_config, checkpoint.src_vocab_size, checkpoint.tgt_vocab_size)
+    save_checkpoint(
+        pack_checkpoint(model, checkpoint.src_proto, checkpoint.tgt_proto, checkpoint.data_config, 0, 0, None), other
+    )
+    pair = load_translator([trained_rnnsearch_run, other], "cpu")
+    src, lengths = torch.tensor([[5, 6, 7, 3], [8, 9, 3, 0]]), torch.tensor([4, 3])
+    tgt_in = torch.tensor([[2, 10, 11], [2, 12, 0]])
+    first, second = (member.alignments(src, lengths, tgt_in) for member in pair.model.members)
+    mean = pair.model.alignments(src, lengths, tgt_in)
+    assert torch.allclose(mean, (first + second) / 2) and not torch.allclose(first, second)
+    assert torch.allclose(mean.sum(-1), torch.ones(2, 3)) and (mean[1, :, 3] == 0).all()
+
+
+def test_alignments_of_an_ensemble_through_the_command_line(trained_run, trained_rnnsearch_run, tmp_path):
+    aligned = tmp_path / "alignments.jsonl"
+    result = run("translate", f"ckpt=[{trained_run},{trained_rnnsearch_run}]", f"alignments={aligned}", stdin="uno dos\n\n")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in aligned.read_text().splitlines()]
+    assert len(records) == 2 and records[1]["weights"] == [] and records[0]["source"][-1] == "</s>"
+    refused = run("translate", f"ckpt=[{trained_run},{trained_run}]", f"alignments={tmp_path / 'none.jsonl'}", stdin="uno\n")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "has no attention" in refused.stderr and not (tmp_path / "none.jsonl").exists()

@@ -134,6 +134,27 @@ def test_beam_1_equals_greedy():
         assert g.score == pytest.approx(hyps[0].score, abs=1e-4)
 
 
+@pytest.mark.parametrize("cell", ["cudnn", "paper"])
+def test_the_paper_initialization_of_appendix_b(cell):
+    torch.manual_seed(0)
+    config = ModelConfig(
+        arch="rnnsearch", embed_size=40, hidden_size=32, attention_size=48, maxout_size=24, cell=cell, paper_init=True
+    )
+    model = build_model(config, src_vocab_size=60, tgt_vocab_size=50)
+    for rnn in (model.forward_encoder, model.backward_encoder, model.decoder):
+        for matrix in rnn.recurrent_matrices():
+            torch.testing.assert_close(matrix @ matrix.T, torch.eye(32), atol=1e-5, rtol=0)
+    for layer in (model.query, model.keys):  # W_a, U_a: N(0, 0.001^2)
+        assert abs(layer.weight.std().item() - 0.001) < 0.0002
+    assert model.energy.weight.abs().max() == 0  # v_a: zero, so the first alignments are uniform
+    for name, param in model.named_parameters():
+        if "bias" in name:
+            assert param.abs().max() == 0, name
+    assert abs(model.deep_output.weight.std().item() - 0.01) < 0.001
+    assert abs(model.start.weight.std().item() - 0.01) < 0.002
+    assert model.src_embed.weight[PAD].abs().max() == 0 and model.tgt_embed.weight[PAD].abs().max() == 0
+
+
 def test_reverse_source_is_refused():
     with pytest.raises(SettingError, match="model.reverse_source=true: the attention model reads the source"):
         build_model(ModelConfig(arch="rnnsearch", reverse_source=True), 10, 10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,10 @@ def run_translate(cfg: TranslateConfig) -> int:
     check_output(cfg.output, cfg.input)
     if cfg.alignments is not None:
         check_output(cfg.alignments, cfg.input, "alignments")
-        if cfg.output is not None and Path(cfg.alignments).resolve() == Path(cfg.output).resolve():
+        same = Path(cfg.alignments).resolve() == Path(cfg.output).resolve() if cfg.output is not None else False
+        if cfg.output is not None and not same and Path(cfg.alignments).exists() and Path(cfg.output).exists():
+            same = os.path.samefile(cfg.alignments, cfg.output)  # a hard link is the same file too
+        if same:
             raise SettingError(f"alignments={cfg.alignments} is also output=: give the alignments a file of their own")
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.alignments is not None and not has_alignments(translator.model):
