@@ -9,7 +9,7 @@ With the phrases of ``data/phrases/es.txt`` (``scripts/make_phrases.py``) it wri
 * ``words.png``: the map of the source embeddings of the words they contain (Fig. 4),
 * ``neighbours.md``: the nearest phrases of a few of them by cosine (``neighbours=``),
 * ``table2.md``: the model's 5-best translations of a few of them (``nmt-translate nbest=5``,
-  the paper's Table 2),
+  the paper's Table 2), and ``nbest.tsv``, the command's rows as it printed them,
 * ``memory.jsonl``: peak memory of ``nmt-embed`` for 10 000 and 100 000 generated phrases,
   which stays flat because vectors are streamed to disk,
 
@@ -114,6 +114,7 @@ def main() -> None:
 
     nbest = nmt("translate", ckpt, "decode=beam", "nbest=5", stdin="".join(q + "\n" for q in QUERIES)).stdout
     (args.out / "table2.md").write_text(table2(nbest, QUERIES))
+    (args.out / "nbest.tsv").write_text(nbest)  # the command's own rows, every column
     emit({"step": "table2", "phrases": len(QUERIES), "file": str(args.out / "table2.md")})
 
     with tempfile.TemporaryDirectory() as tmp:

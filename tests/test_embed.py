@@ -53,6 +53,9 @@ def test_vectors_and_neighbours_through_the_command_line(tmp_path, any_run):
     table = [line.split("\t") for line in (tmp_path / "v.tsv").read_text().splitlines()]
     assert len(table) == len(PHRASES)
     assert np.allclose(np.array(table, dtype=np.float32), vectors, atol=1e-5, equal_nan=True)
+    # No input at all is zero rows of the model's width.
+    assert embed(f"ckpt={any_run}", f"output={tmp_path / 'none.npy'}", stdin="").returncode == 0
+    assert np.load(tmp_path / "none.npy").shape == (0, vectors.shape[1])
 
 
 def test_neighbours_among_an_index_of_candidates(tmp_path, trained_run):

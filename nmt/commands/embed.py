@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 def embed_stream(translator: Translator, cfg: EmbedConfig, path: str | None, raw_path: Path) -> tuple[list[str], int]:
     """Embed every line of ``path`` (stdin: None) chunk by chunk into the float32 file ``raw_path``;
     returns the lines (for the neighbour table and the map) and the vectors' width."""
-    lines, width = [], 0
+    lines, width = [], embed_ids(translator, [[]]).shape[1]  # no input still has the model's width
     total = count_lines(path) if path is not None and Path(path).is_file() else None  # a pipe is read once only
     with (
         open(raw_path, "wb") as raw,
