@@ -87,8 +87,45 @@ class Checkpoint:
         from nmt.architectures import build_model
 
         model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
+        problem = self.weights_problem(model)
+        if problem:
+            raise CheckpointError(f"{self.path or 'checkpoint'}: {problem}; use another checkpoint of the run")
         model.load_state_dict(self.model_state)
         return model
+
+    def weights_problem(self, model: torch.nn.Module | None = None) -> str | None:
+        """How the saved weights do not fit the model they say they are (names, shapes), or None.
+        Without ``model``, one is built on the meta device: no memory, no initialization."""
+        if model is None:
+            from nmt.architectures import build_model
+
+            with torch.device("meta"):
+                model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        saved = self.model_state if isinstance(self.model_state, dict) else {}
+        found = {name: tuple(t.shape) for name, t in saved.items() if torch.is_tensor(t)}
+        missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        reshaped = sorted(name for name in expected.keys() & found.keys() if expected[name] != found[name])
+        parts = [
+            f"{label} {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped))
+            if names
+        ]
+        return f"its weights do not fit its {self.model_config.arch} model ({'; '.join(parts)})" if parts else None
+
+    def training_problem(self) -> str | None:
+        """What makes this checkpoint's training state unusable for a resume, or None."""
+        progress = self.training.progress if self.training is not None else None
+        if not isinstance(progress, dict) or any(key not in progress for key in RESUME_PROGRESS_KEYS):
+            return f"its training progress is incomplete (needs {', '.join(RESUME_PROGRESS_KEYS)})"
+        if self.step is not None and progress["step"] != self.step:
+            return f"its training progress says step {progress['step']} but the checkpoint step {self.step}"
+        return None
+
+
+# What a resume cannot guess: where in training the checkpoint was written. (Every other
+# progress field has a default, so checkpoints of older releases still resume.)
+RESUME_PROGRESS_KEYS = ("step", "epoch", "batch_in_epoch")
 
 
 def _bytes_tensor(data: bytes) -> torch.Tensor:
@@ -305,13 +342,15 @@ def resolve_checkpoint(path_or_run: str | Path) -> Path:
 
 # The step checkpoints the trainer writes; any other file (a user's step-80-backup.pt)
 # is never pruned and never resumed from.
-STEP_CHECKPOINT = re.compile(r"step-(\d+)\.pt")
+STEP_CHECKPOINT = re.compile(r"step-([0-9]+)\.pt")  # ASCII digits only: "\d" would take step-٩٩.pt
 
 
 def step_checkpoints(run_dir: Path) -> list[Path]:
     """The run's step-N.pt files, oldest (lowest N) first."""
     numbered = [
-        (int(match[1]), path) for path in Path(run_dir).glob("step-*.pt") if (match := STEP_CHECKPOINT.fullmatch(path.name))
+        (int(match[1]), path)
+        for path in Path(run_dir).glob("step-*.pt")
+        if (match := STEP_CHECKPOINT.fullmatch(path.name)) and path.is_file()
     ]
     return [path for _, path in sorted(numbered)]
 
@@ -334,13 +373,18 @@ def load_for_resume(run_dir: Path, log=None) -> Checkpoint:
     for candidate in resume_candidates(run_dir):
         try:
             checkpoint = read_checkpoint(candidate)
+            if checkpoint.training is None:
+                continue  # best.pt-like: weights only
+            checkpoint.tokenizer()  # raises on damaged tokenizer bytes
+            problem = checkpoint.weights_problem() or checkpoint.training_problem()
+            if problem:
+                raise CheckpointError(f"{candidate}: {problem}")
         except CheckpointError as err:
             errors.append(str(err))
             if log:
                 log.warning("%s; trying an older checkpoint", err)
             continue
-        if checkpoint.training is not None:
-            return checkpoint
+        return checkpoint
     detail = ("; ".join(errors)) if errors else "no last.pt or step-*.pt found"
     raise CheckpointError(f"resume={run_dir}: no loadable training checkpoint ({detail})")
 

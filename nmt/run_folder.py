@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,15 +57,32 @@ RESUMABLE_SETTINGS = {
 }
 
 
+# config.yaml opens and closes with these lines: a file that has the first but not the
+# last was cut short (a truncated copy, a full disk), even where what is left parses.
+CONFIG_HEADER = "# nmt-train settings, complete: a resume reads them back (the last line closes them)\n"
+CONFIG_FOOTER = "# end of the settings\n"
+
+# The temporary files of this package's atomic writes in a run folder (.NAME.tmp, or
+# .NAME.RANDOM.tmp for checkpoints): only these are removed as leftovers of a killed save.
+OWN_TEMPORARY = re.compile(
+    r"\.(config\.yaml|summary\.json|curves\.png|(best|last|averaged|step-[0-9]+)\.pt|spm(\.src|\.tgt)?\.model)"
+    r"(\.[A-Za-z0-9_]+)?\.tmp"
+)
+
+
 def write_config(run_dir: Path, cfg) -> None:
     """config.yaml from the run's settings (a dataclass), written aside and renamed."""
     text = yaml.safe_dump(asdict(cfg), default_flow_style=False, allow_unicode=True, sort_keys=False)
-    _write_atomically(Path(run_dir) / "config.yaml", text)
+    write_atomically(Path(run_dir) / "config.yaml", CONFIG_HEADER + text + CONFIG_FOOTER)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Write ``path`` whole or not at all: aside as .NAME.tmp, then renamed over it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -111,11 +129,11 @@ def drop_metrics_after(run_dir: Path, step: int) -> None:
     if text != path.read_text(encoding="utf-8", errors="replace"):
         if len(kept) < len(rows):
             log.info("metrics.jsonl: dropping %d row(s) past step %d, the checkpoint resumed from", len(rows) - len(kept), step)
-        _write_atomically(path, text)
+        write_atomically(path, text)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    _write_atomically(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomically(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def plot_curves(run_dir: Path) -> Path | None:
@@ -216,17 +234,20 @@ def has_trained(run_dir: Path) -> bool:
 def new_run_problem(run_dir: Path, named_as: str = "") -> str | None:
     """Why a new run cannot start in ``run_dir`` (spelled ``named_as`` on the command line), or None."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists() or not has_trained(run_dir):
+    if not has_trained(run_dir):
         # A run that never trained (it failed or was killed during set-up or its first epoch)
         # has nothing to lose: a new run may take its folder, or resume= start it again.
+        # One that did is refused even without its config.yaml (resume_settings=checkpoint
+        # recovers that).
         return None
     where = named_as or str(run_dir)
     return f"{where} already holds an nmt-train run: continue it with resume={run_dir}, or choose another folder"
 
 
 def remove_leftovers(run_dir: Path) -> None:
-    """Delete the temporary files a killed save left (``.NAME.tmp``); only while holding the folder."""
-    leftovers = [path for path in Path(run_dir).glob(".*.tmp") if path.is_file()]
+    """Delete the temporary files a killed save left (``OWN_TEMPORARY``: a user's own .tmp
+    files are left alone); only while holding the folder."""
+    leftovers = [path for path in Path(run_dir).glob(".*.tmp") if path.is_file() and OWN_TEMPORARY.fullmatch(path.name)]
     for path in leftovers:
         path.unlink(missing_ok=True)
     if leftovers:
@@ -237,19 +258,29 @@ def read_config(run_dir: Path) -> dict:
     """config.yaml as a mapping with the data, model and train sections, or ``RunFolderError``."""
     path = Path(run_dir) / "config.yaml"
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        values = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         problem = f"cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     else:
         missing = [
             key for key in ("data", "model", "train") if not isinstance(values, dict) or not isinstance(values.get(key), dict)
         ]
-        if not missing:
+        cut_short = text.startswith(CONFIG_HEADER) and not text.endswith(CONFIG_FOOTER)  # older runs have neither line
+        if not missing and not cut_short:
             return values
-        problem = "is empty" if not values else f"lacks its {', '.join(missing)} section(s)"
-    raise RunFolderError(
-        f"{path} {problem}: nothing was changed. Its newest checkpoint holds the settings too: "
-        f"nmt-train resume={run_dir} resume_settings=checkpoint rewrites config.yaml from it"
+        if cut_short:
+            problem = f"was cut short (its closing line '{CONFIG_FOOTER.strip()}' is missing)"
+        else:
+            problem = "is empty" if not values else f"lacks its {', '.join(missing)} section(s)"
+    raise damaged_config(run_dir, problem)
+
+
+def damaged_config(run_dir: Path, problem: str) -> RunFolderError:
+    """The error for a config.yaml that cannot be resumed from, with the way out."""
+    return RunFolderError(
+        f"{Path(run_dir) / 'config.yaml'} {problem}: nothing was changed. Its newest checkpoint holds the settings "
+        f"too: nmt-train resume={run_dir} resume_settings=checkpoint rewrites config.yaml from it"
     )
 
 

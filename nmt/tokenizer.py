@@ -83,11 +83,13 @@ class Tokenizer:
         """Write spm.model (joint) or spm.src.model + spm.tgt.model into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        from nmt.run_folder import write_atomically  # whole or not at all, like every file of a run
+
         if self.joint:
-            (folder / "spm.model").write_bytes(self.src_proto)
+            write_atomically(folder / "spm.model", self.src_proto)
         else:
-            (folder / "spm.src.model").write_bytes(self.src_proto)
-            (folder / "spm.tgt.model").write_bytes(self.tgt_proto)
+            write_atomically(folder / "spm.src.model", self.src_proto)
+            write_atomically(folder / "spm.tgt.model", self.tgt_proto)
 
     @classmethod
     def load(cls, folder: Path) -> "Tokenizer":

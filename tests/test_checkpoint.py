@@ -25,6 +25,7 @@ from nmt.checkpoint import (
     load_checkpoint,
     load_for_resume,
     prune_step_checkpoints,
+    read_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -49,6 +50,23 @@ def state(value: float, train_state: bool = True, size: int = 4096) -> dict:
             "schedule": {},
             "train_config": {},
         }
+    return s
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny-cho2014.pt"
+
+
+def resumable_state(step: int) -> dict:
+    """A real model's checkpoint (the tiny fixture's weights and tokenizer) with a training state at ``step``."""
+    s = {key: value for key, value in load_checkpoint(FIXTURE).items() if key != "format"}
+    s["step"] = step
+    s["train_state"] = {
+        "progress": {"step": step, "epoch": 0, "batch_in_epoch": step},
+        "rng": {"python": [1, 2, 3]},
+        "optimizer": {},
+        "schedule": {},
+        "train_config": {},
+    }
     return s
 
 
@@ -124,10 +142,12 @@ def test_prune_keeps_exactly_k_newest_step_checkpoints(tmp_path):
 
 def test_prune_and_resume_consider_only_the_trainers_step_checkpoints(tmp_path):
     """A user's step-80-backup.pt is never deleted; step-best.pt never crashes a resume."""
-    for name in ("step-80-backup.pt", "step-best.pt", "step-5.pt", "step-9.pt"):
-        save_checkpoint(state(5.0), tmp_path / name)
+    for name in ("step-80-backup.pt", "step-best.pt", "step-5.pt", "step-9.pt", "step-\u0669\u0669.pt"):
+        save_checkpoint(resumable_state(9), tmp_path / name)
+    (tmp_path / "step-0.pt").mkdir()  # a folder of that name is not a checkpoint either
     prune_step_checkpoints(tmp_path, keep=1)
-    assert files(tmp_path) == {"step-80-backup.pt", "step-best.pt", "step-9.pt"}
+    # Arabic-Indic digits (step-٩٩.pt) are no step number of ours, however \d reads them.
+    assert files(tmp_path) == {"step-80-backup.pt", "step-best.pt", "step-9.pt", "step-\u0669\u0669.pt", "step-0.pt"}
     assert load_for_resume(tmp_path).path == tmp_path / "step-9.pt"
 
 
@@ -313,9 +333,9 @@ def test_foreign_and_missing_files_are_checkpoint_errors(tmp_path):
 def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, caplog):
     import logging
 
-    save_checkpoint(state(10.0), tmp_path / "step-10.pt")
-    save_checkpoint(state(20.0), tmp_path / "step-20.pt")
-    save_checkpoint(state(20.0), tmp_path / "last.pt")
+    save_checkpoint(resumable_state(10), tmp_path / "step-10.pt")
+    save_checkpoint(resumable_state(20), tmp_path / "step-20.pt")
+    save_checkpoint(resumable_state(20), tmp_path / "last.pt")
     save_checkpoint(state(20.0, train_state=False), tmp_path / "best.pt")  # never a resume point
     (tmp_path / "last.pt").write_bytes(_truncate_half((tmp_path / "last.pt").read_bytes()))
     (tmp_path / "step-20.pt").write_bytes(b"\x00" * 1000)
@@ -329,6 +349,47 @@ def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, caplog):
     with pytest.raises(CheckpointError, match="no loadable training checkpoint") as err:
         load_for_resume(tmp_path)
     assert "last.pt" in str(err.value) and "step-10.pt" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        (lambda s: s["model"].pop("tgt_embed.weight"), "its weights do not fit its cho2014 model (missing tgt_embed.weight)"),
+        (lambda s: s["model"].update(extra=torch.zeros(1)), "its weights do not fit its cho2014 model (unexpected extra)"),
+        (
+            lambda s: s["model"].update({"src_embed.weight": torch.zeros(3, 3)}),
+            "its weights do not fit its cho2014 model (wrong shape src_embed.weight)",
+        ),
+        (lambda s: s["train_state"]["progress"].pop("step"), "its training progress is incomplete"),
+        (lambda s: s["train_state"]["progress"].update(step=3), "its training progress says step 3 but the checkpoint step 20"),
+        (lambda s: s["tokenizer"].update(src=torch.zeros(50, dtype=torch.uint8)), "its tokenizer"),
+    ],
+)
+def test_a_resume_skips_checkpoints_that_load_but_do_not_fit(tmp_path, caplog, damage, problem):
+    """Right format, wrong contents: a newest checkpoint that would resume wrongly (from step 0,
+    with a missing weight, an unreadable tokenizer) is named and skipped for the next intact one."""
+    import logging
+
+    save_checkpoint(resumable_state(10), tmp_path / "step-10.pt")
+    damaged = resumable_state(20)
+    damage(damaged)
+    save_checkpoint(damaged, tmp_path / "last.pt")
+    with caplog.at_level(logging.WARNING, logger="test-resume"):
+        loaded = load_for_resume(tmp_path, logging.getLogger("test-resume"))
+    assert loaded.path == tmp_path / "step-10.pt"
+    assert f"{tmp_path / 'last.pt'}: {problem}" in caplog.text
+
+
+def test_weights_that_do_not_fit_are_one_line_naming_the_file(tmp_path):
+    damaged = resumable_state(20)
+    damaged["model"].pop("encoder.rnn.weight_ih_l0")
+    save_checkpoint(damaged, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(tmp_path / "bad.pt").build_model()
+    assert str(err.value) == (
+        f"{tmp_path / 'bad.pt'}: its weights do not fit its cho2014 model (missing encoder.rnn.weight_ih_l0); "
+        "use another checkpoint of the run"
+    )
 
 
 def test_temporary_files_live_next_to_the_target(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 import nmt.inference
-from nmt.checkpoint import CheckpointError, load_checkpoint, load_for_resume
+from nmt.checkpoint import CheckpointError, load_checkpoint, load_for_resume, read_checkpoint
 from nmt.commands.train import resume_config
 from nmt.commands.translate import run_translate
 from nmt.data import normalize_text
@@ -669,3 +669,23 @@ def test_invalid_utf8_without_replacement_is_an_error_naming_the_line(straight, 
     assert f"{hostile_file}:{INVALID_LINE}: invalid UTF-8" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()  # nothing half-written
+
+
+def test_a_validation_metric_that_is_not_finite_is_never_best(tmp_path, word_corpus, cache_dir, monkeypatch):
+    """A NaN first validation would be best.pt for good (nothing compares better than NaN)."""
+    import nmt.trainer
+
+    real, calls = nmt.trainer.validation_metrics, []
+
+    def nan_first(trainer):
+        metrics = real(trainer)
+        calls.append(metrics["step"])
+        if len(calls) == 1:
+            metrics = {**metrics, trainer.opt.early_stopping_metric: float("nan")}
+        return metrics
+
+    monkeypatch.setattr(nmt.trainer, "validation_metrics", nan_first)
+    summary = train(run_config(word_corpus, cache_dir, "train.max_steps=4", "train.val_every=2"), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert calls == [2, 4] and [row["best"] for row in rows] == [False, True]
+    assert summary["best_step"] == 4 and read_checkpoint(tmp_path / "best.pt").step == 4

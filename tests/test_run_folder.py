@@ -90,6 +90,28 @@ def test_an_interpolated_run_folder_cannot_overwrite_a_run(finished_run):
     assert fingerprint(finished_run) == before  # best.pt, last.pt, config.yaml, metrics.jsonl: untouched
 
 
+def test_a_run_that_lost_its_config_yaml_is_never_trained_into_again(finished_run):
+    """Its checkpoints still hold a run (resume_settings=checkpoint recovers it): a new run is refused."""
+    (finished_run / "config.yaml").unlink()
+    before = fingerprint(finished_run)
+    result = nmt_train("train=debug", f"hydra.run.dir={finished_run}")
+    assert result.returncode == 1 and "already holds an nmt-train run" in result.stderr
+    assert fingerprint(finished_run) == before
+
+
+def test_a_resume_with_an_interpolated_run_folder_elsewhere_is_refused(tmp_path, finished_run):
+    other = tmp_path / "other"
+    before = fingerprint(finished_run)
+    result = nmt_train(
+        f"resume={finished_run}", "train.max_steps=2000", "hydra.run.dir=${oc.env:OTHER}", env={**ENV, "OTHER": str(other)}
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: resume={finished_run} continues in its own folder, not in {other}: leave hydra.run.dir out"
+    )
+    assert fingerprint(finished_run) == before
+
+
 # --------------------------------------------------------------------------- 2. one process per folder
 
 
@@ -211,22 +233,41 @@ def test_leftover_temporary_files_are_removed_on_resume(tmp_path, word_corpus, c
     for path in leftovers:
         path.write_bytes(b"half a checkpoint")
     (run_dir / "notes.tmp").write_text("the user's")
+    (run_dir / ".notes.tmp").write_text("the user's, hidden")
     train(resume_config(run_dir, ["train.max_steps=6"]), run_dir, resume=True)
     assert not any(path.exists() for path in leftovers)
-    assert (run_dir / "notes.tmp").exists()
+    assert (run_dir / "notes.tmp").exists() and (run_dir / ".notes.tmp").exists()
 
 
 # --------------------------------------------------------------------------- 6. a damaged config.yaml
 
 
-@pytest.mark.parametrize("damage", ["", "train: [unclosed\n", "just text\n"])
-def test_a_damaged_config_yaml_is_refused_before_anything_is_touched(finished_run, damage):
-    (finished_run / "config.yaml").write_text(damage)
+def _cut_at_a_line(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[: len(lines) // 2])  # still valid YAML, half of the settings gone
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [
+        (lambda text: "", "is empty"),
+        (lambda text: "train: [unclosed\n", "cannot be read (ParserError"),
+        (lambda text: "just text\n", "lacks its data, model, train section(s)"),
+        (_cut_at_a_line, "was cut short (its closing line '# end of the settings' is missing)"),
+        (lambda text: text.replace("  max_steps: ", "  max_steps: six #"), "does not fit the settings (train.max_steps: "),
+        (lambda text: text.replace("  max_steps: ", "  max_stepz: "), "does not fit the settings (train.max_stepz: "),
+    ],
+)
+def test_a_damaged_config_yaml_is_refused_before_anything_is_touched(finished_run, damage, problem):
+    config = finished_run / "config.yaml"
+    damaged = damage(config.read_text())
+    assert damaged != config.read_text()
+    config.write_text(damaged)
     before = fingerprint(finished_run)
     result = nmt_train(f"resume={finished_run}")
     assert result.returncode == 1
     line = result.stderr.strip()
-    assert line.startswith(f"error: {finished_run / 'config.yaml'} ") and len(line.splitlines()) == 1
+    assert line.startswith(f"error: {finished_run / 'config.yaml'} {problem}") and len(line.splitlines()) == 1
     assert f"nmt-train resume={finished_run} resume_settings=checkpoint rewrites config.yaml" in line
     assert fingerprint(finished_run) == before  # spm.model, checkpoints: as they were
     assert not (finished_run / ".hydra").exists()
@@ -504,20 +545,31 @@ def test_translate_streams_long_inputs_and_fails_without_a_partial_output(tmp_pa
     assert output.read_bytes() == previous and sorted(os.listdir(tmp_path)) == ["out.txt", "source.txt"]
 
 
+def nmt_evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", *args], capture_output=True, text=True, timeout=120)
+
+
 def test_evaluate_never_writes_its_report_over_an_input(tmp_path):
     report_dir = tmp_path / "report"
     report_dir.mkdir()
     (report_dir / "hypotheses.txt").write_text("one two\n")
     hyps = tmp_path / "hyps.txt"
     os.link(report_dir / "hypotheses.txt", hyps)  # another name, the same file
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.evaluate", f"hyps={hyps}", f"refs={hyps}", f"report_dir={report_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = nmt_evaluate(f"hyps={hyps}", f"refs={hyps}", f"report_dir={report_dir}")
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: hyps={hyps} is {report_dir / 'hypotheses.txt'}, which writing would destroy; choose another report_dir="
     )
     assert sorted(os.listdir(report_dir)) == ["hypotheses.txt"]
+
+
+def test_evaluate_never_removes_an_input_named_as_an_old_report_s_figure(tmp_path):
+    """A replaced report drops the old report's figures: never one that is an input."""
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    hyps = report_dir / "alignment-1.png"
+    hyps.write_text("one two\n")
+    result = nmt_evaluate(f"hyps={hyps}", f"refs={hyps}", f"report_dir={report_dir}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: hyps={hyps} is {hyps}, which writing would destroy; choose another report_dir="
+    assert hyps.read_text() == "one two\n"

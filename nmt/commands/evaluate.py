@@ -114,8 +114,10 @@ def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, 
 def run_evaluate(cfg: EvaluateConfig) -> int:
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
         raise ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
-    check_not_overwritten(
-        [Path(cfg.report_dir) / name for name in report.REPORT_FILES],
+    report_dir = Path(cfg.report_dir)
+    figures = [path for path in report_dir.iterdir() if FIGURE_NAMES.fullmatch(path.name)] if report_dir.is_dir() else []
+    check_not_overwritten(  # every file it writes, and the figures of an old report it removes
+        [report_dir / name for name in report.REPORT_FILES] + figures,
         {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
         "choose another report_dir=",
     )
@@ -189,7 +191,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
 
 
 # The figures an evaluation may add beside report.REPORT_FILES.
-FIGURE_NAMES = re.compile(r"bleu_by_length_compared\.png|alignment-\d+\.png")
+FIGURE_NAMES = re.compile(r"bleu_by_length_compared\.png|alignment-[0-9]+\.png")
 
 
 def remove_stale_figures(report_dir: Path, drawn: set[str]) -> None:

@@ -21,12 +21,14 @@ import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nmt.commands.app import claimed_run_folders, hydra_command, refuse
 from nmt.config import TrainRunConfig
 from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
 from nmt.run_folder import (
+    damaged_config,
     has_trained,
     hold,
     new_run_problem,
@@ -53,9 +55,23 @@ def resume_config(run_dir: Path, overrides: list[str], settings: str = "config")
     problem = refused_resume_changes(changes)
     if problem:
         raise SettingError(problem)
-    saved = settings_from_checkpoint(run_dir) if settings == "checkpoint" else read_config(run_dir)
-    merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), saved, OmegaConf.from_dotlist(changes))
+    merged = OmegaConf.merge(saved_settings(run_dir, settings), OmegaConf.from_dotlist(changes))
     return OmegaConf.to_object(merged)
+
+
+def saved_settings(run_dir: Path, settings: str = "config"):
+    """The run's saved settings (config.yaml, or its newest checkpoint's) over the schema: a
+    key or value of config.yaml that does not fit it is a one-line error naming the file."""
+    if settings == "checkpoint":
+        return OmegaConf.merge(OmegaConf.structured(TrainRunConfig), settings_from_checkpoint(run_dir))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), read_config(run_dir))
+        OmegaConf.to_object(merged)  # every value of its type
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise damaged_config(run_dir, f"does not fit the settings ({key + ': ' if key else ''}{message})") from None
+    return merged
 
 
 def run_train(cfg: TrainRunConfig) -> int:
@@ -68,6 +84,11 @@ def run_train(cfg: TrainRunConfig) -> int:
     hydra_cfg = HydraConfig.get()
     if cfg.resume:
         run_dir = Path(cfg.resume)
+        if Path(hydra_cfg.runtime.output_dir).resolve() != run_dir.resolve():  # an interpolated hydra.run.dir
+            raise SettingError(
+                f"resume={cfg.resume} continues in its own folder, not in {hydra_cfg.runtime.output_dir}: "
+                "leave hydra.run.dir out"
+            )
         hold(run_dir)  # before config.yaml is read: another resume may be rewriting it
         cfg = resume_config(run_dir, list(hydra_cfg.overrides.task), cfg.resume_settings)
         summary = train(cfg, run_dir, resume=True, world=world)
@@ -98,7 +119,13 @@ def check_run_folder(overrides: dict[str, str]) -> None:
     if torchrun_rank() > 0:  # rank 0 checks and holds the folder
         return
     if resume:
-        problem = resume_folder_problem(resume, from_checkpoint=overrides.get("resume_settings") == "checkpoint")
+        from_checkpoint = overrides.get("resume_settings") == "checkpoint"
+        problem = resume_folder_problem(resume, from_checkpoint=from_checkpoint)
+        if not problem and not from_checkpoint:
+            try:
+                saved_settings(Path(resume))  # before Hydra writes into the folder
+            except RunFolderError as err:
+                problem = str(err)
         if problem:
             refuse(problem)
         if run_dir and Path(run_dir).resolve() != Path(resume).resolve():
