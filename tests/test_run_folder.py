@@ -154,6 +154,22 @@ def test_a_held_folder_refuses_a_second_process_naming_the_holder(tmp_path, fini
     run_folder.release(finished_run)
 
 
+def test_a_named_folder_that_does_not_exist_yet_is_held_before_hydra_starts(tmp_path):
+    """Of two commands started at once with one new hydra.run.dir, the second stops before
+    its Hydra writes .hydra/ there: the first made and holds the folder already."""
+    from nmt.commands.train import check_run_folder
+
+    new = tmp_path / "new" / "run"
+    check_run_folder({"hydra.run.dir": str(new)})
+    try:
+        assert new.is_dir() and sorted(os.listdir(new)) == [run_folder.LOCK_NAME]
+        probe = "from nmt import run_folder; run_folder.hold(%r)" % str(new)
+        other = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=ENV, timeout=60)
+        assert other.returncode == 1 and f"PID {os.getpid()}" in other.stderr
+    finally:
+        run_folder.release(new)
+
+
 def test_default_run_folders_never_collide(tmp_path):
     name = str(tmp_path / "outputs" / "bible_es_en" / "small" / "2026-12-01_10-00-00")
     Path(name).mkdir(parents=True)  # another process's run, started in the same second

@@ -135,7 +135,14 @@ def check_run_folder(overrides: dict[str, str]) -> None:
         problem = new_run_problem(Path(run_dir), f"hydra.run.dir={run_dir}")
         if problem:
             refuse(problem)
-    if run_dir and Path(run_dir).is_dir():
+        if "${" not in run_dir and not Path(run_dir).exists():
+            # Made and held here, so that of two commands started at once with this folder the
+            # second stops before its Hydra writes .hydra/ into the first one's run.
+            try:
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                refuse(f"hydra.run.dir={run_dir}: cannot create the folder ({err.strerror})")
+    if run_dir and "${" not in run_dir and Path(run_dir).is_dir():
         try:
             hold(Path(run_dir))
         except RunFolderError as err:
