@@ -478,6 +478,25 @@ def test_damaged_cache_files_are_named_and_rebuilt(tmp_path, word_corpus, caplog
         assert [after.tokenizer.src.id_to_piece(i) for i in range(after.tokenizer.src_vocab_size)] == pieces
         assert after.data.train.src_values.tolist() == before.data.train.src_values.tolist()
         assert after.test_src_ids == before.test_src_ids
+    # Bytes overwritten inside the text (a bad disk, a stray write), the size unchanged: the
+    # files still frame, but their strings are no longer UTF-8. Found, named, rebuilt.
+    first_line = (word_corpus / "train.es").read_text().splitlines()[0].encode()
+    texts = [p for p in (tmp_path / "cache").rglob("*.arrow") if p.parent.name == "files"]
+    hit = []
+    for path in texts:
+        data = bytearray(path.read_bytes())
+        at = data.find(first_line)
+        if at >= 0:
+            data[at : at + 3] = b"\xff\xfe\xff"
+            path.write_bytes(bytes(data))
+            hit.append(path)
+    assert hit
+    caplog.clear()
+    after = prepare_data(cfg)
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "Invalid UTF8" in warnings
+    assert all(str(path) in warnings or path.name.startswith("cache-") for path in hit)
+    assert after.data.train.src_values.tolist() == before.data.train.src_values.tolist()
 
 
 def test_validation_pairs_longer_than_max_subwords_are_left_out_and_counted(tmp_path, word_corpus, caplog):
