@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nmt.caches import arrow_problem, map_rebuilding_damaged_cache
 from nmt.config import DataConfig
 from nmt.errors import CorpusError
 
@@ -175,44 +176,6 @@ def _read_files(folder: Path, cfg: DataConfig, splits) -> dict[str, datasets.Dat
             )
         pairs[split] = datasets.concatenate_datasets([src, tgt], axis=1)
     return pairs
-
-
-def arrow_problem(path: Path) -> str | None:
-    """Why the Arrow stream file ``path`` (a cache file) cannot be read whole, or None.
-
-    A cache file cut short by a full disk or a killed copy would otherwise fail every run
-    with pyarrow's "Expected to be able to read N bytes", naming no file, and bytes
-    overwritten in its text later with a UnicodeDecodeError. Each record batch of the
-    memory-mapped file is read and fully validated (offsets in bounds and increasing,
-    strings valid UTF-8): one pass over the file, no copy. Overwritten numbers (ids) are
-    valid numbers, and go unseen (Arrow files carry no checksums)."""
-    try:
-        with pa.memory_map(str(path)) as source:
-            for batch in pa.ipc.open_stream(source):
-                batch.validate(full=True)
-    except (OSError, pa.ArrowException) as err:
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
-    return None
-
-
-def map_rebuilding_damaged_cache(table: datasets.Dataset, what: str, **map_args) -> datasets.Dataset:
-    """``table.map(**map_args)``; if the cached result it reuses cannot be read, or does not
-    validate (``arrow_problem``), warn naming ``what`` and compute it again (once) instead
-    of failing with pyarrow's message, now or later."""
-    try:
-        result = table.map(**map_args)
-        problem = next(
-            (f"{entry['filename']}: {p}" for entry in result.cache_files if (p := arrow_problem(Path(entry["filename"])))),
-            None,
-        )
-    except (OSError, pa.ArrowException) as err:
-        if map_args.get("load_from_cache_file") is False or getattr(err, "errno", None) is not None:
-            raise  # a full disk or a permission, not a damaged file (pyarrow's read errors carry no errno)
-        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
-    if problem is None or map_args.get("load_from_cache_file") is False:
-        return result
-    log.warning("%s cannot be read (%s); rebuilding it", what, problem)
-    return table.map(**{**map_args, "load_from_cache_file": False})
 
 
 # A file is read this many bytes at a time, so memory stays flat whatever its size.

@@ -50,19 +50,22 @@ def line_chunks(
     input's size. A chunk also ends where a pipe has nothing more for now, so that lines
     typed or piped in slowly are translated as they come, not at the end."""
     read = getattr(stream, "read1", stream.read)  # read1: what is there, without waiting for a full block
-    carry, lines, size, first_line, at_start, block_size = b"", [], 0, 1, True, 1 << 20
+    pending, lines, size, first_line, at_start, block_size = [], [], 0, 1, True, 1 << 20
     while True:
         block = read(block_size)
         waiting = len(block) < block_size  # the end, or all a pipe holds for now
-        raw = carry + block
-        end = len(raw) if not block else raw.rfind(b"\n") + 1  # at the end: the last line, unterminated
-        carry = raw[end:]
-        if end:
-            decoded = _decode_lines(raw[:end], name, first_line, replace_invalid, at_start)
-            first_line += raw.count(b"\n", 0, end)
-            at_start = False
-            lines += decoded
-            size += end
+        cut = block.rfind(b"\n") + 1 if block else len(block)  # at the end: the last line, unterminated
+        if block and not cut:
+            pending.append(block)  # inside one long line: kept as blocks, joined once when it ends
+        else:
+            raw = b"".join([*pending, block[:cut]]) if pending else block[:cut]
+            pending = [block[cut:]] if block else []
+            if raw:
+                decoded = _decode_lines(raw, name, first_line, replace_invalid, at_start)
+                first_line += raw.count(b"\n")
+                at_start = False
+                lines += decoded
+                size += len(raw)
         while len(lines) >= max_lines or (lines and (size >= max_bytes or waiting)):
             chunk, lines = lines[:max_lines], lines[max_lines:]
             size = 0 if not lines else size

@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 import sentencepiece as spm
 
+from nmt.caches import arrow_problem, map_rebuilding_damaged_cache
 from nmt.config import TokenizerConfig
-from nmt.data import arrow_problem, map_rebuilding_damaged_cache, text_column, worker_processes
+from nmt.data import text_column, worker_processes
 from nmt.errors import CorpusError, SettingError, check_choice
 from nmt.tokens import BOS, EOS, PAD, UNK
 
