@@ -155,6 +155,13 @@ def test_the_paper_initialization_of_appendix_b(cell):
     assert model.src_embed.weight[PAD].abs().max() == 0 and model.tgt_embed.weight[PAD].abs().max() == 0
 
 
+def test_an_attention_size_for_the_cho_model_is_refused_before_set_up():
+    from nmt.training import check_settings
+
+    with pytest.raises(SettingError, match=r"model.attention_size=64: the cho2014 model has no attention; leave it out"):
+        check_settings(compose_config("train", ["model=small", "model.attention_size=64"]))
+
+
 def test_reverse_source_is_refused():
     with pytest.raises(SettingError, match="model.reverse_source=true: the attention model reads the source"):
         build_model(ModelConfig(arch="rnnsearch", reverse_source=True), 10, 10)
