@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def test_ensembles_keep_the_line_contract_through_the_commands(trained_run, tmp_
     translated = run("translate", members, "nbest=2", stdin="\n".join(lines) + "\n")
     assert translated.returncode == 0, translated.stderr
     rows = [row.split("\t") for row in translated.stdout.splitlines()]
-    assert sorted({int(row[0]) for row in rows}) == list(range(len(lines)))
+    per_line = Counter(int(row[0]) for row in rows)  # 2 hypotheses per line, one row for a blank line
+    assert [per_line[i] for i in range(len(lines))] == [2 if line.strip() else 1 for line in lines]
     scored = run("score", members, stdin="uno dos\tone two\n\ngato\tcat\n")
     assert scored.returncode == 0, scored.stderr
     assert len(scored.stdout.splitlines()) == 3 and scored.stdout.splitlines()[1].startswith("nan")
@@ -111,6 +113,10 @@ def test_ensembles_keep_the_line_contract_through_the_commands(trained_run, tmp_
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads((report_dir / "report.json").read_text())
     assert str(trained_run) in report["checkpoint"] and str(other) in report["checkpoint"]
+    model = report["model"]  # the report's settings name every member and its sizes
+    assert model["ensemble"].startswith("2 models") and "hidden 48" in model["member 2"]
+    assert model["member 1"].startswith(f"{trained_run}") and model["member 2"].startswith(f"{other}")
+    assert "member 2" in (report_dir / "report.md").read_text()
 
 
 def test_an_ensemble_of_different_vocabularies_is_one_line_and_writes_nothing(trained_run, tmp_path):

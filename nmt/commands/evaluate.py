@@ -86,15 +86,26 @@ def decode_split(cfg: EvaluateConfig, ckpt, data: DataConfig | None = None) -> D
         "tgt_tokens_per_s": round(tokens / seconds, 1),
         "device": str(translator.device),
     }
-    checkpoint = translator.checkpoint
-    model = {
-        **asdict(checkpoint.model_config),
-        "step": checkpoint.step,
-        "src_vocab_size": checkpoint.src_vocab_size,
-        "tgt_vocab_size": checkpoint.tgt_vocab_size,
-    }
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
-    return Decoded(sources, refs, [hyps[0][0] for hyps in results], results, speed, model, corpus, translator, data)
+    return Decoded(
+        sources, refs, [hyps[0][0] for hyps in results], results, speed, model_settings(translator), corpus, translator, data
+    )
+
+
+def model_settings(translator: Translator) -> dict:
+    """The report's model section: the checkpoint's settings, or one line per ensemble member."""
+    checkpoint = translator.checkpoint
+    vocab = {"src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
+    if len(translator.members) == 1:
+        return {**asdict(checkpoint.model_config), "step": checkpoint.step, **vocab}
+    settings = {"ensemble": f"{len(translator.members)} models, log of their mean probability"}
+    for i, (path, member) in enumerate(zip(translator.members, translator.model.members), 1):
+        c = member.config
+        settings[f"member {i}"] = (
+            f"{path}: {c.arch} ({c.name}), embedding {c.embed_size}, hidden {c.hidden_size}, maxout {c.maxout_size}, "
+            f"cell {c.cell}"
+        )
+    return {**settings, **vocab}
 
 
 def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, n: int) -> list[dict]:
