@@ -51,4 +51,5 @@ def map_rebuilding_damaged_cache(table: datasets.Dataset, what: str, **map_args)
     if problem is None or map_args.get("load_from_cache_file") is False:
         return result
     log.warning("%s cannot be read (%s); rebuilding it", what, problem)
+    result = None  # let go of the damaged file's memory map before it is replaced (Windows cannot otherwise)
     return table.map(**{**map_args, "load_from_cache_file": False})

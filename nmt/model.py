@@ -29,7 +29,7 @@ from torch import nn
 
 from nmt.architectures import register_architecture
 from nmt.config import ModelConfig
-from nmt.errors import SettingError, check_choice
+from nmt.errors import check_choice
 from nmt.tokens import PAD
 
 
@@ -183,11 +183,6 @@ class RNNEncoderDecoder(nn.Module):
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
         check_choice("model.cell", config.cell, CELLS)
-        if config.attention_size:  # a setting of the attention model: here it would change nothing
-            raise SettingError(
-                f"model.attention_size={config.attention_size}: the {config.arch} model has no attention; "
-                "leave it out, or train the attention model (model=rnnsearch or model=rnnsearch_small)"
-            )
 
     def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()

@@ -65,7 +65,7 @@ CONFIG_FOOTER = "# end of the settings\n"
 # The temporary files of this package's atomic writes in a run folder (.NAME.tmp, or
 # .NAME.RANDOM.tmp for checkpoints): only these are removed as leftovers of a killed save.
 OWN_TEMPORARY = re.compile(
-    r"\.(config\.yaml|summary\.json|curves\.png|(best|last|averaged|step-[0-9]+)\.pt|spm(\.src|\.tgt)?\.model)"
+    r"\.(config\.yaml|summary\.json|metrics\.jsonl|curves\.png|(best|last|averaged|step-[0-9]+)\.pt|spm(\.src|\.tgt)?\.model)"
     r"(\.[A-Za-z0-9_]+)?\.tmp"
 )
 
@@ -241,7 +241,8 @@ def new_run_problem(run_dir: Path, named_as: str = "") -> str | None:
         # recovers that).
         return None
     where = named_as or str(run_dir)
-    return f"{where} already holds an nmt-train run: continue it with resume={run_dir}, or choose another folder"
+    settings = "" if (run_dir / "config.yaml").exists() else " resume_settings=checkpoint (its config.yaml is gone)"
+    return f"{where} already holds an nmt-train run: continue it with resume={run_dir}{settings}, or choose another folder"
 
 
 def remove_leftovers(run_dir: Path) -> None:
@@ -266,7 +267,8 @@ def read_config(run_dir: Path) -> dict:
         missing = [
             key for key in ("data", "model", "train") if not isinstance(values, dict) or not isinstance(values.get(key), dict)
         ]
-        cut_short = text.startswith(CONFIG_HEADER) and not text.endswith(CONFIG_FOOTER)  # older runs have neither line
+        # Older runs have neither line; a hand edit may add lines or drop the last newline.
+        cut_short = text.startswith(CONFIG_HEADER) and CONFIG_FOOTER.strip() not in text.splitlines()
         if not missing and not cut_short:
             return values
         if cut_short:

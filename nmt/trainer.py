@@ -344,8 +344,8 @@ class Trainer:
         # Rank 0 validates; every rank takes the same decisions from its figures.
         metrics = self.world.broadcast(validation_metrics(self) if self.world.is_main else None)
         value = metrics[self.opt.early_stopping_metric]
-        better = p.best_value is None or (value > p.best_value if self.maximize else value < p.best_value)
-        improved = better and math.isfinite(value)  # a NaN best would never be beaten
+        none_yet = p.best_value is None or not math.isfinite(p.best_value)  # (an older release kept NaN bests)
+        improved = math.isfinite(value) and (none_yet or (value > p.best_value if self.maximize else value < p.best_value))
         if improved:
             p.best_value, p.best_step, p.bad_validations = value, p.step, 0
         else:

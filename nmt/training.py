@@ -103,13 +103,18 @@ def prepare_data(
     return PreparedData(tokenizer, data, [list(map(int, ids)) for ids in test["src_ids"]], list(test["tgt"]))
 
 
-def check_settings(cfg: TrainRunConfig) -> None:
+def check_settings(cfg: TrainRunConfig, resumed: bool = False) -> None:
     """Reject impossible settings before the corpus is read (minutes, on a large one)."""
     opt = cfg.train
     higher_is_better(opt.early_stopping_metric)
     check_optim_settings(opt)
     architecture(cfg.model)
     check_ranges(cfg)
+    if cfg.model.arch == "cho2014" and cfg.model.attention_size and not resumed:  # (older runs may hold one)
+        raise SettingError(
+            f"model.attention_size={cfg.model.attention_size}: the cho2014 model has no attention, so it would "
+            "change nothing; leave it out, or train the attention model (model=rnnsearch or model=rnnsearch_small)"
+        )
     if opt.average_last > opt.keep_last:
         raise SettingError(
             f"train.average_last={opt.average_last} averages step checkpoints, of which only "
@@ -172,7 +177,7 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
     world, acquired = world or World(), False
     try:
         if world.is_main:  # everything that can refuse the run, before the other ranks are told of it
-            check_settings(cfg)
+            check_settings(cfg, resumed=resume)
             local = Path(cfg.data.path).expanduser()
             if cfg.data.path and local.exists():  # so that the saved config works from any folder
                 cfg.data.path = str(local.resolve())

@@ -158,8 +158,30 @@ def test_the_paper_initialization_of_appendix_b(cell):
 def test_an_attention_size_for_the_cho_model_is_refused_before_set_up():
     from nmt.training import check_settings
 
-    with pytest.raises(SettingError, match=r"model.attention_size=64: the cho2014 model has no attention; leave it out"):
-        check_settings(compose_config("train", ["model=small", "model.attention_size=64"]))
+    cfg = compose_config("train", ["model=small", "model.attention_size=64"])
+    with pytest.raises(SettingError, match=r"model.attention_size=64: the cho2014 model has no attention, so it would"):
+        check_settings(cfg)
+    check_settings(cfg, resumed=True)  # a run of an older release that held one still resumes
+
+
+def test_a_cho_checkpoint_that_holds_an_attention_size_still_loads(tmp_path, trained_run):
+    """Older releases accepted model.attention_size for the Cho model and saved it."""
+    from dataclasses import replace
+
+    from nmt.checkpoint import pack_checkpoint, save_checkpoint
+
+    checkpoint = read_checkpoint(trained_run / "best.pt")
+    config = replace(checkpoint.model_config, attention_size=64)
+    model = build_model(config, checkpoint.src_vocab_size, checkpoint.tgt_vocab_size)
+    model.load_state_dict(checkpoint.model_state)
+    state = pack_checkpoint(model, checkpoint.src_proto, checkpoint.tgt_proto, checkpoint.data_config, 5, 0, None)
+    save_checkpoint(state, tmp_path / "old.pt")
+    loaded = read_checkpoint(tmp_path / "old.pt")
+    assert loaded.model_config.attention_size == 64 and loaded.weights_problem() is None
+    translator = load_translator(tmp_path / "old.pt", "cpu")
+    assert translate_lines(translator, ["uno dos"], DecodeConfig()) == translate_lines(
+        load_translator(trained_run, "cpu"), ["uno dos"], DecodeConfig()
+    )
 
 
 def test_reverse_source_is_refused():

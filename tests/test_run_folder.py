@@ -96,7 +96,16 @@ def test_a_run_that_lost_its_config_yaml_is_never_trained_into_again(finished_ru
     before = fingerprint(finished_run)
     result = nmt_train("train=debug", f"hydra.run.dir={finished_run}")
     assert result.returncode == 1 and "already holds an nmt-train run" in result.stderr
+    assert f"resume={finished_run} resume_settings=checkpoint (its config.yaml is gone)" in result.stderr
     assert fingerprint(finished_run) == before
+
+
+def test_config_yaml_edited_by_hand_is_not_taken_for_cut_short(finished_run):
+    config = finished_run / "config.yaml"
+    original = config.read_text()
+    for edited in (original + "# a note of mine\n", original.rstrip("\n")):  # a line added; the last newline gone
+        config.write_text(edited)
+        assert run_folder.read_config(finished_run)["train"]
 
 
 def test_a_resume_with_an_interpolated_run_folder_elsewhere_is_refused(tmp_path, finished_run):
@@ -168,6 +177,11 @@ def test_a_named_folder_that_does_not_exist_yet_is_held_before_hydra_starts(tmp_
         assert other.returncode == 1 and f"PID {os.getpid()}" in other.stderr
     finally:
         run_folder.release(new)
+    # A command that then fails before Hydra starts leaves nothing of what this made.
+    gone = tmp_path / "gone" / "a" / "run"
+    code = f"from nmt.commands.train import check_run_folder; check_run_folder({{'hydra.run.dir': {str(gone)!r}}}); exit(1)"
+    failed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert failed.returncode == 1 and not (tmp_path / "gone").exists()
 
 
 def test_default_run_folders_never_collide(tmp_path):
@@ -245,7 +259,12 @@ def test_sigterm_during_set_up_exits_75_and_the_folder_resumes(tmp_path, word_co
 def test_leftover_temporary_files_are_removed_on_resume(tmp_path, word_corpus, cache_dir):
     run_dir = tmp_path / "run"
     train(quick_config(word_corpus, cache_dir, "train.max_steps=3"), run_dir)
-    leftovers = [run_dir / ".last.pt.k2j4x.tmp", run_dir / ".step-3.pt.link.tmp", run_dir / ".config.yaml.tmp"]
+    leftovers = [
+        run_dir / ".last.pt.k2j4x.tmp",
+        run_dir / ".step-3.pt.link.tmp",
+        run_dir / ".config.yaml.tmp",
+        run_dir / ".metrics.jsonl.tmp",
+    ]
     for path in leftovers:
         path.write_bytes(b"half a checkpoint")
     (run_dir / "notes.tmp").write_text("the user's")
@@ -479,24 +498,26 @@ def test_damaged_cache_files_are_named_and_rebuilt(tmp_path, word_corpus, caplog
         assert after.data.train.src_values.tolist() == before.data.train.src_values.tolist()
         assert after.test_src_ids == before.test_src_ids
     # Bytes overwritten inside the text (a bad disk, a stray write), the size unchanged: the
-    # files still frame, but their strings are no longer UTF-8. Found, named, rebuilt.
+    # files still frame, but their strings are no longer UTF-8. Found, named, rebuilt: the
+    # cleaned splits of datasets.map first, then the converted text files.
     first_line = (word_corpus / "train.es").read_text().splitlines()[0].encode()
-    texts = [p for p in (tmp_path / "cache").rglob("*.arrow") if p.parent.name == "files"]
-    hit = []
-    for path in texts:
-        data = bytearray(path.read_bytes())
-        at = data.find(first_line)
-        if at >= 0:
-            data[at : at + 3] = b"\xff\xfe\xff"
-            path.write_bytes(bytes(data))
-            hit.append(path)
-    assert hit
-    caplog.clear()
-    after = prepare_data(cfg)
-    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    assert "Invalid UTF8" in warnings
-    assert all(str(path) in warnings or path.name.startswith("cache-") for path in hit)
-    assert after.data.train.src_values.tolist() == before.data.train.src_values.tolist()
+    for cleaned in (True, False):
+        texts = [p for p in (tmp_path / "cache" / "files").glob("*.arrow") if p.name.startswith("cache-") == cleaned]
+        hit = []
+        for path in texts:
+            data = bytearray(path.read_bytes())
+            at = data.find(first_line)
+            if at >= 0:
+                data[at : at + 3] = b"\xff\xfe\xff"
+                path.write_bytes(bytes(data))
+                hit.append(path)
+        assert hit, cleaned
+        caplog.clear()
+        after = prepare_data(cfg)
+        warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+        # (files left from the rounds above may be hit too, and are no longer read)
+        assert "Invalid UTF8" in warnings and any(str(path) in warnings for path in hit), (cleaned, warnings)
+        assert after.data.train.src_values.tolist() == before.data.train.src_values.tolist()
 
 
 def test_validation_pairs_longer_than_max_subwords_are_left_out_and_counted(tmp_path, word_corpus, caplog):

@@ -23,6 +23,7 @@ from nmt.commands.app import hydra_command, refuse
 from nmt.commands.files import check_not_overwritten
 from nmt.config import CONF_DIR, DataConfig, EvaluateConfig
 from nmt.data import SPLITS, load_corpus
+from nmt.ensemble import Ensemble
 from nmt.errors import ReportError
 from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
 
@@ -96,14 +97,14 @@ def model_settings(translator: Translator) -> dict:
     """The report's model section: the checkpoint's settings, or one line per ensemble member."""
     checkpoint = translator.checkpoint
     vocab = {"src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
-    if len(translator.members) == 1:
+    if not isinstance(translator.model, Ensemble):
         return {**asdict(checkpoint.model_config), "step": checkpoint.step, **vocab}
     settings = {"ensemble": f"{len(translator.members)} models, log of their mean probability"}
     for i, (path, member) in enumerate(zip(translator.members, translator.model.members), 1):
         c = member.config
         settings[f"member {i}"] = (
             f"{path}: {c.arch} ({c.name}), embedding {c.embed_size}, hidden {c.hidden_size}, maxout {c.maxout_size}, "
-            f"cell {c.cell}"
+            f"output rank {c.output_rank}, attention {c.attention_size}, cell {c.cell}"
         )
     return {**settings, **vocab}
 

@@ -14,6 +14,7 @@ rank 0's settings and folder, and write nothing.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -28,12 +29,14 @@ from nmt.config import TrainRunConfig
 from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
 from nmt.run_folder import (
+    LOCK_NAME,
     damaged_config,
     has_trained,
     hold,
     new_run_problem,
     read_config,
     refused_resume_changes,
+    release,
     resume_folder_problem,
 )
 from nmt.runtime import PREEMPTED_EXIT_CODE, copy_to_log_files
@@ -100,10 +103,11 @@ def run_train(cfg: TrainRunConfig) -> int:
     else:
         metric = cfg.train.early_stopping_metric
         best = summary.get(f"best_{metric}")
+        best_text = f"best {metric} {best:.2f} at step {summary['best_step']}" if best is not None else f"no finite {metric}"
         test = f", test BLEU {summary['test_bleu_greedy']:.2f} (greedy)" if "test_bleu_greedy" in summary else ""
         line = (
             f"nmt-train: {summary['steps']} steps, {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
-            f"({summary['reason']}); best {metric} {best:.2f} at step {summary['best_step']}{test}; "
+            f"({summary['reason']}); {best_text}{test}; "
             f"run folder {summary['run_dir']}"
         )
     print(line)
@@ -138,15 +142,29 @@ def check_run_folder(overrides: dict[str, str]) -> None:
         if "${" not in run_dir and not Path(run_dir).exists():
             # Made and held here, so that of two commands started at once with this folder the
             # second stops before its Hydra writes .hydra/ into the first one's run.
+            top = next((p for p in [Path(run_dir).absolute(), *Path(run_dir).absolute().parents] if p.parent.exists()))
             try:
                 Path(run_dir).mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 refuse(f"hydra.run.dir={run_dir}: cannot create the folder ({err.strerror})")
+            atexit.register(remove_if_only_locked, Path(run_dir).absolute(), top)
     if run_dir and "${" not in run_dir and Path(run_dir).is_dir():
         try:
             hold(Path(run_dir))
         except RunFolderError as err:
             refuse(str(err))
+
+
+def remove_if_only_locked(run_dir: Path, top: Path) -> None:
+    """At exit: the folder ``check_run_folder`` made, and the parents it made up to ``top``,
+    if nothing but the lock was written there (the command failed before Hydra started)."""
+    if run_dir.is_dir() and set(os.listdir(run_dir)) <= {LOCK_NAME}:
+        release(run_dir)
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        for folder in [run_dir, *run_dir.parents]:
+            if not folder.is_relative_to(top) or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def clean_up_failed_run(code: int | None) -> None:
