@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from nmt.config import DataConfig, ModelConfig, from_dict
-from nmt.errors import CheckpointError
+from nmt.errors import CheckpointError, SettingError
 
 FORMAT = "nmt-checkpoint-1"
 # ModelConfig fields newer than the format; saved only where they differ from the default.
@@ -99,8 +99,11 @@ class Checkpoint:
         if model is None:
             from nmt.architectures import build_model
 
-            with torch.device("meta"):
-                model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
+            try:
+                with torch.device("meta"):
+                    model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
+            except SettingError as err:  # settings no model of this release takes (an unknown arch)
+                return f"its model settings cannot be built ({err})"
         expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
         saved = self.model_state if isinstance(self.model_state, dict) else {}
         found = {name: tuple(t.shape) for name, t in saved.items() if torch.is_tensor(t)}

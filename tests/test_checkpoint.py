@@ -363,6 +363,7 @@ def test_resume_falls_back_past_corrupt_checkpoints(tmp_path, caplog):
         (lambda s: s["train_state"]["progress"].pop("step"), "its training progress is incomplete"),
         (lambda s: s["train_state"]["progress"].update(step=3), "its training progress says step 3 but the checkpoint step 20"),
         (lambda s: s["tokenizer"].update(src=torch.zeros(50, dtype=torch.uint8)), "its tokenizer"),
+        (lambda s: s["model_config"]["config"].update(arch="transformer"), "its model settings cannot be built"),
     ],
 )
 def test_a_resume_skips_checkpoints_that_load_but_do_not_fit(tmp_path, caplog, damage, problem):
