@@ -92,11 +92,17 @@ def save_average(paths: list[str | Path], output: Path) -> Path:
     return Path(output)
 
 
+# Model settings that shape training but not the trained network: checkpoints that differ
+# only in these average fine (the output keeps the last one's).
+TRAINING_ONLY_SETTINGS = ("name", "dropout", "paper_init")
+
+
 def _model_difference(a: Checkpoint, b: Checkpoint) -> str | None:
     """How the models of two checkpoints differ (architecture, sizes, vocabularies), or None."""
     left = {**asdict(a.model_config), "src_vocab_size": a.src_vocab_size, "tgt_vocab_size": a.tgt_vocab_size}
     right = {**asdict(b.model_config), "src_vocab_size": b.src_vocab_size, "tgt_vocab_size": b.tgt_vocab_size}
-    left.pop("name"), right.pop("name")  # a config's label, not the model
+    for key in TRAINING_ONLY_SETTINGS:  # how the weights were trained, not what they are
+        left.pop(key, None), right.pop(key, None)
     differences = [f"{key} {left[key]} and {right[key]}" for key in left if left[key] != right.get(key)]
     return f"the models differ ({', '.join(differences)})" if differences else None
 

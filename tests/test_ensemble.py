@@ -43,13 +43,13 @@ def run(module: str, *args: str, stdin: str | None = None) -> subprocess.Complet
     )
 
 
-def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: int = 3) -> Path:
+def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: int = 3, **changes) -> Path:
     """A model of other sizes (random weights) with the trained run's tokenizer."""
     checkpoint = read_checkpoint(trained_run / "best.pt")
     torch.manual_seed(seed)
-    config = replace(checkpoint.model_config, hidden_size=hidden_size)
+    config = replace(checkpoint.model_config, hidden_size=hidden_size, **changes)
     model = build_model(config, checkpoint.src_vocab_size, checkpoint.tgt_vocab_size)
-    path = tmp_path / f"other-{hidden_size}.pt"
+    path = tmp_path / f"other-{hidden_size}-{seed}.pt"
     save_checkpoint(
         pack_checkpoint(model, checkpoint.src_proto, checkpoint.tgt_proto, checkpoint.data_config, 0, 0, None), path
     )
@@ -151,7 +151,9 @@ def test_averaging_copies_of_a_checkpoint_gives_its_weights(trained_run, tmp_pat
 
 
 def test_averaging_two_checkpoints_is_their_mean(trained_run, tmp_path):
-    a, b = trained_run / "best.pt", other_model(trained_run, tmp_path, hidden_size=64, seed=5)
+    """Also when they were trained with other dropout or initialization: the same network."""
+    a = trained_run / "best.pt"
+    b = other_model(trained_run, tmp_path, hidden_size=64, seed=5, dropout=0.5, paper_init=True)
     averaged = average_checkpoints([a, b]).model_state
     for name, tensor in load_checkpoint(a)["model"].items():
         expected = ((tensor.double() + load_checkpoint(b)["model"][name].double()) / 2).float()
