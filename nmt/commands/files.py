@@ -34,10 +34,17 @@ def check_output(path: str | None, input_path: str | None = None, setting: str =
         raise SettingError(f"{setting}={path}: a folder; give a file name")
     if not target.parent.is_dir():
         raise SettingError(f"{setting}={path}: no folder {target.parent}; create it first")
-    # By identity (device and inode), not by name: a hard link or another spelling of the
-    # input's path is the same file.
-    if input_path is not None and target.exists() and Path(input_path).exists() and os.path.samefile(target, input_path):
+    if input_path is not None and same_file(target, input_path):
         raise SettingError(f"{setting}={path} is the input file, which writing would destroy; choose another {setting}=")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: by identity (device and inode) where both exist, so
+    a hard link or another spelling is the same file; else by their resolved paths."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def check_not_overwritten(outputs: list[Path], inputs: dict[str, str | None], hint: str) -> None:
@@ -46,7 +53,7 @@ def check_not_overwritten(outputs: list[Path], inputs: dict[str, str | None], hi
         if path is None or not Path(path).exists():
             continue
         for output in outputs:
-            if output.exists() and os.path.samefile(output, path):
+            if same_file(output, path):
                 raise SettingError(f"{setting}={path} is {output}, which writing would destroy; {hint}")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from nmt.commands.app import hydra_command
-from nmt.commands.files import check_input, check_output, count_lines, input_chunks, output_stream
+from nmt.commands.files import check_input, check_output, count_lines, input_chunks, output_stream, same_file
 from nmt.config import TranslateConfig
 from nmt.errors import SettingError
 from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
@@ -72,10 +71,7 @@ def run_translate(cfg: TranslateConfig) -> int:
     check_output(cfg.output, cfg.input)
     if cfg.alignments is not None:
         check_output(cfg.alignments, cfg.input, "alignments")
-        same = Path(cfg.alignments).resolve() == Path(cfg.output).resolve() if cfg.output is not None else False
-        if cfg.output is not None and not same and Path(cfg.alignments).exists() and Path(cfg.output).exists():
-            same = os.path.samefile(cfg.alignments, cfg.output)  # a hard link is the same file too
-        if same:
+        if cfg.output is not None and same_file(cfg.alignments, cfg.output):
             raise SettingError(f"alignments={cfg.alignments} is also output=: give the alignments a file of their own")
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.alignments is not None and not has_alignments(translator.model):
