@@ -48,6 +48,8 @@ def map_rebuilding_damaged_cache(table: datasets.Dataset, what: str, **map_args)
         if map_args.get("load_from_cache_file") is False or getattr(err, "errno", None) is not None:
             raise  # a full disk or a permission, not a damaged file (pyarrow's read errors carry no errno)
         problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if map_args.get("cache_file_name"):
+            problem = f"{map_args['cache_file_name']}: {problem}"
     if problem is None or map_args.get("load_from_cache_file") is False:
         return result
     log.warning("%s cannot be read (%s); rebuilding it", what, problem)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import sentencepiece as spm
 
-from nmt.caches import arrow_problem, map_rebuilding_damaged_cache
+from nmt.caches import map_rebuilding_damaged_cache
 from nmt.config import TokenizerConfig
 from nmt.data import text_column, worker_processes
 from nmt.errors import CorpusError, SettingError, check_choice
@@ -267,11 +267,7 @@ def tokenize_corpus(
         features["src_ids"] = features["tgt_ids"] = datasets.List(datasets.Value("int32"))
         key = _fingerprint(TOKENIZED_FORMAT, model_key, text_column(table, "src"), text_column(table, "tgt"))
         cache_file = cache_dir / f"{split}-{key}.arrow"
-        problem = arrow_problem(cache_file) if cache_file.exists() else None
-        if problem:
-            log.warning("%s: damaged cache file (%s); tokenizing %s again", cache_file, problem, split)
-            cache_file.unlink()
-        out[split] = map_rebuilding_damaged_cache(  # also the shards of num_proc > 1, which the check above misses
+        out[split] = map_rebuilding_damaged_cache(  # checks the cache file (or num_proc shards) it reuses
             table,
             f"the tokenized {split} split cached under {cache_dir}",
             function=encode,
