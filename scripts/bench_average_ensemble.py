@@ -76,13 +76,20 @@ def main() -> None:
         report = json.loads((report_dir / "report.json").read_text())
         scores[name] = report
         summary = json.loads((runs[1 if "seed1" in name else 2] / "summary.json").read_text())
+        # The steps this system's weights come from: the averaged checkpoint's, else each best.pt's.
+        if name.endswith("averaged"):
+            steps = summary["averaged_steps"]
+        elif name.startswith("ensemble"):
+            steps = [json.loads((runs[seed] / "summary.json").read_text())["best_step"] for seed in (1, 2)]
+        else:
+            steps = [summary["best_step"]]
         out.emit(
             {
                 **common_fields("average_ensemble", torch.device("cpu")),
                 "system": name,
                 "ckpt": ckpt,
                 "train_steps": summary["steps"],
-                "averaged_steps": summary.get("averaged_steps"),
+                "weights_from_steps": steps,
                 "beam": args.beam,
                 "test_bleu": round(report["bleu"], 2),
                 "test_chrf": round(report["chrf"], 2),
