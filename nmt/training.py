@@ -56,10 +56,10 @@ def split_ids(table, limit: int = 0, split: str = "train") -> tuple[ParallelIds,
     if limit:
         longest = np.maximum(data.src_lengths, data.tgt_lengths)
         keep = longest <= limit
-        if split == "train" and len(data) and not keep.any():
+        if len(data) and not keep.any():  # (validation would fail at its first run, a whole epoch in)
             raise SettingError(
-                f"train.max_subwords={limit} leaves no training pair: all {len(data)} have a side "
-                f"longer (the shortest: {int(longest.min())} subwords); raise train.max_subwords"
+                f"train.max_subwords={limit} leaves no {'training' if split == 'train' else split} pair: all "
+                f"{len(data)} have a side longer (the shortest: {int(longest.min())} subwords); raise train.max_subwords"
             )
         if not keep.all():
             log.info(
@@ -91,13 +91,13 @@ def prepare_data(
     if tokenizer is None:
         tokenizer = build_tokenizer(text_column(train, "src"), text_column(train, "tgt"), cfg.tokenizer, cache)
     tokenized = tokenize_corpus(corpus, tokenizer, cache, cfg.num_proc)
+    train_ids, _ = split_ids(tokenized["train"], limit=max_subwords)
     validation = tokenized["validation"]
     val_ids, val_rows = split_ids(validation, limit=max_subwords, split="validation")
     if val_max_sentences:
         val_rows = val_rows[:val_max_sentences]
     decoded = validation.select(val_rows) if len(val_rows) < len(validation) else validation
     val_refs, val_src_ids = list(decoded["tgt"]), [list(map(int, ids)) for ids in decoded["src_ids"]]
-    train_ids, _ = split_ids(tokenized["train"], limit=max_subwords)
     data = TrainingData(train_ids, ValidationSet(val_ids, val_src_ids, val_refs, tokenizer.decode_tgt))
     test = tokenized["test"]
     return PreparedData(tokenizer, data, [list(map(int, ids)) for ids in test["src_ids"]], list(test["tgt"]))

@@ -406,6 +406,19 @@ def test_max_subwords_that_leaves_no_pair_says_so(tmp_path, word_corpus, cache_d
         train(quick_config(word_corpus, cache_dir, "train.max_subwords=1"), tmp_path / "run")
 
 
+def test_max_subwords_that_leaves_no_validation_pair_says_so_before_training():
+    # Before, training ran until its first validation (an epoch, with no checkpoint) and died there.
+    import datasets
+
+    from nmt.training import split_ids
+
+    table = datasets.Dataset.from_dict({"src_ids": [[4, 5, 6, 7], [4, 5, 6]], "tgt_ids": [[4, 5], [4, 5, 6, 7, 8]]})
+    with pytest.raises(SettingError, match=r"^train.max_subwords=3 leaves no validation pair: all 2 have a side longer "):
+        split_ids(table, limit=3, split="validation")
+    kept, rows = split_ids(table, limit=5, split="validation")  # (lengths count the EOS)
+    assert rows.tolist() == [0] and len(kept) == 1
+
+
 def test_weights_that_are_not_finite_are_never_saved(tmp_path):
     state = {"model": {"w": torch.tensor([1.0, float("nan")]), "steps": torch.tensor([3])}, "step": 7}
     with pytest.raises(
