@@ -168,3 +168,18 @@ def test_blockwise_neighbours_equal_the_full_similarity_matrix():
         assert [j for j, _ in found] == expected.tolist()
         assert np.allclose([c for _, c in found], sims[row, expected], atol=1e-5)
     assert blocked[2][0][0] == 7 and blocked[7][0][0] == 2
+
+
+def test_neighbours_that_tie_come_in_row_order_whatever_the_blocks():
+    # Identical lines tie exactly (one-hot vectors: every product but one is zero); a partition
+    # alone kept arbitrary ones among them, which changed with the block size.
+    from nmt.commands.embed import nearest
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(410, 8)).astype(np.float32) * 0.1
+    keys[3:403] = np.eye(8, dtype=np.float32)[0]
+    query = np.array([[1.0, 0.5, 0, 0, 0, 0, 0, 0]], dtype=np.float32)
+    for key_block in (16384, 7, 64):
+        for k in (1, 5):
+            found = dict(nearest(query, keys, k, exclude_self=False, key_block=key_block))[0]
+            assert [j for j, _ in found] == list(range(3, 3 + k)), (key_block, k)

@@ -114,6 +114,11 @@ def nearest(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: bool, q
             best_sims, best_keys = np.concatenate([best_sims, sims], 1), np.concatenate([best_keys, ids], 1)
             if best_sims.shape[1] > k:  # keep the k best: a partition, linear in the block's width
                 keep = np.argpartition(-best_sims, k - 1, axis=1)[:, :k]
+                # A partition breaks ties at the k-th similarity arbitrarily: where there are
+                # such ties (identical lines), sort that row in full, which keeps the lower rows.
+                kth = np.take_along_axis(best_sims, keep, 1).min(1, keepdims=True)
+                for row in np.flatnonzero((best_sims >= kth).sum(1) > k):
+                    keep[row] = np.lexsort((best_keys[row], -best_sims[row]))[:k]
                 best_sims, best_keys = np.take_along_axis(best_sims, keep, 1), np.take_along_axis(best_keys, keep, 1)
         order = np.lexsort((best_keys, -best_sims), axis=1)
         best_sims, best_keys = np.take_along_axis(best_sims, order, 1), np.take_along_axis(best_keys, order, 1)
