@@ -171,7 +171,7 @@ class EvaluateConfig:
     n_alignments: int = 3  # attention models: alignment heatmaps of this many example sentences
     report_dir: str = "report"
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    bootstrap_samples: int = 1000
+    bootstrap_samples: int = 1000  # for the 95% CIs (0 or 1: none) and the paired test of compare= (at least 1)
     n_examples: int = 5
     max_sentences: int = 0  # 0 = whole split
     device: str = "auto"

@@ -192,6 +192,12 @@ def test_evaluate_files_compare_and_length_mismatch(tmp_path, word_corpus):
                 hyps=str(good), refs=str(refs), compare=str(tmp_path / "missing.txt"), report_dir=str(tmp_path / "x")
             )
         )
+    for other in ({"compare": str(bad)}, {"compare_ckpt": str(tmp_path / "run-b")}):  # refused before decoding
+        with pytest.raises(ReportError, match=r"^bootstrap_samples=0: the paired bootstrap test .* at least 1 sample"):
+            run_evaluate(
+                EvaluateConfig(ckpt=str(tmp_path / "run-a"), **other, bootstrap_samples=0, report_dir=str(tmp_path / "y"))
+            )
+    assert not (tmp_path / "y").exists()
     short = tmp_path / "short.txt"
     short.write_text("one\n")
     with pytest.raises(ReportError, match=r"short\.txt has 1 lines? but .*test\.en has 20"):

@@ -135,6 +135,11 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     )
     if cfg.compare_ckpt is not None and (cfg.ckpt is None or cfg.hyps is not None):
         raise ReportError("compare_ckpt= decodes the split as ckpt= does: give ckpt= (with hyps=, use compare=FILE)")
+    if (cfg.compare is not None or cfg.compare_ckpt is not None) and cfg.bootstrap_samples < 1:  # before decoding
+        raise ReportError(
+            f"bootstrap_samples={cfg.bootstrap_samples}: the paired bootstrap test of compare= / compare_ckpt= "
+            "needs at least 1 sample (1000 is usual)"
+        )
     decoded = None
     if cfg.hyps is not None:
         if cfg.ckpt is not None:
