@@ -176,6 +176,21 @@ def test_a_refused_average_is_one_line_and_writes_nothing(trained_run, tmp_path)
     assert not output.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
+def test_an_average_never_replaces_a_run_s_own_checkpoints(trained_run, tmp_path):
+    from nmt.commands.average import run_average
+    from nmt.config import AverageConfig
+
+    before = {path.name: path.read_bytes() for path in trained_run.glob("*.pt")}
+    for name in ("best.pt", "last.pt", "step-7.pt"):  # a run's own file names, existing or not
+        with pytest.raises(SettingError, match=rf"^output={trained_run / name}: {trained_run} is a run folder and nmt-train "):
+            run_average(AverageConfig(ckpts=[str(trained_run / "best.pt")] * 2, output=str(trained_run / name)))
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(before["best.pt"])
+    with pytest.raises(SettingError, match=rf"^ckpts\[1\]={copy} is {copy}, which writing would destroy"):
+        run_average(AverageConfig(ckpts=[str(trained_run / "best.pt"), str(copy)], output=str(copy)))
+    assert {path.name: path.read_bytes() for path in trained_run.glob("*.pt")} == before
+
+
 def test_train_average_last_writes_averaged_pt_and_its_test_bleu(tmp_path, word_corpus, cache_dir):
     cfg = compose_config(
         "train",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmt.checkpoint import step_checkpoints
+from nmt.checkpoint import STEP_CHECKPOINT, step_checkpoints
 from nmt.commands.app import hydra_command
 from nmt.commands.files import check_not_overwritten, check_output
 from nmt.config import AverageConfig
@@ -42,11 +42,20 @@ def run_average(cfg: AverageConfig) -> int:
             raise SettingError(f"ckpt={cfg.ckpt}: not a run folder; for checkpoint files use ckpts=[A.pt,B.pt,...]")
         paths = newest_step_checkpoints(Path(cfg.ckpt), cfg.last)
     check_output(cfg.output)
-    check_not_overwritten(
-        [Path(cfg.output)], {f"checkpoint {i + 1}": str(path) for i, path in enumerate(paths)}, "choose another output="
-    )
+    output = Path(cfg.output)
+    if (output.name in ("best.pt", "last.pt") or STEP_CHECKPOINT.fullmatch(output.name)) and (
+        (output.parent / "config.yaml").exists() or (output.parent / "last.pt").exists()
+    ):  # nmt-evaluate, resume and pruning would take the average for the run's own checkpoint
+        raise SettingError(
+            f"output={cfg.output}: {output.parent} is a run folder and nmt-train writes and reads its {output.name}; "
+            f"choose another name, e.g. output={output.parent / 'averaged.pt'}"
+        )
+    inputs = [f"ckpts[{i}]" for i in range(len(paths))] if cfg.ckpts is not None else ["ckpt"] * len(paths)
+    for setting, path in zip(inputs, paths):
+        check_not_overwritten([output], {setting: str(path)}, "choose another output=")
     save_average(paths, Path(cfg.output))
-    print(f"nmt-average: {len(paths)} checkpoints ({paths[0].name} ... {paths[-1].name}) averaged into {cfg.output}")
+    names = paths[0].name if len(paths) == 1 else f"{paths[0].name} ... {paths[-1].name}"
+    print(f"nmt-average: {len(paths)} checkpoint{'s' if len(paths) > 1 else ''} ({names}) averaged into {cfg.output}")
     return 0
 
 
