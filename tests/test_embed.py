@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from nmt.errors import SettingError
 from nmt.inference import embed_ids, load_translator, source_ids
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -85,6 +86,24 @@ def test_bad_input_gets_the_same_one_line_errors_as_nmt_translate(tmp_path, trai
         f"error: {bad}:2: invalid UTF-8 (invalid start byte at byte 1 of the line); re-encode the input as UTF-8"
     )
     assert sorted(os.listdir(tmp_path)) == ["bad.txt"]  # no output, no temporary files
+    # A failure after the lines are embedded (a bad index, nothing to draw) writes no output either.
+    bad_index = embed(f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={bad}", stdin="uno dos\n")
+    assert bad_index.returncode == 1 and f"error: {bad}:2: invalid UTF-8" in bad_index.stderr
+    empty = embed(
+        f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"plot={tmp_path / 'm.png'}", stdin="\n\n"
+    )
+    assert empty.returncode == 1 and empty.stderr.strip().endswith(
+        f"error: plot={tmp_path / 'm.png'}: no non-empty line to draw"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["bad.txt"]
+
+
+def test_an_index_without_neighbours_is_refused():
+    from nmt.commands.embed import check_settings
+    from nmt.config import EmbedConfig
+
+    with pytest.raises(SettingError, match=r"^index=c.txt is the candidates of neighbours=K: give neighbours= too"):
+        check_settings(EmbedConfig(ckpt="run", output="v.npy", index="c.txt"))
 
 
 def is_png(path) -> bool:

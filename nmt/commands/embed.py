@@ -127,11 +127,17 @@ def nearest(queries: np.ndarray, keys: np.ndarray, k: int, exclude_self: bool, q
             yield start + int(offset), found
 
 
-def draw_map(vectors: np.ndarray, labels: list[str], cfg: EmbedConfig, title: str) -> None:
-    """The first ``plot_points`` valid rows as a labelled 2-D map in ``cfg.plot``."""
+def plotted_rows(vectors: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
+    """The rows with a vector (an error where there is none)."""
     rows = np.flatnonzero(np.isfinite(np.asarray(vectors, dtype=np.float32)).all(1) & (np.abs(vectors).sum(1) > 0))
     if not len(rows):
         raise SettingError(f"plot={cfg.plot}: no non-empty line to draw")
+    return rows
+
+
+def draw_map(vectors: np.ndarray, labels: list[str], cfg: EmbedConfig, title: str) -> None:
+    """The first ``plot_points`` valid rows as a labelled 2-D map in ``cfg.plot``."""
+    rows = plotted_rows(vectors, cfg)
     if len(rows) > cfg.plot_points:
         log.info("plot=%s: the first %d of %d rows (plot_points=)", cfg.plot, cfg.plot_points, len(rows))
         rows = rows[: cfg.plot_points]
@@ -141,6 +147,8 @@ def draw_map(vectors: np.ndarray, labels: list[str], cfg: EmbedConfig, title: st
 
 def check_settings(cfg: EmbedConfig) -> str:
     """Every file setting checked before the model is loaded; returns the neighbours' file."""
+    if cfg.index is not None and not cfg.neighbours:
+        raise SettingError(f"index={cfg.index} is the candidates of neighbours=K: give neighbours= too")
     check_input(cfg.input)
     if cfg.index is not None:
         check_input(cfg.index, "a file of candidate phrases, one per line", "index")
@@ -164,24 +172,28 @@ def run_embed(cfg: EmbedConfig) -> int:
     neighbours_output = check_settings(cfg)
     translator = load_translator(cfg.ckpt, cfg.device)
     with tempfile.TemporaryDirectory(dir=Path(os.path.realpath(cfg.output)).parent, prefix=".nmt-embed.") as tmp:
+        # Everything that can fail (reading, embedding, an empty map) comes before the first output is written.
         if cfg.words:
             texts = input_chunks(cfg.input, cfg.replace_invalid_utf8) if cfg.input is not None else None
             labels, word_vectors = source_word_vectors(translator, texts)
             width = word_vectors.shape[1]
             word_vectors.astype(np.float32).tofile(Path(tmp) / "input.f32")
-            with output_stream(str(Path(cfg.output).with_suffix(".words.txt"))) as out:
-                out.write("".join(word + "\n" for word in labels))
             what = "source words"
         else:
             labels, width = embed_stream(translator, cfg, cfg.input, Path(tmp) / "input.f32")
             what = "lines"
-        write_vectors(Path(tmp) / "input.f32", len(labels), width, cfg.output)
         vectors = raw_vectors(Path(tmp) / "input.f32", len(labels), width)
+        candidates, keys = labels, vectors
+        if cfg.neighbours and cfg.index is not None:
+            candidates, _ = embed_stream(translator, cfg, cfg.index, Path(tmp) / "index.f32")
+            keys = raw_vectors(Path(tmp) / "index.f32", len(candidates), width)
+        if cfg.plot is not None:
+            plotted_rows(vectors, cfg)
+        if cfg.words:
+            with output_stream(str(Path(cfg.output).with_suffix(".words.txt"))) as out:
+                out.write("".join(word + "\n" for word in labels))
+        write_vectors(Path(tmp) / "input.f32", len(labels), width, cfg.output)
         if cfg.neighbours:
-            candidates, keys = labels, vectors
-            if cfg.index is not None:
-                candidates, _ = embed_stream(translator, cfg, cfg.index, Path(tmp) / "index.f32")
-                keys = raw_vectors(Path(tmp) / "index.f32", len(candidates), vectors.shape[1])
             with output_stream(neighbours_output) as out:
                 for row, found in nearest(vectors, keys, cfg.neighbours, exclude_self=cfg.index is None):
                     out.write(
@@ -189,7 +201,7 @@ def run_embed(cfg: EmbedConfig) -> int:
                             f"{row}\t{rank}\t{j}\t{cosine:.4f}\t{candidates[j]}\n" for rank, (j, cosine) in enumerate(found)
                         )
                     )
-            del keys
+        del keys
         if cfg.plot is not None:
             draw_map(vectors, labels, cfg, f"{what} of {Path(translator.name).parent.name or translator.name}")
         del vectors  # the memory map, before its file goes
