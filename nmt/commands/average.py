@@ -53,7 +53,7 @@ def run_average(cfg: AverageConfig) -> int:
     inputs = [f"ckpts[{i}]" for i in range(len(paths))] if cfg.ckpts is not None else ["ckpt"] * len(paths)
     for setting, path in zip(inputs, paths):
         check_not_overwritten([output], {setting: str(path)}, "choose another output=")
-    save_average(paths, Path(cfg.output))
+    save_average(paths, output)
     names = paths[0].name if len(paths) == 1 else f"{paths[0].name} ... {paths[-1].name}"
     print(f"nmt-average: {len(paths)} checkpoint{'s' if len(paths) > 1 else ''} ({names}) averaged into {cfg.output}")
     return 0
