@@ -108,7 +108,8 @@ class StopRequest:
         if self.setting_up:
             log.warning("%s received during set-up: stopping (no step trained, nothing to save)", self.signal_name)
             raise StoppedDuringSetup(self.signal_name)
-        log.warning("%s received: saving a checkpoint at the next step boundary (Ctrl-C again to abort)", self.signal_name)
+        again = " (Ctrl-C again to abort)" if signum == signal.SIGINT else ""
+        log.warning("%s received: saving a checkpoint at the next step boundary%s", self.signal_name, again)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():

@@ -322,3 +322,27 @@ def test_evaluating_on_other_languages_than_the_checkpoint_warns(caplog):
     with caplog.at_level("WARNING", logger="nmt.commands.evaluate"):
         corpus_for(EvaluateConfig(ckpt="x", data=DataConfig()), checkpoint)
     assert not caplog.text
+
+
+def test_ctrl_c_at_the_prompt_is_one_line_and_exit_130(any_run):
+    import os
+    import pty
+    import signal
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    os.write(controller, b"uno dos\n")
+    first = process.stdout.readline()  # the first sentence is translated: the prompt waits for the next
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=180)
+    os.close(controller)
+    assert first.strip() and not stdout.strip()
+    assert process.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert stderr.decode().splitlines()[-1] == "nmt-translate: interrupted (Ctrl-C)"

@@ -379,7 +379,7 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus
     assert not (tmp_path / "outputs").exists()  # nothing went to a fresh run folder
 
 
-def test_sigint_sets_the_flag_and_a_second_sigint_aborts(no_default_sigterm):
+def test_sigint_sets_the_flag_and_a_second_sigint_aborts(no_default_sigterm, caplog):
     main = threading.main_thread().ident
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:
@@ -387,6 +387,7 @@ def test_sigint_sets_the_flag_and_a_second_sigint_aborts(no_default_sigterm):
         signal.pthread_kill(main, signal.SIGTERM)
         assert _wait(lambda: bool(stop), 5)
         assert stop.signal_name == "SIGTERM"
+        assert "SIGTERM received: saving a checkpoint" in caplog.text and "Ctrl-C" not in caplog.text  # a scheduler's
         signal.pthread_kill(main, signal.SIGTERM)  # a second SIGTERM: still just the flag
         time.sleep(0.05)
         with pytest.raises(KeyboardInterrupt):
@@ -399,6 +400,7 @@ def test_sigint_sets_the_flag_and_a_second_sigint_aborts(no_default_sigterm):
     with StopRequest() as stop:
         signal.pthread_kill(main, signal.SIGINT)  # the first Ctrl-C only asks ...
         assert _wait(lambda: bool(stop), 5) and stop.signal_name == "SIGINT"
+        assert "(Ctrl-C again to abort)" in caplog.text
         with pytest.raises(KeyboardInterrupt):  # ... the second one aborts
             signal.pthread_kill(main, signal.SIGINT)
             deadline = time.monotonic() + 5

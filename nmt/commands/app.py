@@ -44,6 +44,9 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ValidationError,
 )
 
+# The shell's status for a command ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 130
+
 SCHEMAS = {
     "train_schema": TrainRunConfig,
     "translate_schema": TranslateConfig,
@@ -106,7 +109,17 @@ def hydra_command(
             if on_exit is not None:
                 on_exit(exit_.code)
             raise
-        except BaseException:  # a traceback (NMT_DEBUG=1, a bug, CUDA out of memory) or a second Ctrl-C
+        except KeyboardInterrupt:  # Ctrl-C at a prompt or while decoding, or twice while training
+            if on_exit is not None:
+                on_exit(INTERRUPTED_EXIT_CODE)
+            if os.environ.get("NMT_DEBUG"):
+                raise
+            message = f"nmt-{config_name}: interrupted (Ctrl-C)"
+            on_a_terminal = sys.stdin.isatty() or sys.stderr.isatty()  # a prompt or a progress bar ends mid-line
+            print("\n" * on_a_terminal + message, file=sys.stderr)
+            copy_to_log_files(message, logging.WARNING)
+            sys.exit(INTERRUPTED_EXIT_CODE)
+        except BaseException:  # a traceback: NMT_DEBUG=1, a bug, CUDA out of memory
             if on_exit is not None:
                 on_exit(1)
             raise
