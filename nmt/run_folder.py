@@ -234,13 +234,15 @@ def has_trained(run_dir: Path) -> bool:
 def new_run_problem(run_dir: Path, named_as: str = "") -> str | None:
     """Why a new run cannot start in ``run_dir`` (spelled ``named_as`` on the command line), or None."""
     run_dir = Path(run_dir)
+    where = named_as or str(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        return f"{where}: {run_dir} is a file, not a folder: choose a folder for the run"
     if not has_trained(run_dir):
         # A run that never trained (it failed or was killed during set-up or its first epoch)
         # has nothing to lose: a new run may take its folder, or resume= start it again.
         # One that did is refused even without its config.yaml (resume_settings=checkpoint
         # recovers that).
         return None
-    where = named_as or str(run_dir)
     settings = "" if (run_dir / "config.yaml").exists() else " resume_settings=checkpoint (its config.yaml is gone)"
     return f"{where} already holds an nmt-train run: continue it with resume={run_dir}{settings}, or choose another folder"
 

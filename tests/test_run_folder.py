@@ -184,6 +184,22 @@ def test_a_named_folder_that_does_not_exist_yet_is_held_before_hydra_starts(tmp_
     assert failed.returncode == 1 and not (tmp_path / "gone").exists()
 
 
+@pytest.mark.parametrize("below", [False, True])
+def test_a_named_folder_that_is_a_file_is_one_line(tmp_path, capsys, below):
+    from nmt.commands.train import check_run_folder
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    run_dir = notes / "run" if below else notes
+    with pytest.raises(SystemExit) as exit_:
+        check_run_folder({"hydra.run.dir": str(run_dir)})
+    assert exit_.value.code == 1
+    problem = capsys.readouterr().err.strip().splitlines()
+    assert len(problem) == 1 and problem[0].startswith(f"error: hydra.run.dir={run_dir}: ")
+    assert "is a file" in problem[0] or "not a directory" in problem[0].lower()
+    assert notes.read_text() == "mine\n"
+
+
 def test_default_run_folders_never_collide(tmp_path):
     name = str(tmp_path / "outputs" / "bible_es_en" / "small" / "2026-12-01_10-00-00")
     Path(name).mkdir(parents=True)  # another process's run, started in the same second
