@@ -241,3 +241,40 @@ def test_the_tuned_experiment_is_the_readme_s_six_overrides():
     )
     assert tuned == spelled_out
     assert compose_config("train", ["+experiment=bible_cho_paper"]) == compose_config("train", ["model=cho2014", "train=paper"])
+
+
+@pytest.mark.parametrize(
+    "command, command_line, problem",
+    [
+        (
+            "train",
+            "+experiment=bible_cho_tuend",
+            "+experiment=bible_cho_tuend: no such option; choose from "
+            + ", ".join(options("experiment"))
+            + " (did you mean +experiment=bible_cho_tuned?)",
+        ),
+        (
+            "train",
+            "experiment=bible_cho_tuned",
+            "experiment=bible_cho_tuned: experiment is added to the defaults, not chosen in them: "
+            "write +experiment=bible_cho_tuned",
+        ),
+        (
+            "translate",
+            "+experiment=bible_cho_tuned",
+            "+experiment=bible_cho_tuned: conf/experiment extends TrainRunConfig, not TranslateConfig",
+        ),
+        ("translate", "model=small", "model is not a setting (TranslateConfig in nmt/config.py); the settings there: ckpt,"),
+    ],
+)
+def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", f"nmt.commands.{command}", command_line],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: {problem}") and len(result.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # before Hydra made a folder

@@ -44,6 +44,9 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ValidationError,
 )
 
+# Config groups in no defaults list, added with ``+group=NAME``, and the schema they extend.
+ADDED_GROUPS = {"experiment": TrainRunConfig}  # conf/experiment: nmt-train's recipes
+
 # The shell's status for a command ended by Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT_CODE = 130
 
@@ -229,6 +232,10 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
 def check_command_line(schema: type) -> dict[str, str]:
     """The command line's plain overrides, after refusing (in one line, before Hydra makes
     anything) any that cannot work with ``schema``: see ``setting_problem``."""
+    for arg in sys.argv[1:]:
+        key = arg.partition("=")[0]
+        if "=" in arg and ADDED_GROUPS.get(key) is schema:  # experiment=NAME: Hydra's two-line error
+            refuse(f"{arg}: {key} is added to the defaults, not chosen in them: write +{arg}")
     overrides = command_line_overrides(sys.argv[1:])
     for key, value in overrides.items():
         problem = setting_problem(key, value, schema)
@@ -246,8 +253,10 @@ def setting_problem(key: str, value: str, schema: type) -> str | None:
     """
     if key.startswith("hydra"):  # hydra.run.dir=..., hydra/job_logging=...: Hydra's own
         return None
-    if "." not in key and key not in typing.get_type_hints(schema) and (CONF_DIR / key).is_dir():
-        return _option_problem(key, value)  # +experiment=NAME: a group with no setting of its own
+    if key in ADDED_GROUPS:
+        if ADDED_GROUPS[key] is not schema:
+            return f"+{key}={value}: conf/{key} extends {ADDED_GROUPS[key].__name__}, not {schema.__name__}"
+        return _option_problem(key, value, spelled=f"+{key}")
     schema_now, prefix = schema, ""
     parts = key.split(".")
     for depth, part in enumerate(parts):
@@ -275,16 +284,18 @@ def setting_problem(key: str, value: str, schema: type) -> str | None:
     return None
 
 
-def _option_problem(group: str, value: str) -> str | None:
-    """Why ``group=value`` names no file ``conf/<group>/<value>.yaml``, or None."""
+def _option_problem(group: str, value: str, spelled: str = "") -> str | None:
+    """Why ``group=value`` (``spelled=value`` on the command line) names no file
+    ``conf/<group>/<value>.yaml``, or None."""
     options = sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
     if value in options:
         return None
+    spelled = spelled or group
     close = difflib.get_close_matches(value, options, n=1)
-    hint = f" (did you mean {group}={close[0]}?)" if close else ""
+    hint = f" (did you mean {spelled}={close[0]}?)" if close else ""
     if group == "data" and ("/" in value or Path(value).exists()):
         hint = f" (a folder of text files: data=files data.path={value})"
-    return f"{group}={value}: no such option; choose from {', '.join(options)}{hint}"
+    return f"{spelled}={value}: no such option; choose from {', '.join(options)}{hint}"
 
 
 def _parses_as(value: str, kind: type) -> bool:
