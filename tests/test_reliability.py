@@ -290,6 +290,24 @@ def test_resume_config_allows_only_train_overrides(straight):
         resume_config(straight / "tensorboard", [])
 
 
+def test_resume_allows_restating_the_run_s_own_values(straight, word_corpus, cache_dir):
+    """A job script that starts a run and resumes it with the same command line is not refused."""
+    restated = ["evaluate_test=false", "train.lr=0.003", "+model.hidden_size=64", "model.dropout=0.3", "train.max_steps=20"]
+    cfg = resume_config(straight, restated)
+    assert cfg.train.max_steps == 20 and cfg.train.lr == 0.003 and cfg.model.hidden_size == 64
+    with pytest.raises(ValueError, match=r"resume: train.lr=0.004 model.dropout=0.2 cannot change when resuming"):
+        resume_config(straight, ["train.lr=0.004", "model.dropout=0.2", "evaluate_test=false"])
+    # A group's choice is compared with what Hydra composed of the command line.
+    same_corpus = word_corpus_overrides(word_corpus, cache_dir)
+    composed = compose_config("train", same_corpus + RUN)
+    assert resume_config(straight, same_corpus, composed=composed).data.path == str(word_corpus)
+    with pytest.raises(ValueError, match="cannot change when resuming"):
+        resume_config(straight, ["data=files"])  # without the composition: refused, not guessed
+    other = compose_config("train", ["data=toy"] + RUN)
+    with pytest.raises(ValueError, match=r"resume: data=toy cannot change"):
+        resume_config(straight, ["data=toy"], composed=other)
+
+
 # --------------------------------------------------------------------------- signals, for real
 
 

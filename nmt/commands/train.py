@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nmt.commands.app import claimed_run_folders, hydra_command, refuse
-from nmt.config import TrainRunConfig
+from nmt.config import CONF_DIR, TrainRunConfig
 from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
 from nmt.run_folder import (
@@ -43,23 +43,54 @@ from nmt.runtime import PREEMPTED_EXIT_CODE, copy_to_log_files
 from nmt.training import settings_from_checkpoint, train
 
 
-def resume_config(run_dir: Path, overrides: list[str], settings: str = "config") -> TrainRunConfig:
+def resume_config(
+    run_dir: Path, overrides: list[str], settings: str = "config", composed: TrainRunConfig | None = None
+) -> TrainRunConfig:
     """The run's own config.yaml (``settings="checkpoint"``: the settings its newest checkpoint
-    saved), with overrides of ``RESUMABLE_SETTINGS`` (e.g. more epochs) applied."""
+    saved), with overrides of ``RESUMABLE_SETTINGS`` (e.g. more epochs) applied. An override
+    that restates the run's own value is allowed whatever its key (a job script's
+    ``evaluate_test=false``); ``composed`` is what Hydra made of the command line, needed to
+    compare a group's choice (``data=toy``) with the run's section."""
     check_choice("resume_settings", settings, ("config", "checkpoint"))
     problem = resume_folder_problem(run_dir, from_checkpoint=settings == "checkpoint")
     if problem:
         raise CheckpointError(problem)
     changes = [
-        o
+        o.lstrip("+")
         for o in overrides
         if o.lstrip("+").split("=", 1)[0] not in ("resume", "resume_settings") and not o.startswith("hydra.")
     ]
+    saved = saved_settings(run_dir, settings)
+    keys = [change.split("=", 1)[0] for change in changes]
+    changes = [change for change in changes if not restates(change, saved, composed, keys)]
     problem = refused_resume_changes(changes)
     if problem:
         raise SettingError(problem)
-    merged = OmegaConf.merge(saved_settings(run_dir, settings), OmegaConf.from_dotlist(changes))
-    return OmegaConf.to_object(merged)
+    return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)))
+
+
+def restates(change: str, saved, composed: TrainRunConfig | None, keys: list[str]) -> bool:
+    """Whether the override ``change`` leaves the saved settings as they are. For a section
+    (``data=toy``), keys below it that other overrides set (``data.path=...``) are compared
+    on their own."""
+    key = change.split("=", 1)[0]
+    if composed is not None:
+        new = OmegaConf.select(OmegaConf.structured(composed), key, default=None)
+    elif (CONF_DIR / key.replace(".", "/")).is_dir():
+        return False  # a group's choice: only Hydra's composition says what it stands for
+    else:
+        try:
+            new = OmegaConf.select(OmegaConf.merge(saved, OmegaConf.from_dotlist([change])), key)
+        except OmegaConfBaseException:
+            return False
+    old = OmegaConf.select(saved, key, default=None)
+    new, old = (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (new, old))
+    for other in keys:
+        if other.startswith(f"{key}.") and isinstance(new, dict) and isinstance(old, dict):
+            top = other[len(key) + 1 :].split(".")[0]
+            new.pop(top, None)
+            old.pop(top, None)
+    return new == old
 
 
 def saved_settings(run_dir: Path, settings: str = "config"):
@@ -93,7 +124,7 @@ def run_train(cfg: TrainRunConfig) -> int:
                 "leave hydra.run.dir out"
             )
         hold(run_dir)  # before config.yaml is read: another resume may be rewriting it
-        cfg = resume_config(run_dir, list(hydra_cfg.overrides.task), cfg.resume_settings)
+        cfg = resume_config(run_dir, list(hydra_cfg.overrides.task), cfg.resume_settings, composed=cfg)
         summary = train(cfg, run_dir, resume=True, world=world)
     else:  # the folder Hydra resolved, whatever the spelling of hydra.run.dir: train() checks it is free
         summary = train(cfg, Path(hydra_cfg.runtime.output_dir), world=world)
