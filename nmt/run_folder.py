@@ -136,6 +136,15 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     write_atomically(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
+def read_summary(run_dir: Path) -> dict | None:
+    """summary.json as written by ``write_summary``, or None if it is missing or damaged."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def plot_curves(run_dir: Path) -> Path | None:
     """curves.png: training and validation loss, and validation BLEU / chrF, against steps."""
     metrics = read_metrics(run_dir)

@@ -198,8 +198,12 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
             except StoppedDuringSetup:
                 return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
             stop.setting_up = False
+            start = trainer.progress.step
             reason = trainer.fit(stop)
-            summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
+            finished = resume and reason != "signal" and trainer.progress.step == start and world.is_main
+            summary = world.broadcast(standing_summary(run_dir, cfg, start) if finished else None)
+            if summary is None:
+                summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
     finally:
         if acquired:
             run_folder.release(run_dir)
@@ -238,6 +242,20 @@ def settings_from_checkpoint(run_dir: Path) -> dict:
         "model": asdict(checkpoint.model_config),
         "train": checkpoint.training.train_config,
     }
+
+
+def standing_summary(run_dir: Path, cfg: TrainRunConfig, step: int) -> dict | None:
+    """The summary.json of a run resumed with nothing left to train, if it is that of its
+    step and holds all ``finish`` would write again (so the test split is not decoded twice
+    and the checkpoints stay untouched); else None."""
+    summary = run_folder.read_summary(run_dir)
+    complete = summary is not None and summary.get("steps") == step and summary.get("reason") not in (None, "signal")
+    complete = complete and (not cfg.evaluate_test or "test_bleu_greedy" in summary or not (run_dir / "best.pt").exists())
+    complete = complete and (not cfg.train.average_last or "averaged_steps" in summary)
+    if not complete:
+        return None
+    log.info("nothing trained in this session: %s of step %d stands", run_dir / "summary.json", step)
+    return summary
 
 
 def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:

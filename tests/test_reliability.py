@@ -26,6 +26,7 @@ import torch
 import yaml
 
 import nmt.inference
+import nmt.training
 from nmt.checkpoint import CheckpointError, load_checkpoint, load_for_resume, read_checkpoint
 from nmt.commands.train import resume_config
 from nmt.commands.translate import run_translate
@@ -186,6 +187,37 @@ def test_resuming_a_run_at_its_limit_says_which_setting_to_raise(straight, tmp_p
     assert summary["steps"] == N
     assert f"already reached train.max_steps={N}: nothing left to train" in caplog.text
     assert f"(resume={run_dir} train.max_steps=...)" in caplog.text
+
+
+def test_resuming_a_finished_run_decodes_nothing_and_rewrites_nothing(tmp_path, word_corpus, cache_dir, monkeypatch):
+    run_dir = tmp_path / "run"
+    cfg = run_config(
+        word_corpus, cache_dir, "train.max_steps=4", "evaluate_test=true", "train.average_last=2", "train.save_every=2"
+    )
+    first = train(cfg, run_dir)
+    assert "test_bleu_greedy" in first and first["averaged_steps"][-1] == 4
+    files = {
+        path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in run_dir.glob("*") if path.suffix in (".pt", ".json")
+    }
+
+    def decoded_again(*args, **kwargs):
+        raise AssertionError("the test split was decoded again")
+
+    monkeypatch.setattr(nmt.training, "greedy_test_scores", decoded_again)
+    again = train(cfg, run_dir, resume=True)
+    assert again == first
+    assert {
+        path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in run_dir.glob("*") if path.name in files
+    } == files
+    monkeypatch.undo()
+    more = train(
+        run_config(
+            word_corpus, cache_dir, "train.max_steps=6", "evaluate_test=true", "train.average_last=2", "train.save_every=2"
+        ),
+        run_dir,
+        resume=True,
+    )
+    assert more["steps"] == 6 and "test_bleu_greedy" in more and more["averaged_steps"][-1] == 6
 
 
 def test_resume_from_a_plain_adam_checkpoint_continues_with_fused_adam(straight, tmp_path, word_corpus, cache_dir):
