@@ -6,7 +6,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from nmt.config import CONF_DIR, DataConfig, ModelConfig, OptimConfig, TrainRunConfig
+from nmt.config import CONF_DIR, DataConfig, ModelConfig, OptimConfig, TrainRunConfig, TranslateConfig
 from tests.conftest import compose_config
 
 
@@ -278,3 +278,34 @@ def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, 
     assert result.returncode == 1
     assert result.stderr.strip().startswith(f"error: {problem}") and len(result.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # before Hydra made a folder
+
+
+@pytest.mark.parametrize(
+    "schema, arg, problem",
+    [
+        (TrainRunConfig, "+model=small", "+model=small: model is there already; '+' only adds a new key: write model=small"),
+        (
+            TrainRunConfig,
+            "+train.lr=0.1",
+            "+train.lr=0.1: train.lr is there already; '+' only adds a new key: write train.lr=0.1",
+        ),
+        (TrainRunConfig, "decode.beam_size=[1", "decode.beam_size=[1: Hydra cannot read this override (no viable alternative"),
+        (
+            TranslateConfig,
+            "ckpt=a,b",
+            "ckpt=a,b: a comma makes a sweep (add --multirun for one); a list is written 'ckpt=[a,b]'",
+        ),
+        (TranslateConfig, "+decode=beam", "+decode=beam: decode is there already; '+' only adds a new key: write decode=beam"),
+        (TrainRunConfig, "++train.lr=0.1", None),
+        (TrainRunConfig, "+experiment=bible_cho_tuned", None),
+        (TrainRunConfig, "+train.max_stpes=5", None),  # a new key: to_object names the setting it resembles
+        (TranslateConfig, "ckpt=[a,b]", None),
+        (TranslateConfig, "ckpt='a,b'", None),
+    ],
+)
+def test_overrides_hydra_would_refuse_are_one_line(schema, arg, problem):
+    from nmt.commands.app import override_problem
+
+    found = override_problem(arg, schema)
+    assert found == problem if problem is None else found.startswith(problem)
+    assert override_problem("train.lr=0.1,0.2", TrainRunConfig, multirun=True) is None  # a sweep, as asked

@@ -232,16 +232,49 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
 def check_command_line(schema: type) -> dict[str, str]:
     """The command line's plain overrides, after refusing (in one line, before Hydra makes
     anything) any that cannot work with ``schema``: see ``setting_problem``."""
+    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
     for arg in sys.argv[1:]:
-        key = arg.partition("=")[0]
-        if "=" in arg and ADDED_GROUPS.get(key) is schema:  # experiment=NAME: Hydra's two-line error
-            refuse(f"{arg}: {key} is added to the defaults, not chosen in them: write +{arg}")
+        problem = override_problem(arg, schema, multirun)
+        if problem:
+            refuse(problem)
     overrides = command_line_overrides(sys.argv[1:])
     for key, value in overrides.items():
         problem = setting_problem(key, value, schema)
         if problem:
             refuse(problem)
     return overrides
+
+
+def override_problem(arg: str, schema: type, multirun: bool = False) -> str | None:
+    """Why Hydra would refuse the override ``arg``, in one line instead of its several: its
+    syntax, a sweep outside ``--multirun``, or the ``+`` of adding to a key that exists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if "=" not in arg or arg.startswith("-"):
+        return None
+    try:
+        (override,) = OverridesParser.create().parse_overrides([arg])
+    except Exception as err:  # noqa: BLE001 - Hydra's grammar errors have no common class
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return f"{arg}: Hydra cannot read this override ({reason}); see https://hydra.cc/docs/advanced/override_grammar/basic/"
+    key = override.key_or_group
+    if ADDED_GROUPS.get(key) is schema and not override.is_add():  # experiment=NAME
+        return f"{arg}: {key} is added to the defaults, not chosen in them: write +{arg}"
+    if override.is_sweep_override() and not multirun:
+        return f"{arg}: a comma makes a sweep (add --multirun for one); a list is written '{key}=[a,b]'"
+    if override.is_add() and not arg.startswith("++") and key not in ADDED_GROUPS and _declared(key, schema):
+        return f"{arg}: {key} is there already; '+' only adds a new key: write {arg.lstrip('+')}"
+    return None
+
+
+def _declared(key: str, schema: type) -> bool:
+    """Whether the dotted ``key`` is a field of ``schema`` (nested), so the config always has it."""
+    for part in key.split("."):
+        hints = typing.get_type_hints(schema) if schema is not None else {}
+        if part not in hints:
+            return False
+        schema = dataclass_of(hints[part])
+    return True
 
 
 def setting_problem(key: str, value: str, schema: type) -> str | None:
