@@ -6,7 +6,7 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from nmt.config import CONF_DIR, DataConfig, ModelConfig, OptimConfig, TrainRunConfig, TranslateConfig
+from nmt.config import CONF_DIR, AverageConfig, DataConfig, ModelConfig, OptimConfig, TrainRunConfig, TranslateConfig
 from tests.conftest import compose_config
 
 
@@ -293,13 +293,31 @@ def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, 
         (
             TranslateConfig,
             "ckpt=a,b",
-            "ckpt=a,b: a comma makes a sweep (add --multirun for one); a list is written 'ckpt=[a,b]'",
+            "ckpt=a,b: a comma makes a sweep of several runs; a list is written 'ckpt=[a,b]'",
         ),
         (TranslateConfig, "+decode=beam", "+decode=beam: decode is there already; '+' only adds a new key: write decode=beam"),
         (TrainRunConfig, "++train.lr=0.1", None),
         (TrainRunConfig, "+experiment=bible_cho_tuned", None),
         (TrainRunConfig, "+train.max_stpes=5", None),  # a new key: to_object names the setting it resembles
         (TranslateConfig, "ckpt=[a,b]", None),
+        (TrainRunConfig, "decode.beam_size=2,3", "decode.beam_size=2,3: a comma makes a sweep of several runs; add --multirun"),
+        (TrainRunConfig, "train.betas=0.9", "train.betas=0.9: train.betas is a list: write 'train.betas=[0.9]'"),
+        (TrainRunConfig, "train.betas=[0.9,abc]", "train.betas=[0.9,abc]: expected a list of numbers"),
+        (TrainRunConfig, "train.betas=[0.9,0.99]", None),
+        (AverageConfig, "ckpts=a.pt", "ckpts=a.pt: ckpts is a list: write 'ckpts=[a.pt]'"),
+        (
+            TrainRunConfig,
+            "data.splits=abc",
+            "data.splits=abc: data.splits is a group of settings (SplitNames in nmt/config.py), not one value: "
+            "set them one by one, e.g. data.splits.train=...",
+        ),
+        (TrainRunConfig, "data.splits={train:a}", None),
+        (TrainRunConfig, "model=null", "model=null: model takes one of its options in conf/model: cho2014, rnnsearch,"),
+        (TranslateConfig, "decode=null", "decode=null: decode takes one of its options in conf/decode: beam, greedy"),
+        (TrainRunConfig, "~train.lr", "~train.lr: a setting cannot be removed, only set: train.lr=..."),
+        (TrainRunConfig, "train.lr=null", "train.lr=null: train.lr cannot be null; give it a value"),
+        (TrainRunConfig, "resume=null", None),
+        (TranslateConfig, "output=null", None),
         (TranslateConfig, "ckpt='a,b'", None),
     ],
 )

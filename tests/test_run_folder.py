@@ -368,6 +368,7 @@ def test_a_damaged_metrics_line_names_the_file_and_line(tmp_path):
         ("train.seed=-1", "train.seed=-1: must be at least 0"),
         ("train.label_smoothing=1", "train.label_smoothing=1.0: must be at least 0 and below 1"),
         ("train.betas=[0.9,1.0]", "train.betas=[0.9, 1.0]: must be at least 0 and below 1"),
+        ("train.betas=[0.9]", "train.betas=[0.9]: Adam takes two, e.g. train.betas=[0.9,0.98]"),
         ("model.output_rank=-1", "model.output_rank=-1: must be at least 0"),
         ("data.max_train_pairs=-1", "data.max_train_pairs=-1: must be at least 0"),
         ("train.max_tokens=100", "train.max_tokens=100 is smaller than the longest pair allowed (train.max_subwords=128)"),

@@ -247,10 +247,11 @@ def check_command_line(schema: type) -> dict[str, str]:
 
 def override_problem(arg: str, schema: type, multirun: bool = False) -> str | None:
     """Why Hydra would refuse the override ``arg``, in one line instead of its several: its
-    syntax, a sweep outside ``--multirun``, or the ``+`` of adding to a key that exists."""
+    syntax, a sweep outside ``--multirun``, the ``+`` of adding to a key that exists, or a
+    value of the wrong shape (a null group, one value for a group of settings or a list)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if "=" not in arg or arg.startswith("-"):
+    if arg.startswith("-") or ("=" not in arg and not arg.startswith("~")):  # --cfg job, ~key
         return None
     try:
         (override,) = OverridesParser.create().parse_overrides([arg])
@@ -260,21 +261,61 @@ def override_problem(arg: str, schema: type, multirun: bool = False) -> str | No
     key = override.key_or_group
     if ADDED_GROUPS.get(key) is schema and not override.is_add():  # experiment=NAME
         return f"{arg}: {key} is added to the defaults, not chosen in them: write +{arg}"
-    if override.is_sweep_override() and not multirun:
-        return f"{arg}: a comma makes a sweep (add --multirun for one); a list is written '{key}=[a,b]'"
-    if override.is_add() and not arg.startswith("++") and key not in ADDED_GROUPS and _declared(key, schema):
+    annotation = _annotation(key, schema)
+    if override.is_sweep_override():
+        if multirun:
+            return None
+        listed = annotation is Any or typing.get_origin(_required(annotation)) is list
+        hint = f"a list is written '{key}=[a,b]'" if listed else "add --multirun to run one job per value"
+        return f"{arg}: a comma makes a sweep of several runs; {hint}"
+    value, group = override.value(), CONF_DIR / key.replace(".", "/")
+    if annotation is None or (override.is_delete() and group.is_dir()):
+        return None
+    if override.is_delete():
+        return f"{arg}: a setting cannot be removed, only set: {key}=..."
+    if override.is_add() and not arg.startswith("++") and key not in ADDED_GROUPS:
         return f"{arg}: {key} is there already; '+' only adds a new key: write {arg.lstrip('+')}"
+    nested, required = dataclass_of(annotation), _required(annotation)
+    if value is None and group.is_dir():
+        options = ", ".join(sorted(path.stem for path in group.glob("*.yaml")))
+        return f"{arg}: {key} takes one of its options in conf/{key.replace('.', '/')}: {options}"
+    optional = annotation is Any or required is not annotation
+    if value is None and not optional:
+        return f"{arg}: {key} cannot be null; give it a value"
+    if nested is not None and not group.is_dir() and value is not None and not isinstance(value, dict):
+        first = dataclasses.fields(nested)[0].name
+        return (
+            f"{arg}: {key} is a group of settings ({nested.__name__} in nmt/config.py), not one value: "
+            f"set them one by one, e.g. {key}.{first}=..."
+        )
+    if typing.get_origin(required) is list and value is not None:
+        (item,) = typing.get_args(required)
+        kinds = {float: "numbers", int: "whole numbers"}
+        if not isinstance(value, list):
+            return f"{arg}: {key} is a list: write '{key}=[{value}]' or '{key}=[a,b]'"
+        if item in kinds and not all(_parses_as(str(v), item) for v in value):
+            return f"{arg}: expected a list of {kinds[item]}"
     return None
 
 
-def _declared(key: str, schema: type) -> bool:
-    """Whether the dotted ``key`` is a field of ``schema`` (nested), so the config always has it."""
+def _annotation(key: str, schema: type) -> Any:
+    """The type of the dotted ``key`` in ``schema`` (nested), or None if it is no field there."""
+    annotation = None
     for part in key.split("."):
         hints = typing.get_type_hints(schema) if schema is not None else {}
         if part not in hints:
-            return False
-        schema = dataclass_of(hints[part])
-    return True
+            return None
+        annotation = hints[part]
+        schema = dataclass_of(annotation)
+    return annotation
+
+
+def _required(annotation: Any) -> Any:
+    """``Optional[X]`` -> X; anything else as it is."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        others = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return others[0] if len(others) == 1 else annotation
+    return annotation
 
 
 def setting_problem(key: str, value: str, schema: type) -> str | None:
