@@ -330,16 +330,19 @@ def _check_crcs(path: Path) -> None:
         )
 
 
-def resolve_checkpoint(path_or_run: str | Path) -> Path:
-    """A run folder means its best checkpoint (else its last); a file means itself."""
+def resolve_checkpoint(path_or_run: str | Path, setting: str = "ckpt") -> Path:
+    """A run folder means its best checkpoint (else its last); a file means itself.
+    ``setting`` names the command-line key in errors."""
+    if not str(path_or_run).strip():
+        raise CheckpointError(f"{setting}= is empty: give a run folder or a checkpoint file")
     path = Path(path_or_run).expanduser()
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(f"{path}: run folder without best.pt or last.pt; has it trained yet?")
+        raise CheckpointError(f"{setting}={path_or_run}: run folder without best.pt or last.pt; has it trained yet?")
     if not path.exists():
-        raise CheckpointError(f"ckpt={path_or_run}: no such run folder or checkpoint file")
+        raise CheckpointError(f"{setting}={path_or_run}: no such run folder or checkpoint file")
     return path
 
 

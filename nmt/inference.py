@@ -47,12 +47,13 @@ class Translator:
         return " + ".join(str(path) for path in self.members) if len(self.members) > 1 else str(self.path)
 
 
-def load_translator(ckpt: str | Path | list, device: str | torch.device = "auto") -> Translator:
+def load_translator(ckpt: str | Path | list, device: str | torch.device = "auto", setting: str = "ckpt") -> Translator:
     """Rebuild model and tokenizer from a run folder or checkpoint file (on any device); from a
-    list of them, an ensemble of their models (``nmt.ensemble``), which share one tokenizer."""
-    paths = [resolve_checkpoint(c) for c in (ckpt if isinstance(ckpt, (list, tuple)) else [ckpt])]
+    list of them, an ensemble of their models (``nmt.ensemble``), which share one tokenizer.
+    ``setting`` names the command-line key in errors."""
+    paths = [resolve_checkpoint(c, setting) for c in (ckpt if isinstance(ckpt, (list, tuple)) else [ckpt])]
     if not paths:
-        raise CheckpointError("ckpt=[]: give at least one run folder or checkpoint file")
+        raise CheckpointError(f"{setting}=[]: give at least one run folder or checkpoint file")
     device = pick_device(device) if isinstance(device, str) else device
     checkpoints, models = [], []
     for path in paths:  # one checkpoint's weights in memory at a time besides the models

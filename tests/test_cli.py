@@ -12,7 +12,7 @@ from nmt.commands.evaluate import run_evaluate
 from nmt.commands.score import run_score
 from nmt.commands.translate import run_translate
 from nmt.config import DecodeConfig, EvaluateConfig, ScoreConfig, TranslateConfig
-from nmt.errors import CorpusError, ReportError
+from nmt.errors import CheckpointError, CorpusError, ReportError
 from nmt.inference import load_translator, translate_lines
 from nmt.lines import read_lines
 
@@ -346,3 +346,21 @@ def test_ctrl_c_at_the_prompt_is_one_line_and_exit_130(any_run):
     assert process.returncode == 130, stderr.decode()
     assert b"Traceback" not in stderr
     assert stderr.decode().splitlines()[-1] == "nmt-translate: interrupted (Ctrl-C)"
+
+
+def test_evaluate_refuses_a_bad_other_system_before_decoding(tmp_path, any_run, monkeypatch):
+    import nmt.commands.evaluate
+
+    monkeypatch.setattr(nmt.commands.evaluate, "translate_lines", lambda *a, **k: pytest.fail("decoded"))
+    base = tmp_path / "base.txt"
+    base.write_text("one\n" * 7)
+    report_dir = str(tmp_path / "r")
+    with pytest.raises(ReportError, match="^compare= and compare_ckpt= both name the other system: give one of them"):
+        run_evaluate(EvaluateConfig(ckpt=str(any_run), compare=str(base), compare_ckpt=str(any_run), report_dir=report_dir))
+    with pytest.raises(CheckpointError, match=f"^compare_ckpt={tmp_path / 'nope'}: no such run folder or checkpoint file"):
+        run_evaluate(EvaluateConfig(ckpt=str(any_run), compare_ckpt=str(tmp_path / "nope"), report_dir=report_dir))
+    with pytest.raises(ReportError, match=r"base\.txt has 7 lines but the test split has 20 lines"):
+        run_evaluate(EvaluateConfig(ckpt=str(any_run), compare=str(base), report_dir=report_dir))
+    with pytest.raises(CheckpointError, match="^ckpt= is empty: give a run folder or a checkpoint file"):
+        run_evaluate(EvaluateConfig(ckpt="", report_dir=report_dir))
+    assert not (tmp_path / "r").exists()

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,10 +66,14 @@ class Decoded:
     data: DataConfig
 
 
-def decode_split(cfg: EvaluateConfig, ckpt, data: DataConfig | None = None) -> Decoded:
-    """Translate ``cfg.split`` with ``ckpt`` (a run, a checkpoint file or a list: an ensemble), of
-    ``data`` (default: ``data=``, else the corpus the checkpoint was trained on)."""
-    translator = load_translator(ckpt, cfg.device)
+def decode_split(
+    cfg: EvaluateConfig,
+    translator: Translator,
+    data: DataConfig | None = None,
+    check_refs: Callable[[list[str]], None] | None = None,
+) -> Decoded:
+    """Translate ``cfg.split`` with ``translator``, of ``data`` (default: ``data=``, else the
+    corpus the checkpoint was trained on); ``check_refs`` sees the references before decoding."""
     data = data or corpus_for(cfg, translator.checkpoint.data_config)
     if cfg.split not in SPLITS:
         raise ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
@@ -77,6 +82,8 @@ def decode_split(cfg: EvaluateConfig, ckpt, data: DataConfig | None = None) -> D
     sources, refs = list(table["src"]), list(table["tgt"])
     if cfg.max_sentences:
         sources, refs = sources[: cfg.max_sentences], refs[: cfg.max_sentences]
+    if check_refs is not None:
+        check_refs(refs)
     start = time.perf_counter()
     results = translate_lines(translator, sources, cfg.decode, progress=True)
     seconds = time.perf_counter() - start
@@ -135,12 +142,16 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     )
     if cfg.compare_ckpt is not None and (cfg.ckpt is None or cfg.hyps is not None):
         raise ReportError("compare_ckpt= decodes the split as ckpt= does: give ckpt= (with hyps=, use compare=FILE)")
+    if cfg.compare is not None and cfg.compare_ckpt is not None:
+        raise ReportError("compare= and compare_ckpt= both name the other system: give one of them")
     if (cfg.compare is not None or cfg.compare_ckpt is not None) and cfg.bootstrap_samples < 1:  # before decoding
         raise ReportError(
             f"bootstrap_samples={cfg.bootstrap_samples}: the paired bootstrap test of compare= / compare_ckpt= "
             "needs at least 1 sample (1000 is usual)"
         )
-    decoded = None
+    decoded, other_translator = None, None
+    other = report.read_lines(cfg.compare, "compare") if cfg.compare is not None else None  # before decoding
+    refs_name = cfg.refs or f"the {cfg.split} split"
     if cfg.hyps is not None:
         if cfg.ckpt is not None:
             log.warning("hyps= given: scoring that file; ckpt=%s is not used", cfg.ckpt)
@@ -154,7 +165,15 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         speed = model = decoding = checkpoint = None
         corpus = {"hyps": cfg.hyps, "refs": cfg.refs}
     elif cfg.ckpt is not None:
-        decoded = decode_split(cfg, cfg.ckpt)
+        translator = load_translator(cfg.ckpt, cfg.device)
+        if cfg.compare_ckpt is not None:  # a wrong path fails now, not after the first decoding
+            other_translator = load_translator(cfg.compare_ckpt, cfg.device, "compare_ckpt")
+
+        def check_refs(refs: list[str]) -> None:
+            if other is not None:
+                metrics.check_parallel(other, refs, cfg.compare, refs_name)
+
+        decoded = decode_split(cfg, translator, check_refs=check_refs)
         sources, refs, hyps, speed, model = decoded.sources, decoded.refs, decoded.hyps, decoded.speed, decoded.model
         corpus, checkpoint, decoding = decoded.corpus, decoded.translator.name, asdict(cfg.decode)
     else:
@@ -162,12 +181,12 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
 
     scores = metrics.corpus_scores(hyps, refs, cfg.bootstrap_samples)
     by_length = metrics.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
-    compare, other, figures = None, None, []
-    if cfg.compare is not None:
-        other, other_name = report.read_lines(cfg.compare, "compare"), Path(cfg.compare).name
-        metrics.check_parallel(other, refs, cfg.compare, cfg.refs or "the references")
-    elif cfg.compare_ckpt is not None:
-        other_decoded = decode_split(cfg, cfg.compare_ckpt, decoded.data)  # the same sentences, whatever it trained on
+    compare, figures = None, []
+    if other is not None:
+        other_name = Path(cfg.compare).name
+        metrics.check_parallel(other, refs, cfg.compare, refs_name)
+    elif other_translator is not None:
+        other_decoded = decode_split(cfg, other_translator, decoded.data)  # the same sentences, whatever it trained on
         other, other_name = other_decoded.hyps, other_decoded.translator.name
     if other is not None:
         this_name = checkpoint or "this system"
