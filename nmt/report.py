@@ -216,12 +216,15 @@ def _settings_table(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _corpus_text(corpus: Any) -> str:
-    # {"name": "wmt14", "split": "test"} reads best as "wmt14 (test)"; other
-    # shapes (e.g. {"hyps": ..., "refs": ...} file names) as key: value pairs.
+    # {"name": "wmt14", "split": "test", "src_lang": "en", "tgt_lang": "fr"} reads best as
+    # "wmt14 (test), en-fr"; other shapes (e.g. {"hyps": ..., "refs": ...} file names) as
+    # key: value pairs.
     if isinstance(corpus, Mapping):
-        if corpus.get("name") and set(corpus) <= {"name", "split"}:
-            split = corpus.get("split")
-            return f"{corpus['name']} ({split})" if split else str(corpus["name"])
+        if corpus.get("name") and set(corpus) <= {"name", "split", "src_lang", "tgt_lang"}:
+            text = str(corpus["name"]) + (f" ({corpus['split']})" if corpus.get("split") else "")
+            if corpus.get("src_lang") and corpus.get("tgt_lang"):
+                text += f", {corpus['src_lang']}-{corpus['tgt_lang']}"
+            return text
         return ", ".join(f"{k}: {v}" for k, v in corpus.items() if v is not None)
     return str(corpus)
 
@@ -394,7 +397,7 @@ def write_report(
     if rows:
         title = "BLEU by source sentence length"
         if report.get("corpus"):
-            title += f" ({_corpus_text(report['corpus'])})"
+            title += f": {_corpus_text(report['corpus'])}"
         paths["plot"] = plot_bleu_by_length(rows, out_dir / "bleu_by_length.png", title)
         plot_name = paths["plot"].name
     else:  # never leave an earlier report's plot beside this report

@@ -236,7 +236,7 @@ def test_write_report_files(tmp_path, corpus, good_scores):
         model={"hidden_size": 1000, "encoder": {"layers": 1}},
         decoding={"beam_size": 10, "length_penalty": 0.0},
         compare=compare,
-        corpus={"name": "wmt14", "split": "test"},
+        corpus={"name": "wmt14", "split": "test", "src_lang": "en", "tgt_lang": "fr"},  # as nmt-evaluate gives it
         checkpoint="outputs/run/best.pt",
     )
     paths = write_report(tmp_path / "rep", report, hyps, examples)
@@ -256,6 +256,7 @@ def test_write_report_files(tmp_path, corpus, good_scores):
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
 
     md = paths["markdown"].read_text(encoding="utf-8")
+    assert md.startswith("# Evaluation report: wmt14 (test), en-fr\n")
     assert good_scores["bleu"]["signature"] in md
     assert "| Metric | Score | 95% CI |" in md
     assert f"| BLEU | {good_scores['bleu']['score']:.2f} |" in md
