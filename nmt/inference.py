@@ -86,7 +86,8 @@ def decode_ids(
     budget = max(int(data.src_lengths.max()), decode.batch_tokens // divisor)
     batches = token_batches(data.src_lengths, data.src_lengths, budget, shuffle=False)
     model.eval()
-    with tqdm(total=len(nonempty), desc="translating", unit="sent", disable=not progress, leave=False) as bar:
+    # disable=None: the bar shows on a terminal only, not in a log file
+    with tqdm(total=len(nonempty), desc="translating", unit="sent", disable=None if progress else True, leave=False) as bar:
         for rows in batches:
             batch = data.collate(rows).to(device)
             with autocast(device):
@@ -282,7 +283,7 @@ def score_pairs(
     )
     budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
     batches = token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False)
-    for batch_rows in tqdm(batches, desc="scoring", disable=not progress, leave=False):
+    for batch_rows in tqdm(batches, desc="scoring", disable=None if progress else True, leave=False):
         batch = data.collate(batch_rows).to(device)
         with autocast(device):
             logits = model(batch.src, batch.src_lengths, batch.tgt_in)

@@ -364,3 +364,12 @@ def test_evaluate_refuses_a_bad_other_system_before_decoding(tmp_path, any_run, 
     with pytest.raises(CheckpointError, match="^ckpt= is empty: give a run folder or a checkpoint file"):
         run_evaluate(EvaluateConfig(ckpt="", report_dir=report_dir))
     assert not (tmp_path / "r").exists()
+
+
+def test_no_progress_bar_in_a_log_file(tmp_path, trained_run, word_corpus):
+    """tqdm's bar is for a terminal: stderr sent to a file gets the summary lines only."""
+    out = tmp_path / "hyps.txt"
+    result = run_cli("nmt.commands.translate", f"ckpt={trained_run}", f"input={word_corpus / 'test.es'}", f"output={out}")
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(read_lines(out)) == 20
+    assert b"translating" not in result.stderr and b"it/s" not in result.stderr

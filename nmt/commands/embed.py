@@ -50,7 +50,7 @@ def embed_stream(translator: Translator, cfg: EmbedConfig, path: str | None, raw
     total = count_lines(path) if path is not None and Path(path).is_file() else None  # a pipe is read once only
     with (
         open(raw_path, "wb") as raw,
-        tqdm(total=total, desc="embedding", unit="line", leave=False, disable=path is None) as bar,
+        tqdm(total=total, desc="embedding", unit="line", leave=False, disable=True if path is None else None) as bar,
     ):
         for chunk in input_chunks(path, cfg.replace_invalid_utf8):
             vectors = embed_ids(translator, source_ids(translator, chunk, cfg.max_source_subwords), cfg.batch_tokens)

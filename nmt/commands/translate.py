@@ -93,7 +93,7 @@ def run_translate(cfg: TranslateConfig) -> int:
     with (
         output_stream(cfg.output) as out,
         aligned as alignments,
-        tqdm(total=total, desc="translating", unit="line", leave=False, disable=cfg.input is None) as bar,
+        tqdm(total=total, desc="translating", unit="line", leave=False, disable=True if cfg.input is None else None) as bar,
     ):
         for lines in input_chunks(cfg.input, cfg.replace_invalid_utf8):
             results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords)
