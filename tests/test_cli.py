@@ -211,9 +211,10 @@ def test_score_pairs(tmp_path, any_run, word_corpus, caplog):
     rows = [f"{s}\t{t}" for s, t in zip(src, tgt)] + [f"{s}\t{w}" for s, w in zip(src, wrong)] + ["\tempty source", ""]
     pairs.write_text("\n".join(rows) + "\n")
     output = tmp_path / "scores.tsv"
-    with caplog.at_level("WARNING", logger="nmt.inference"):
+    with caplog.at_level("INFO"):
         assert run_score(ScoreConfig(ckpt=str(any_run), input=str(pairs), output=str(output))) == 0
     assert "2 pair(s) with an empty side: scored nan" in caplog.text
+    assert "scored 10 pairs (2 with an empty side: nan)" in caplog.text
     scores = [line.split("\t") for line in read_lines(output)]
     assert len(scores) == 12
     right_scores = [float(s[0]) for s in scores[:5]]

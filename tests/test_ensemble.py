@@ -268,4 +268,6 @@ def test_alignments_of_an_ensemble_through_the_command_line(trained_run, trained
     assert len(records) == 2 and records[1]["weights"] == [] and records[0]["source"][-1] == "</s>"
     refused = run("translate", f"ckpt=[{trained_run},{trained_run}]", f"alignments={tmp_path / 'none.jsonl'}", stdin="uno\n")
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
-    assert "has no attention" in refused.stderr and not (tmp_path / "none.jsonl").exists()
+    best = trained_run / "best.pt"
+    assert f"no member of the ensemble {best} + {best} has attention, so no alignments" in refused.stderr
+    assert not (tmp_path / "none.jsonl").exists()

@@ -76,8 +76,14 @@ def run_translate(cfg: TranslateConfig) -> int:
     translator = load_translator(cfg.ckpt, cfg.device)
     if cfg.alignments is not None and not has_alignments(translator.model):
         raise SettingError(
-            f"alignments={cfg.alignments}: {translator.name} has no attention, so no alignments "
-            "(the Cho et al. model reads one summary vector); use an attention model (model=rnnsearch)"
+            f"alignments={cfg.alignments}: "
+            + (
+                f"no member of the ensemble {translator.name} has"
+                if len(translator.members) > 1
+                else f"{translator.name} has no"
+            )
+            + " attention, so no alignments (the Cho et al. model reads one summary vector); use an attention "
+            "model (model=rnnsearch)"
         )
     if cfg.input is None and sys.stdin.isatty():
         if cfg.alignments is not None:
