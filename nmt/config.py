@@ -32,9 +32,12 @@ class TokenizerConfig:
 
 @dataclass
 class SplitNames:
+    """The corpus's own name of each split: a file stem ({name}.jsonl.gz, {name}.{lang},
+    {name}.tsv) or a Hub dataset's split, e.g. data.splits.validation=newstest2013."""
+
     train: str = "train"
-    validation: str = "validation"
-    test: str = "test"
+    validation: str = "validation"  # for early stopping and checkpoint selection
+    test: str = "test"  # scored once at the end of training, and by nmt-evaluate
 
 
 @dataclass

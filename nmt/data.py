@@ -128,10 +128,11 @@ def worker_processes(num_proc: int, rows: int) -> int | None:
 def _read_embedded(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[list[str], list[str]]]:
     pairs = {}
     for split in splits:
-        path = folder / f"{split}.jsonl.gz"
+        path = folder / f"{getattr(cfg.splits, split)}.jsonl.gz"
         if not path.exists():
+            renamed = "" if getattr(cfg.splits, split) == split else f" (data.splits.{split}={getattr(cfg.splits, split)})"
             raise CorpusError(
-                f"{path}: missing; data.source=embedded reads the {{split}}.jsonl.gz files of "
+                f"{path}{renamed}: missing; data.source=embedded reads the {{split}}.jsonl.gz files of "
                 f"scripts/prepare_bible.py (rebuild them with it). For plain-text files in {folder} "
                 "add data=files (data.format=tsv for {split}.tsv); for a Hugging Face dataset, data=hub"
             )

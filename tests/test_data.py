@@ -78,6 +78,11 @@ def test_embedded_source(tmp_path):
     assert reverse["test"][0] == {"src": "goodbye", "tgt": "adiós"}
     with pytest.raises(CorpusError, match="no language 'fr'"):
         load_corpus(DataConfig(name="e", source="embedded", path=str(tmp_path), tgt_lang="fr"))
+    # data.splits names the files, as for data=files and data=hub
+    renamed = DataConfig(name="e", source="embedded", path=str(tmp_path), splits=SplitNames(test="validation"))
+    assert load_corpus(renamed)["test"][0] == {"src": "gracias", "tgt": "thank you"}
+    with pytest.raises(CorpusError, match=r"nosplit\.jsonl\.gz \(data\.splits\.train=nosplit\): missing"):
+        load_corpus(DataConfig(name="e", source="embedded", path=str(tmp_path), splits=SplitNames(train="nosplit")))
 
 
 def test_plain_files_without_data_files_get_a_hint_to_add_it(tmp_path):
