@@ -6,7 +6,16 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from nmt.config import CONF_DIR, AverageConfig, DataConfig, ModelConfig, OptimConfig, TrainRunConfig, TranslateConfig
+from nmt.config import (
+    CONF_DIR,
+    AverageConfig,
+    DataConfig,
+    EvaluateConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainRunConfig,
+    TranslateConfig,
+)
 from tests.conftest import compose_config
 
 
@@ -298,9 +307,19 @@ def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, 
         (TranslateConfig, "+decode=beam", "+decode=beam: decode is there already; '+' only adds a new key: write decode=beam"),
         (TrainRunConfig, "++train.lr=0.1", None),
         (TrainRunConfig, "+experiment=bible_cho_tuned", None),
-        (TrainRunConfig, "+train.max_stpes=5", None),  # a new key: to_object names the setting it resembles
+        (TrainRunConfig, "+train.max_stpes=5", "train.max_stpes is not a setting (OptimConfig in nmt/config.py); did you mean"),
         (TranslateConfig, "ckpt=[a,b]", None),
-        (TrainRunConfig, "decode.beam_size=2,3", "decode.beam_size=2,3: a comma makes a sweep of several runs; add --multirun"),
+        (
+            TranslateConfig,
+            "decode.beam_size=2,3",
+            "decode.beam_size=2,3: a comma makes a sweep of several runs; add --multirun",
+        ),
+        (TrainRunConfig, "trian.lr=0.1,0.2", "trian is not a setting (TrainRunConfig in nmt/config.py); did you mean train?"),
+        (TrainRunConfig, "train.betas=[0.9,${train.lr}]", None),  # Hydra resolves it
+        (TrainRunConfig, "data.splits=${oc.env:SPLITS}", None),
+        (TrainRunConfig, "model={hidden_size:64}", None),
+        (TrainRunConfig, "~experiment", None),
+        (EvaluateConfig, "data=null", "data=null: leave data= out for its default, or choose one of its options in conf/data"),
         (TrainRunConfig, "train.betas=0.9", "train.betas=0.9: train.betas is a list: write 'train.betas=[0.9]'"),
         (TrainRunConfig, "train.betas=[0.9,abc]", "train.betas=[0.9,abc]: expected a list of numbers"),
         (TrainRunConfig, "train.betas=[0.9,0.99]", None),
@@ -312,8 +331,8 @@ def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, 
             "set them one by one, e.g. data.splits.train=...",
         ),
         (TrainRunConfig, "data.splits={train:a}", None),
-        (TrainRunConfig, "model=null", "model=null: model takes one of its options in conf/model: cho2014, rnnsearch,"),
-        (TranslateConfig, "decode=null", "decode=null: decode takes one of its options in conf/decode: beam, greedy"),
+        (TrainRunConfig, "model=null", "model=null: choose one of its options in conf/model: cho2014, rnnsearch,"),
+        (TranslateConfig, "decode=null", "decode=null: choose one of its options in conf/decode: beam, greedy"),
         (TrainRunConfig, "~train.lr", "~train.lr: a setting cannot be removed, only set: train.lr=..."),
         (TrainRunConfig, "train.lr=null", "train.lr=null: train.lr cannot be null; give it a value"),
         (TrainRunConfig, "resume=null", None),
@@ -326,4 +345,10 @@ def test_overrides_hydra_would_refuse_are_one_line(schema, arg, problem):
 
     found = override_problem(arg, schema)
     assert found == problem if problem is None else found.startswith(problem)
-    assert override_problem("train.lr=0.1,0.2", TrainRunConfig, multirun=True) is None  # a sweep, as asked
+
+
+def test_a_sweep_with_multirun_passes_the_check():
+    from nmt.commands.app import command_line_overrides, override_problem
+
+    assert override_problem("train.lr=0.1,0.2", TrainRunConfig, multirun=True) is None
+    assert "model" not in command_line_overrides(["model={hidden_size:64}"])  # a dict for a group: Hydra's

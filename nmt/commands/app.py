@@ -210,8 +210,8 @@ def _unknown(name: str, prefix: str, known: list[str], schema: type) -> str:
 def command_line_overrides(argv: list[str]) -> dict[str, str]:
     """Plain ``key=value`` overrides among ``argv``, parsed as Hydra parses them (quotes,
     escapes, ``null``), for checks that must happen before Hydra composes the config or
-    creates a folder. Deletions (``~key``), sweeps (``a,b``), nulls and interpolations are
-    left out; anything Hydra cannot parse is left to Hydra to report."""
+    creates a folder. Deletions (``~key``), sweeps (``a,b``), nulls, dicts and interpolations
+    are left out; anything Hydra cannot parse is left to Hydra to report."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -224,7 +224,7 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
         except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
             continue
         value = None if override.is_delete() or override.is_sweep_override() else override.value()
-        if value is not None and "${" not in str(value):
+        if value is not None and "${" not in str(value) and not isinstance(value, dict):  # model={hidden_size:64}: Hydra's
             overrides[override.key_or_group] = value if isinstance(value, str) else str(value)
     return overrides
 
@@ -232,7 +232,8 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
 def check_command_line(schema: type) -> dict[str, str]:
     """The command line's plain overrides, after refusing (in one line, before Hydra makes
     anything) any that cannot work with ``schema``: see ``setting_problem``."""
-    multirun = any(arg in ("-m", "--multirun") for arg in sys.argv[1:])
+    multirun = any(arg == "-m" or "--multirun".startswith(arg) and arg.startswith("--m") for arg in sys.argv[1:])
+    multirun = multirun or "hydra.mode=MULTIRUN" in sys.argv[1:]
     for arg in sys.argv[1:]:
         problem = override_problem(arg, schema, multirun)
         if problem:
@@ -259,9 +260,11 @@ def override_problem(arg: str, schema: type, multirun: bool = False) -> str | No
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return f"{arg}: Hydra cannot read this override ({reason}); see https://hydra.cc/docs/advanced/override_grammar/basic/"
     key = override.key_or_group
-    if ADDED_GROUPS.get(key) is schema and not override.is_add():  # experiment=NAME
+    if ADDED_GROUPS.get(key) is schema and not arg.startswith(("+", "~")):  # experiment=NAME
         return f"{arg}: {key} is added to the defaults, not chosen in them: write +{arg}"
     annotation = _annotation(key, schema)
+    if annotation is None and key not in ADDED_GROUPS and not key.startswith("hydra"):
+        return setting_problem(key.split(".")[0] if override.is_sweep_override() else key, "", schema)
     if override.is_sweep_override():
         if multirun:
             return None
@@ -269,17 +272,18 @@ def override_problem(arg: str, schema: type, multirun: bool = False) -> str | No
         hint = f"a list is written '{key}=[a,b]'" if listed else "add --multirun to run one job per value"
         return f"{arg}: a comma makes a sweep of several runs; {hint}"
     value, group = override.value(), CONF_DIR / key.replace(".", "/")
-    if annotation is None or (override.is_delete() and group.is_dir()):
+    if annotation is None or (override.is_delete() and group.is_dir()) or "${" in arg:  # Hydra resolves ${...}
         return None
     if override.is_delete():
         return f"{arg}: a setting cannot be removed, only set: {key}=..."
     if override.is_add() and not arg.startswith("++") and key not in ADDED_GROUPS:
         return f"{arg}: {key} is there already; '+' only adds a new key: write {arg.lstrip('+')}"
     nested, required = dataclass_of(annotation), _required(annotation)
+    optional = annotation is Any or required is not annotation
     if value is None and group.is_dir():
         options = ", ".join(sorted(path.stem for path in group.glob("*.yaml")))
-        return f"{arg}: {key} takes one of its options in conf/{key.replace('.', '/')}: {options}"
-    optional = annotation is Any or required is not annotation
+        default = f"leave {key}= out for its default, or choose" if optional else "choose"
+        return f"{arg}: {default} one of its options in conf/{key.replace('.', '/')}: {options}"
     if value is None and not optional:
         return f"{arg}: {key} cannot be null; give it a value"
     if nested is not None and not group.is_dir() and value is not None and not isinstance(value, dict):
@@ -292,7 +296,8 @@ def override_problem(arg: str, schema: type, multirun: bool = False) -> str | No
         (item,) = typing.get_args(required)
         kinds = {float: "numbers", int: "whole numbers"}
         if not isinstance(value, list):
-            return f"{arg}: {key} is a list: write '{key}=[{value}]' or '{key}=[a,b]'"
+            example = f"'{key}=[{value}]' or " if not str(value).startswith("[") else ""
+            return f"{arg}: {key} is a list: write {example}'{key}=[a,b]' (brackets outside any quotes)"
         if item in kinds and not all(_parses_as(str(v), item) for v in value):
             return f"{arg}: expected a list of {kinds[item]}"
     return None
