@@ -301,6 +301,13 @@ def from_dict(schema: type, values: dict[str, Any]) -> Any:
     return schema(**kwargs)
 
 
+def saved_data_path(path: str) -> str:
+    """``data.path`` as a run's config.yaml keeps it: absolute where it names something here,
+    so that the saved config works from any folder (a Hub name stays as it is)."""
+    local = Path(path).expanduser()
+    return str(local.resolve()) if path and local.exists() else path
+
+
 def dataclass_of(annotation: Any) -> type | None:
     """The dataclass behind a field's type (``Optional[DataConfig]`` -> DataConfig), or None."""
     for candidate in (annotation, *typing.get_args(annotation)):

@@ -25,7 +25,7 @@ from nmt.checkpoint import (
     read_checkpoint,
     step_checkpoints,
 )
-from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges
+from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges, saved_data_path
 from nmt.data import describe, load_corpus, text_column
 from nmt.distributed import World, leave
 from nmt.ensemble import save_average
@@ -178,9 +178,7 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
     try:
         if world.is_main:  # everything that can refuse the run, before the other ranks are told of it
             check_settings(cfg, resumed=resume)
-            local = Path(cfg.data.path).expanduser()
-            if cfg.data.path and local.exists():  # so that the saved config works from any folder
-                cfg.data.path = str(local.resolve())
+            cfg.data.path = saved_data_path(cfg.data.path)
             run_dir = Path(run_dir)
             acquired = run_folder.hold(run_dir)
             problem = None if resume else run_folder.new_run_problem(run_dir)

@@ -338,6 +338,16 @@ def test_resume_allows_restating_the_run_s_own_values(straight, word_corpus, cac
     other = compose_config("train", ["data=toy"] + RUN)
     with pytest.raises(ValueError, match=r"resume: data=toy cannot change"):
         resume_config(straight, ["data=toy"], composed=other)
+    # data.path as typed (relative) restates the absolute path train() saved
+    relative = [o if not o.startswith("data.path=") else f"data.path={os.path.relpath(word_corpus)}" for o in same_corpus]
+    assert resume_config(straight, relative, composed=compose_config("train", relative + RUN)).data.path == str(word_corpus)
+    # train=debug restated after the run's max_steps changed: a limit may change, so it is no change
+    line = same_corpus + RUN
+    assert resume_config(straight, ["train=debug"], composed=compose_config("train", line)).train.max_steps == N
+    # a recipe is never a restatement: the run has no setting "experiment"
+    recipe = compose_config("train", ["+experiment=bible_rnnsearch"])
+    with pytest.raises(ValueError, match=r"resume: experiment=bible_rnnsearch cannot change"):
+        resume_config(straight, ["+experiment=bible_rnnsearch"], composed=recipe)
 
 
 # --------------------------------------------------------------------------- signals, for real

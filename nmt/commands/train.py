@@ -25,11 +25,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nmt.commands.app import claimed_run_folders, hydra_command, refuse
-from nmt.config import CONF_DIR, TrainRunConfig
+from nmt.config import CONF_DIR, TrainRunConfig, saved_data_path
 from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
 from nmt.run_folder import (
     LOCK_NAME,
+    RESUMABLE_SETTINGS,
     damaged_config,
     has_trained,
     hold,
@@ -83,14 +84,24 @@ def restates(change: str, saved, composed: TrainRunConfig | None, keys: list[str
             new = OmegaConf.select(OmegaConf.merge(saved, OmegaConf.from_dotlist([change])), key)
         except OmegaConfBaseException:
             return False
-    old = OmegaConf.select(saved, key, default=None)
+    old = OmegaConf.select(saved, key, default=_NOT_SAVED)
+    if old is _NOT_SAVED:  # no setting of the run (+experiment=...): nothing it could restate
+        return False
     new, old = (OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for v in (new, old))
-    for other in keys:
-        if other.startswith(f"{key}.") and isinstance(new, dict) and isinstance(old, dict):
-            top = other[len(key) + 1 :].split(".")[0]
-            new.pop(top, None)
-            old.pop(top, None)
+    if key == "data.path" and isinstance(new, str):
+        new = saved_data_path(new)  # as train() saved it
+    if isinstance(new, dict) and isinstance(old, dict):
+        if key == "data" and new.get("path"):
+            new["path"] = saved_data_path(new["path"])
+        below = [other[len(key) + 1 :].split(".")[0] for other in keys if other.startswith(f"{key}.")]
+        may_change = RESUMABLE_SETTINGS if key == "train" else set()  # train=debug does not undo train.max_steps=...
+        for name in {*below, *may_change}:
+            new.pop(name, None)
+            old.pop(name, None)
     return new == old
+
+
+_NOT_SAVED = object()
 
 
 def saved_settings(run_dir: Path, settings: str = "config"):
