@@ -191,14 +191,15 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
         with StopRequest(setting_up=True) as stop:
             try:
                 trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world)
-                if resume:
-                    resume_trainer(trainer, cfg, run_dir)
+                restored = resume_trainer(trainer, cfg, run_dir) if resume else None
             except StoppedDuringSetup:
                 return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
             stop.setting_up = False
             start = trainer.progress.step
             reason = trainer.fit(stop)
-            finished = resume and reason != "signal" and trainer.progress.step == start and world.is_main
+            # Nothing trained, from an intact last.pt (a fallback to step-N.pt lets finish() rewrite it)
+            finished = restored is not None and restored.name == "last.pt" and trainer.progress.step == start
+            finished = finished and reason != "signal" and world.is_main
             summary = world.broadcast(standing_summary(run_dir, cfg, start) if finished else None)
             if summary is None:
                 summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
@@ -211,10 +212,11 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
     return summary
 
 
-def resume_trainer(trainer: Trainer, cfg: TrainRunConfig, run_dir: Path) -> None:
+def resume_trainer(trainer: Trainer, cfg: TrainRunConfig, run_dir: Path) -> Path | None:
     """Restore the newest intact checkpoint of the run in ``run_dir`` (none yet: start at step
     0); metrics.jsonl keeps the validations up to it; config.yaml takes the resume's overrides.
-    Under torchrun rank 0 reads the checkpoint and sends it to the others."""
+    Under torchrun rank 0 reads the checkpoint and sends it to the others. Returns the
+    checkpoint file restored, or None."""
     world, checkpoint = trainer.world, None
     if world.is_main and (has_step_checkpoints(run_dir) or any(run_dir.glob("*.pt"))):
         checkpoint = load_for_resume(run_dir, log)  # only best.pt, say: an error, never a restart
@@ -223,12 +225,14 @@ def resume_trainer(trainer: Trainer, cfg: TrainRunConfig, run_dir: Path) -> None
         trainer.restore(checkpoint)
     elif world.is_main:
         log.info("%s: no checkpoint saved yet; starting the run from step 0 with its config.yaml", run_dir)
+    restored = None if checkpoint is None else Path(checkpoint.path)
     if not world.is_main:
-        return
+        return restored
     run_folder.drop_metrics_after(run_dir, trainer.progress.step)
     # After a successful resume only, so that train.* overrides (more steps, say) hold for
     # the next plain ``resume=RUN_DIR``; written aside and renamed, never left half-written.
     run_folder.write_config(run_dir, cfg)
+    return restored
 
 
 def settings_from_checkpoint(run_dir: Path) -> dict:
@@ -253,7 +257,7 @@ def standing_summary(run_dir: Path, cfg: TrainRunConfig, step: int) -> dict | No
     if not complete:
         return None
     log.info("nothing trained in this session: %s of step %d stands", run_dir / "summary.json", step)
-    return summary
+    return {**summary, "run_dir": str(run_dir)}  # the folder may have moved since
 
 
 def finish(trainer: Trainer, reason: str, test: PreparedData | None) -> dict:

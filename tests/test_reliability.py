@@ -209,7 +209,14 @@ def test_resuming_a_finished_run_decodes_nothing_and_rewrites_nothing(tmp_path, 
     assert {
         path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in run_dir.glob("*") if path.name in files
     } == files
+    moved = tmp_path / "moved"
+    shutil.move(run_dir, moved)
+    assert train(cfg, moved, resume=True) == {**first, "run_dir": str(moved)}  # the summary names where it is now
     monkeypatch.undo()
+    (moved / "last.pt").write_bytes(b"PK")  # damaged: the resume falls back to step-4.pt, and finish() repairs last.pt
+    assert train(cfg, moved, resume=True)["steps"] == 4
+    assert load_checkpoint(moved / "last.pt")["step"] == 4
+    run_dir = moved
     more = train(
         run_config(
             word_corpus, cache_dir, "train.max_steps=6", "evaluate_test=true", "train.average_last=2", "train.save_every=2"
