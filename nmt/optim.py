@@ -20,7 +20,7 @@ def check_optim_settings(cfg: OptimConfig) -> None:
     """Refuse an optimizer or schedule this module cannot build, naming the setting."""
     check_choice("train.optimizer", cfg.optimizer, OPTIMIZERS)
     check_choice("train.lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
-    if len(cfg.betas) != 2:
+    if cfg.optimizer == "adam" and len(cfg.betas) != 2:
         raise SettingError(f"train.betas={list(cfg.betas)}: Adam takes two, e.g. train.betas=[0.9,0.98]")
     if cfg.lr_schedule == "inverse_sqrt" and not cfg.warmup_steps:
         raise SettingError("train.lr_schedule=inverse_sqrt needs train.warmup_steps > 0 (it decays after warmup)")

@@ -384,6 +384,15 @@ def test_settings_that_train_garbage_fail_before_set_up(tmp_path, override, mess
     assert not (tmp_path / "run").exists()
 
 
+def test_betas_are_checked_only_for_adam():
+    from nmt.config import OptimConfig
+    from nmt.optim import check_optim_settings
+
+    check_optim_settings(OptimConfig(optimizer="adadelta", betas=[0.9]))  # Adadelta has no betas to use
+    with pytest.raises(SettingError, match=r"train.betas=\[0.9\]: Adam takes two"):
+        check_optim_settings(OptimConfig(optimizer="adam", betas=[0.9]))
+
+
 @pytest.mark.parametrize(
     "command, override, message",
     [

@@ -118,8 +118,7 @@ def hydra_command(
             if os.environ.get("NMT_DEBUG"):
                 raise
             message = f"nmt-{config_name}: interrupted (Ctrl-C)"
-            on_a_terminal = sys.stdin.isatty() or sys.stderr.isatty()  # a prompt or a progress bar ends mid-line
-            print("\n" * on_a_terminal + message, file=sys.stderr)
+            print("\n" * sys.stderr.isatty() + message, file=sys.stderr)  # a prompt or a bar may end mid-line
             copy_to_log_files(message, logging.WARNING)
             sys.exit(INTERRUPTED_EXIT_CODE)
         except BaseException:  # a traceback: NMT_DEBUG=1, a bug, CUDA out of memory

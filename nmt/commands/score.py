@@ -10,7 +10,6 @@ subwords plus EOS). An empty line, or a pair with an empty side, scores ``nan``.
 from __future__ import annotations
 
 import logging
-import math
 
 from nmt.commands.app import hydra_command
 from nmt.commands.files import check_input, check_output, read_input, write_output
@@ -41,7 +40,7 @@ def run_score(cfg: ScoreConfig) -> int:
     pairs = read_pairs(read_input(cfg.input, False), cfg.input or "<stdin>")
     scores = score_pairs(translator, pairs, cfg.batch_tokens, progress=cfg.input is not None)
     write_output(cfg.output, "".join(f"{total:.4f}\t{total / n if n else float('nan'):.4f}\t{n}\n" for total, n in scores))
-    unscored = sum(1 for total, n in scores if math.isnan(total))
+    unscored = sum(1 for _, n in scores if n == 0)
     log.info("scored %d pairs%s", len(pairs) - unscored, f" ({unscored} with an empty side: nan)" if unscored else "")
     return 0
 
