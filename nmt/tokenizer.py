@@ -265,7 +265,10 @@ def tokenize_corpus(
         drop_text = split == "train"
         features = datasets.Features({} if drop_text else dict(table.features))
         features["src_ids"] = features["tgt_ids"] = datasets.List(datasets.Value("int32"))
-        key = _fingerprint(TOKENIZED_FORMAT, model_key, text_column(table, "src"), text_column(table, "tgt"))
+        # The columns' types too: the same text read from CSV (string) and JSON lines (large_string)
+        # makes two files, as datasets cannot load one with the other's features.
+        texts = text_column(table, "src"), text_column(table, "tgt")
+        key = _fingerprint(TOKENIZED_FORMAT, model_key, str(features), *texts)
         cache_file = cache_dir / f"{split}-{key}.arrow"
         out[split] = map_rebuilding_damaged_cache(  # checks the cache file (or num_proc shards) it reuses
             table,

@@ -91,6 +91,19 @@ def test_save_load_and_tokenized_cache(tmp_path, tokenizer):
     assert again["train"]["tgt_ids"] == first["train"]["tgt_ids"]
 
 
+def test_the_same_text_in_another_column_type_gets_its_own_cache(tmp_path, tokenizer):
+    """JSON lines give large_string columns, CSV string ones: one cache file for both broke the second."""
+    import datasets
+
+    rows = {"src": SPANISH[:6], "tgt": ENGLISH[:6]}
+    for kind in ("large_string", "string", "large_string"):
+        features = datasets.Features({"src": datasets.Value(kind), "tgt": datasets.Value(kind)})
+        corpus = datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows, features=features)})
+        tokenized = tokenize_corpus(corpus, tokenizer, tmp_path / "cache")["validation"]
+        assert tokenized.features["src"] == datasets.Value(kind) and tokenized["src"] == rows["src"]
+    assert len(list((tmp_path / "cache" / "tokenized").glob("validation-*.arrow"))) == 2
+
+
 def test_large_corpora_are_sampled_before_training(tmp_path, monkeypatch):
     seen = {}
 
