@@ -148,6 +148,7 @@ def test_sigterm_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_pat
     assert launcher.returncode != 0  # torchrun's own code for a signal; the workers exit 75
     assert "SIGTERM received: saving a checkpoint" in output
     assert "nmt-train: stopped by a signal at step" in output, output[-3000:]
+    assert f"Continue with: torchrun --standalone --nproc_per_node=2 -m nmt.commands.train resume={run_dir}" in output
     from nmt.checkpoint import read_checkpoint
 
     stopped = read_checkpoint(run_dir / "last.pt")

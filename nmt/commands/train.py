@@ -141,7 +141,7 @@ def run_train(cfg: TrainRunConfig) -> int:
         summary = train(cfg, Path(hydra_cfg.runtime.output_dir), world=world)
     if summary.get("exit_code") == PREEMPTED_EXIT_CODE:
         at = "during set-up" if summary["steps"] is None else f"at step {summary['steps']}; checkpoint saved"
-        line = f"nmt-train: stopped by a signal {at}. Continue with: nmt-train resume={summary['run_dir']}"
+        line = f"nmt-train: stopped by a signal {at}. Continue with: {relaunch(world.size)} resume={summary['run_dir']}"
     else:
         metric = cfg.train.early_stopping_metric
         best = summary.get(f"best_{metric}")
@@ -155,6 +155,17 @@ def run_train(cfg: TrainRunConfig) -> int:
     print(line)
     copy_to_log_files(line)
     return summary.get("exit_code", 0)
+
+
+def relaunch(processes: int) -> str:
+    """The command that starts this job again: ``nmt-train``, or torchrun's for ``processes``
+    (one machine's; on several, the job's own launch line)."""
+    if processes == 1:
+        return "nmt-train"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+    if per_node == processes:
+        return f"torchrun --standalone --nproc_per_node={processes} -m nmt.commands.train"
+    return "(the job's torchrun line, on every machine)"
 
 
 def check_run_folder(overrides: dict[str, str]) -> None:
