@@ -274,6 +274,10 @@ def _require(path: Path) -> None:
 
 def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
     """``datasets.load_dataset(path, name)``: a Hub id, or a local folder of the same layout."""
+    if cfg.path.startswith((".", "/", "~")) and not Path(cfg.path).expanduser().exists():  # never a Hub id
+        raise CorpusError(
+            f"data.path={cfg.path}: no such folder (a local copy of a dataset, its splits as JSON lines, CSV or Parquet)"
+        )
     try:
         loaded = datasets.load_dataset(cfg.path, cfg.hub_name)
     except Exception as err:  # the Hub raises many types: name the setting at fault

@@ -1,4 +1,4 @@
-"""Checkpoint averaging and ensembles against their references, in one run (issue 15).
+"""Checkpoint averaging and ensembles against their references, in one run.
 
 Trains two runs of ``model=small`` on the embedded Bible corpus with different seeds
 (a fixed number of steps, so that a busy machine changes the wall time but not the
@@ -37,12 +37,14 @@ def nmt(command: str, *args: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--work", default="runs/bench-average-ensemble", help="folder of the two runs and reports")
     parser.add_argument("--steps", type=int, default=600, help="training steps of each run")
-    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--save-every", type=int, default=50, help="steps between step checkpoints")
     parser.add_argument("--average", type=int, default=5, help="step checkpoints averaged")
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--beam", type=int, default=5, help="beam size of every evaluation")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
     out, work = JsonLines(args.out), Path(args.work)

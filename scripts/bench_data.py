@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = args.pairs or (100_000 if args.quick else 1_000_000)
     out = bc.JsonLines(args.out)
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         start = time.perf_counter()

@@ -491,7 +491,9 @@ def measure_ddp(args, device: torch.device, out: bc.JsonLines) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--configs", default=None, help=f"comma-separated, from {', '.join(CONFIGS)} (default: all; --quick: small-var)"
+        "--configs",
+        default=None,
+        help=f"comma-separated, from {', '.join(CONFIGS)} (default: all; --quick: {', '.join(QUICK['configs'])})",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument(

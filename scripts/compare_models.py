@@ -1,4 +1,4 @@
-"""The Cho et al. model against RNNsearch on one budget, side by side (issue 13).
+"""The Cho et al. model against RNNsearch on one budget, side by side.
 
 Trains ``+experiment=bible_small_cpu`` (model=small) and
 ``+experiment=bible_rnnsearch_small_cpu`` (model=rnnsearch_small) on the embedded Bible
@@ -6,7 +6,7 @@ corpus for the same wall-clock budget, at the same time, one thread each (so on 
 2-core machine each has a core), then evaluates both with beam 5 on the test split
 (``nmt-evaluate ... compare_ckpt=``: the paired bootstrap test and both systems' BLEU by
 source length in one plot) and prints JSON lines: one per model, then a summary with the
-targets of issue 13 (attention BLEU >= 1.5x the Cho model's; its BLEU on 40+-word
+targets (attention BLEU >= 1.5x the Cho model's; its BLEU on 40+-word
 sentences within 2 points of its BLEU on 10-19-word ones).
 
     python scripts/compare_models.py --minutes 15 --out docs/results/DATE-cpu-compare/bench.jsonl
@@ -34,10 +34,12 @@ MODELS = {"cho2014": "bible_small_cpu", "rnnsearch": "bible_rnnsearch_small_cpu"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--work", default="runs/compare-models", help="folder of the two runs and the report")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each model")
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--beam", type=int, default=5, help="beam size of both evaluations")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
     out, work = JsonLines(args.out), Path(args.work)

@@ -3,7 +3,7 @@
 # trained side by side (PAIR, below: the tuned Cho recipe and RNNsearch by default),
 # beam-5 BLEU reports on the test split, and the training / decoding benchmarks. Results and logs go to $OUT (default
 # results/gpu); knobs for a quick CPU rehearsal: TRAIN_MINUTES, BENCH_ARGS, EXTRA. BENCH=0 skips the
-# benchmarks, so that issue 13's comparison (10 minutes of training each, the pair side by side)
+# benchmarks, so that the Cho-vs-RNNsearch comparison (10 minutes of training each, side by side)
 # fits one lease: PAIR=cho-rnnsearch TRAIN_MINUTES=10 BENCH=0 bash scripts/gpu_results.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ timeout 120 python scripts/bench_train.py --configs yardstick-var,rnnsearch-yard
 fi
 
 # PAIR: the two recipes trained side by side. cho-rnnsearch (default): the tuned Cho recipe
-# against RNNsearch at the paper's sizes (issue 13); paper-tuned: the paper's own recipe
+# against RNNsearch at the paper's sizes; paper-tuned: the paper's own recipe
 # against the tuned one (the README's first table).
 PAIR="${PAIR:-cho-rnnsearch}"
 if [ "$PAIR" = paper-tuned ]; then first=paper; second=tuned; else first=tuned; second=rnnsearch; fi

@@ -1,5 +1,5 @@
 """Make data/phrases/: short Spanish phrases from the embedded corpus's train split, the input
-of the phrase-representation example (README, "Phrase representations"; issue 16).
+of the phrase-representation example (README, "Phrase representations").
 
     python scripts/make_phrases.py                # writes data/phrases/es.txt and README.md
     python scripts/make_phrases.py --per-length 60 --output /tmp/phrases

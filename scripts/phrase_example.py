@@ -1,4 +1,4 @@
-"""The phrase-representation example of the README (issue 16), from one trained run.
+"""The phrase-representation example of the README, from one trained run.
 
     python scripts/phrase_example.py --ckpt runs/demo-... --out docs/results/DATE-cpu-phrases
 

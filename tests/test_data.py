@@ -113,14 +113,18 @@ def test_hub_source_through_local_folder(tmp_path, layout):
 
 def test_hub_errors_name_the_setting(tmp_path):
     folder = write_hub_folder(tmp_path / "hub", "translation")
+    (tmp_path / "README.md").write_text("not a dataset\n")
     with pytest.raises(CorpusError, match=r"data.splits.validation='dev'.*'validation'"):
         load_corpus(DataConfig(name="h", source="hub", path=str(folder), splits=SplitNames(validation="dev")))
     with pytest.raises(CorpusError, match="use data.layout=translation"):
         load_corpus(DataConfig(name="h", source="hub", path=str(folder), layout="flat", src_lang="es"))
     with pytest.raises(CorpusError, match="no language 'de'"):
         load_corpus(DataConfig(name="h", source="hub", path=str(folder), src_lang="de"))
+    for missing in (str(tmp_path / "nowhere"), "./corp/nowhere"):  # a local path, not a Hub id: no retries
+        with pytest.raises(CorpusError, match=f"data.path={missing}: no such folder"):
+            load_corpus(DataConfig(name="h", source="hub", path=missing))
     with pytest.raises(CorpusError, match="could not load"):
-        load_corpus(DataConfig(name="h", source="hub", path=str(tmp_path / "nowhere")))
+        load_corpus(DataConfig(name="h", source="hub", path=str(tmp_path / "README.md")))
 
 
 def test_an_unreachable_hub_says_how_to_work_offline(monkeypatch):
