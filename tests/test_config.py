@@ -276,16 +276,17 @@ def test_the_tuned_experiment_is_the_readme_s_six_overrides():
         ("translate", "model=small", "model is not a setting (TranslateConfig in nmt/config.py); the settings there: ckpt,"),
     ],
 )
-def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", f"nmt.commands.{command}", command_line],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith(f"error: {problem}") and len(result.stderr.strip().splitlines()) == 1
+def test_a_group_is_named_as_it_must_be_written(command, command_line, problem, tmp_path, monkeypatch, capsys):
+    from nmt.commands.app import check_command_line
+
+    schemas = {"train": TrainRunConfig, "translate": TranslateConfig}
+    monkeypatch.setattr(sys, "argv", [f"nmt-{command}", command_line])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        check_command_line(schemas[command])  # what main() runs before Hydra
+    stderr = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1
+    assert stderr.startswith(f"error: {problem}") and len(stderr.splitlines()) == 1
     assert not any(tmp_path.iterdir())  # before Hydra made a folder
 
 
