@@ -442,7 +442,10 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus
     log_file = (run_dir / "train.log").read_text()  # the console's validation and summary lines too
     assert f"step {step + 2}: val loss" in log_file and f"nmt-train: {step + 2} steps" in log_file
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"] == step + 2
-    assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())[0] == f"resume={run_dir}"
+    started = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "train.max_epochs=100000" in started and not any(o.startswith("resume=") for o in started)  # kept
+    (resumed,) = (run_dir / ".hydra").glob("*/overrides.yaml")  # the resume's own record beside it
+    assert yaml.safe_load(resumed.read_text())[0] == f"resume={run_dir}"
     assert not (tmp_path / "outputs").exists()  # nothing went to a fresh run folder
 
 

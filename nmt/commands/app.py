@@ -83,6 +83,16 @@ if not OmegaConf.has_resolver("nmt_run_folder"):
     OmegaConf.register_new_resolver("nmt_run_folder", run_folder_for)
 
 
+def hydra_subdir_for(run_dir: str, now: str) -> str:
+    """``${nmt_hydra_subdir:${hydra.run.dir},NOW}``, nmt-train's hydra.output_subdir: ``.hydra``
+    for a folder's first session, ``.hydra/NOW`` once that holds another's record."""
+    return f".hydra/{now}" if (Path(run_dir) / ".hydra" / "overrides.yaml").exists() else ".hydra"
+
+
+if not OmegaConf.has_resolver("nmt_hydra_subdir"):
+    OmegaConf.register_new_resolver("nmt_hydra_subdir", hydra_subdir_for)
+
+
 def register_configs() -> None:
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
