@@ -228,19 +228,25 @@ def test_score_pairs(tmp_path, any_run, word_corpus, caplog):
         run_score(ScoreConfig(ckpt=str(any_run), input=str(bad)))
 
 
-def test_interactive_prompt_on_a_terminal(any_run):
-    import os
+def translate_on_a_terminal(run) -> tuple[subprocess.Popen, int]:
+    """nmt-translate reading a pseudo-terminal (its prompt), with "uno dos" typed; returns
+    the process and the terminal's controlling end, to type more and close."""
     import pty
 
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={run}"],
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     os.close(terminal)
     os.write(controller, b"uno dos\n")
+    return process, controller
+
+
+def test_interactive_prompt_on_a_terminal(any_run):
+    process, controller = translate_on_a_terminal(any_run)
     os.write(controller, b"\x04")  # Ctrl-D: end of input on a terminal
     stdout, stderr = process.communicate(timeout=180)
     os.close(controller)
@@ -326,19 +332,9 @@ def test_evaluating_on_other_languages_than_the_checkpoint_warns(caplog):
 
 
 def test_ctrl_c_at_the_prompt_is_one_line_and_exit_130(any_run):
-    import os
-    import pty
     import signal
 
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
-        stdin=terminal,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    os.close(terminal)
-    os.write(controller, b"uno dos\n")
+    process, controller = translate_on_a_terminal(any_run)
     first = process.stdout.readline()  # the first sentence is translated: the prompt waits for the next
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=180)
