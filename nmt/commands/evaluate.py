@@ -162,6 +162,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         sources = report.read_lines(cfg.srcs, "srcs") if cfg.srcs else None
         if sources is not None:
             metrics.check_parallel(sources, refs, cfg.srcs, cfg.refs)
+        if other is not None:
+            metrics.check_parallel(other, refs, cfg.compare, refs_name)
         speed = model = decoding = checkpoint = None
         corpus = {"hyps": cfg.hyps, "refs": cfg.refs}
     elif cfg.ckpt is not None:
@@ -169,11 +171,10 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         if cfg.compare_ckpt is not None:  # a wrong path fails now, not after the first decoding
             other_translator = load_translator(cfg.compare_ckpt, cfg.device, "compare_ckpt")
 
-        def check_refs(refs: list[str]) -> None:
-            if other is not None:
-                metrics.check_parallel(other, refs, cfg.compare, refs_name)
+        def check_refs(refs: list[str]) -> None:  # compare='s length, before minutes of decoding
+            metrics.check_parallel(other, refs, cfg.compare, refs_name)
 
-        decoded = decode_split(cfg, translator, check_refs=check_refs)
+        decoded = decode_split(cfg, translator, check_refs=check_refs if other is not None else None)
         sources, refs, hyps, speed, model = decoded.sources, decoded.refs, decoded.hyps, decoded.speed, decoded.model
         corpus, checkpoint, decoding = decoded.corpus, decoded.translator.name, asdict(cfg.decode)
     else:
@@ -184,7 +185,6 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     compare, figures = None, []
     if other is not None:
         other_name = Path(cfg.compare).name
-        metrics.check_parallel(other, refs, cfg.compare, refs_name)
     elif other_translator is not None:
         other_decoded = decode_split(cfg, other_translator, decoded.data)  # the same sentences, whatever it trained on
         other, other_name = other_decoded.hyps, other_decoded.translator.name

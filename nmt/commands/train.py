@@ -63,6 +63,7 @@ def resume_config(
     ]
     saved = saved_settings(run_dir, settings)
     keys = [change.split("=", 1)[0] for change in changes]
+    composed = None if composed is None else OmegaConf.structured(composed)
     changes = [change for change in changes if not restates(change, saved, composed, keys)]
     problem = refused_resume_changes(changes)
     if problem:
@@ -70,13 +71,14 @@ def resume_config(
     return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(changes)))
 
 
-def restates(change: str, saved, composed: TrainRunConfig | None, keys: list[str]) -> bool:
-    """Whether the override ``change`` leaves the saved settings as they are. For a section
+def restates(change: str, saved, composed, keys: list[str]) -> bool:
+    """Whether the override ``change`` leaves the saved settings as they are (``composed``:
+    Hydra's composition of the command line as a DictConfig, or None). For a section
     (``data=toy``), keys below it that other overrides set (``data.path=...``) are compared
     on their own."""
     key = change.split("=", 1)[0]
     if composed is not None:
-        new = OmegaConf.select(OmegaConf.structured(composed), key, default=None)
+        new = OmegaConf.select(composed, key, default=None)
     elif (CONF_DIR / key.replace(".", "/")).is_dir():
         return False  # a group's choice: only Hydra's composition says what it stands for
     else:
