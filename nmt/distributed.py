@@ -23,6 +23,7 @@ to learn the count.
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -167,7 +168,11 @@ def join(device_setting: str, timeout_minutes: float) -> World:
 
 
 def leave(world: World) -> None:
+    """Leave the process group, after collecting what still refers to it (DDP's reducer and
+    the gloo work it holds live in reference cycles): left to the interpreter's shutdown, a
+    gloo thread could free a tensor of Python's after Python is gone, and abort the process."""
     if world.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

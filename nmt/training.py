@@ -188,25 +188,33 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
             if not resume:
                 run_folder.write_config(run_dir, cfg)
         cfg, run_dir, resume = world.broadcast((cfg, run_dir, resume))
-        with StopRequest(setting_up=True) as stop:
-            try:
-                trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world)
-                restored = resume_trainer(trainer, cfg, run_dir) if resume else None
-            except StoppedDuringSetup:
-                return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
-            stop.setting_up = False
-            start = trainer.progress.step
-            reason = trainer.fit(stop)
-            # Nothing trained, from an intact last.pt (a fallback to step-N.pt lets finish() rewrite it)
-            finished = restored is not None and restored.name == "last.pt" and trainer.progress.step == start
-            finished = finished and reason != "signal" and world.is_main
-            summary = world.broadcast(standing_summary(run_dir, cfg, start) if finished else None)
-            if summary is None:
-                summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
+        summary = train_session(cfg, run_dir, resume, world)
     finally:
         if acquired:
             run_folder.release(run_dir)
         leave(world)
+    return summary
+
+
+def train_session(cfg: TrainRunConfig, run_dir: Path, resume: bool, world: World) -> dict:
+    """Build the trainer, train, and finish (``train`` holds the folder and the process group
+    around it); nothing refers to the trainer once this returns, so that ``leave`` collects it,
+    DDP's reducer with it, before it destroys the process group."""
+    with StopRequest(setting_up=True) as stop:
+        try:
+            trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world)
+            restored = resume_trainer(trainer, cfg, run_dir) if resume else None
+        except StoppedDuringSetup:
+            return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
+        stop.setting_up = False
+        start = trainer.progress.step
+        reason = trainer.fit(stop)
+        # Nothing trained, from an intact last.pt (a fallback to step-N.pt lets finish() rewrite it)
+        finished = restored is not None and restored.name == "last.pt" and trainer.progress.step == start
+        finished = finished and reason != "signal" and world.is_main
+        summary = world.broadcast(standing_summary(run_dir, cfg, start) if finished else None)
+        if summary is None:
+            summary = finish(trainer, reason, prepared if cfg.evaluate_test else None)
     if reason == "signal":
         summary["exit_code"] = PREEMPTED_EXIT_CODE
     return summary

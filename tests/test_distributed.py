@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun (issue 14): CPU, gloo, tiny models, real processes.
 
-Each test launches ``torchrun`` (``python -m torch.distributed.run``) as a user would, so
-they are the slowest tests of the suite for their size (seconds of process start-up each).
+Most tests launch ``torchrun`` (``python -m torch.distributed.run``) as a user would, so
+they are among the slowest tests of the suite for their size (seconds of process start-up each).
 """
 
 from __future__ import annotations
@@ -242,3 +242,33 @@ def test_the_command_line_each_torchrun_worker_composes(monkeypatch, tmp_path):
     assert torchrun_argv(argv) == argv  # restarted before the first attempt wrote config.yaml: a new run
     (tmp_path / "config.yaml").write_text("train: {}\n")
     assert torchrun_argv(argv) == [f"resume={tmp_path}", "train.device=cpu"]
+
+
+def test_leaving_collects_ddp_before_the_process_group_goes(tmp_path):
+    """DDP lives in reference cycles: left to the interpreter's shutdown, its reducer (and the
+    gloo work it holds) went after Python's objects, and a rank could abort at exit."""
+    import gc
+
+    import torch.distributed as dist
+
+    from nmt.distributed import World, leave
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    gc.disable()  # as between two automatic collections
+    try:
+
+        def train_a_step() -> None:
+            ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 4))
+            ddp(torch.randn(2, 4)).sum().backward()
+
+        def alive() -> int:
+            return sum(type(o) is torch.nn.parallel.DistributedDataParallel for o in gc.get_objects())
+
+        train_a_step()
+        assert alive() == 1  # the cycle outlives the function
+        leave(World(rank=0, size=2))
+        assert alive() == 0 and not dist.is_initialized()
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
