@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import pyarrow as pa
+
+if TYPE_CHECKING:  # datasets takes a second to import: only what reads a corpus imports it
+    import datasets
 
 log = logging.getLogger(__name__)
 

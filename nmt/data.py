@@ -24,8 +24,8 @@ import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +33,9 @@ import pyarrow.compute as pc
 from nmt.caches import arrow_problem, map_rebuilding_damaged_cache
 from nmt.config import DataConfig
 from nmt.errors import CorpusError
+
+if TYPE_CHECKING:  # datasets takes a second to import: only what reads a corpus imports it
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +157,8 @@ def _read_embedded(folder: Path, cfg: DataConfig, splits) -> dict[str, tuple[lis
 
 def _read_files(folder: Path, cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
     """Each split's files, converted once into memory-mapped Arrow (``_lines_to_arrow``)."""
+    import datasets
+
     if cfg.format not in ("text", "tsv"):
         raise CorpusError(f"data.format={cfg.format!r}: expected 'text' or 'tsv'")
     cache = Path(cfg.cache_dir).expanduser() / "files"
@@ -274,6 +279,8 @@ def _require(path: Path) -> None:
 
 def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
     """``datasets.load_dataset(path, name)``: a Hub id, or a local folder of the same layout."""
+    import datasets
+
     if cfg.path.startswith((".", "/", "~")) and not Path(cfg.path).expanduser().exists():  # never a Hub id
         raise CorpusError(
             f"data.path={cfg.path}: no such folder (a local copy of a dataset, its splits as JSON lines, CSV or Parquet)"
@@ -335,6 +342,8 @@ def _read_hub(cfg: DataConfig, splits) -> dict[str, datasets.Dataset]:
 
 def load_corpus(cfg: DataConfig, splits: tuple[str, ...] = SPLITS) -> datasets.DatasetDict:
     """Load, normalize and filter a corpus (``splits`` of it); log what was dropped and why."""
+    import datasets
+
     unknown = [split for split in splits if split not in SPLITS]
     if unknown:
         raise CorpusError(f"split={unknown[0]!r}: expected one of {list(SPLITS)}")

@@ -14,9 +14,8 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import sentencepiece as spm
@@ -26,6 +25,9 @@ from nmt.config import TokenizerConfig
 from nmt.data import text_column, worker_processes
 from nmt.errors import CorpusError, SettingError, check_choice
 from nmt.tokens import BOS, EOS, PAD, UNK
+
+if TYPE_CHECKING:  # datasets takes a second to import: only what reads a corpus imports it
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +255,8 @@ def tokenize_corpus(
     evaluation splits keep their text for BLEU. ``num_proc``: processes (``data.num_proc``;
     0 = one per core for large splits).
     """
+    import datasets
+
     cache_dir = Path(cache_dir).expanduser() / "tokenized"
     cache_dir.mkdir(parents=True, exist_ok=True)
     model_key = tokenizer.fingerprint()

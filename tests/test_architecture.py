@@ -53,12 +53,16 @@ def test_the_library_imports_no_hydra_and_no_command(path):
         assert not name.startswith("nmt.commands"), f"{path.name} imports the command module {name}"
 
 
-def test_importing_every_library_module_loads_no_hydra():
+def test_importing_every_library_module_loads_no_hydra_and_no_command_loads_datasets():
+    """datasets (with pandas) takes a second to import: a command pays for it only when it reads a corpus."""
     modules = ", ".join(f"nmt.{p.stem}" for p in LIBRARY if p.stem != "__init__")
+    commands = ", ".join(f"nmt.commands.{p.stem}" for p in COMMANDS if p.stem != "__init__")
     code = (
         f"import sys, {modules}\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf'))\n"
         "assert not loaded, loaded\n"
+        f"import {commands}\n"
+        "assert 'datasets' not in sys.modules and 'pandas' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
