@@ -15,6 +15,7 @@ from nmt.config import DecodeConfig, EvaluateConfig, ScoreConfig, TranslateConfi
 from nmt.errors import CheckpointError, CorpusError, ReportError
 from nmt.inference import load_translator, translate_lines
 from nmt.lines import read_lines
+from tests.commands import run_command
 
 
 @pytest.fixture(params=["cho2014", "rnnsearch"])
@@ -25,7 +26,7 @@ def any_run(request):
 
 
 def run_cli(module, *args, stdin=None):
-    return subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, timeout=180)
+    return run_command(module, *args, stdin=stdin)
 
 
 def test_translate_stdin_to_stdout_keeps_every_line(any_run):

@@ -1,6 +1,5 @@
 """Every config composes into its typed schema; typos and wrong types fail with a clear message."""
 
-import subprocess
 import sys
 
 import pytest
@@ -16,6 +15,7 @@ from nmt.config import (
     TrainRunConfig,
     TranslateConfig,
 )
+from tests.commands import run_command
 from tests.conftest import compose_config
 
 
@@ -61,12 +61,7 @@ def test_typo_and_wrong_type_are_errors():
 
 
 def test_cli_reports_typo_without_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.train", "model.hiden_size=10", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command("nmt.commands.train", "model.hiden_size=10", f"hydra.run.dir={tmp_path}", text=True)
     assert result.returncode != 0
     assert "hiden_size" in result.stderr
     assert "Traceback" not in result.stderr
@@ -86,13 +81,7 @@ def test_added_keys_the_schema_lacks_are_errors():
 
 def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tmp_path):
     def failing_train(*args):  # fails inside the run, after Hydra has made the run folder
-        return subprocess.run(
-            [sys.executable, "-m", "nmt.commands.train", "train.optimizer=sgd", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_command("nmt.commands.train", "train.optimizer=sgd", *args, cwd=tmp_path, text=True)
 
     result = failing_train()
     assert result.returncode == 1
@@ -118,9 +107,7 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
 )
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):
     """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""
-    result = subprocess.run(
-        [sys.executable, "-m", f"nmt.commands.{command}", "--help"], capture_output=True, text=True, timeout=120
-    )
+    result = run_command(f"nmt.commands.{command}", "--help", text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"nmt-{command}: ") and f"  nmt-{command} " in result.stdout  # an example
     listed = {}
@@ -135,24 +122,14 @@ def test_help_names_the_command_its_own_groups_and_examples(command, groups):
 def test_a_run_folder_is_never_trained_into_again_without_resume(tmp_path, trained_run):
     """hydra.run.dir=RUN (without resume=) would overwrite RUN's checkpoints and mix two runs' metrics."""
     before = sorted(p.name for p in trained_run.iterdir())
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.train", "train=debug", f"hydra.run.dir={trained_run}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command("nmt.commands.train", "train=debug", f"hydra.run.dir={trained_run}", text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: hydra.run.dir={trained_run} already holds an nmt-train run: "
         f"continue it with resume={trained_run}, or choose another folder"
     )
     assert sorted(p.name for p in trained_run.iterdir()) == before
-    elsewhere = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.train", f"resume={trained_run}", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    elsewhere = run_command("nmt.commands.train", f"resume={trained_run}", f"hydra.run.dir={tmp_path}", text=True)
     assert elsewhere.returncode == 1
     assert "continues in its own folder: leave hydra.run.dir=" in elsewhere.stderr
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from nmt.errors import SettingError
 from nmt.inference import embed_ids, load_translator, source_ids
+from tests.commands import run_command
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 PHRASES = ["uno dos", "gato perro rojo", "", "uno dos", "casa azul", "  ", "siete ocho nueve diez"]
@@ -22,9 +22,7 @@ def any_run(request):
 
 
 def embed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nmt.commands.embed", *args], input=stdin, capture_output=True, text=True, timeout=120, env=ENV
-    )
+    return run_command("nmt.commands.embed", *args, stdin=stdin, text=True, timeout=120, env=ENV)
 
 
 def test_a_phrase_gets_the_same_vector_wherever_it_stands(any_run):

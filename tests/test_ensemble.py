@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from nmt.errors import SettingError
 from nmt.inference import alignment_records, has_alignments, load_translator, score_pairs, translate_lines
 from nmt.lines import read_lines
 from nmt.training import train
+from tests.commands import run_command
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -33,14 +33,7 @@ def sources(word_corpus: Path) -> list[str]:
 
 
 def run(module: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"nmt.commands.{module}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=ENV,
-    )
+    return run_command(f"nmt.commands.{module}", *args, stdin=stdin, text=True, env=ENV)
 
 
 def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: int = 3, **changes) -> Path:

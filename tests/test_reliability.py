@@ -39,6 +39,7 @@ from nmt.runtime import PREEMPTED_EXIT_CODE, StopRequest, configure_device
 from nmt.search import Hypothesis
 from nmt.trainer import Trainer
 from nmt.training import build_trainer, train
+from tests.commands import run_command
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
 N = 12
@@ -708,13 +709,7 @@ def test_hostile_input_real_search(straight, hostile_file, tmp_path, decode):
 
 
 def _nmt_translate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nmt.commands.translate", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
-    )
+    return run_command("nmt.commands.translate", *args, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_hostile_input_through_the_cli(straight, hostile_file, tmp_path):

@@ -4,8 +4,6 @@ attention over real tokens only, batch independence, search, training and resume
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from nmt.rnnsearch import RNNSearch
 from nmt.search import beam_search, greedy_search
 from nmt.tokens import BOS, PAD
 from nmt.training import train
+from tests.commands import run_command
 from tests.conftest import TINY_RNNSEARCH, compose_config, word_corpus_overrides
 
 
@@ -254,20 +253,14 @@ def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsear
     source = tmp_path / "source.txt"
     source.write_text("uno dos tres\n\ngato\n  \ncinco seis siete ocho\n")
     output, aligned = tmp_path / "hyps.txt", tmp_path / "alignments.jsonl"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nmt.commands.translate",
-            f"ckpt={trained_rnnsearch_run}",
-            f"input={source}",
-            f"output={output}",
-            f"alignments={aligned}",
-            "decode=beam",
-        ],
-        capture_output=True,
+    result = run_command(
+        "nmt.commands.translate",
+        f"ckpt={trained_rnnsearch_run}",
+        f"input={source}",
+        f"output={output}",
+        f"alignments={aligned}",
+        "decode=beam",
         text=True,
-        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in aligned.read_text().splitlines()]
@@ -287,21 +280,16 @@ def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsear
     # The weights are those of the sentence alone (batch-mates and padding change nothing).
     alone = tmp_path / "alone.txt"
     alone.write_text("gato\n")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nmt.commands.translate",
-            f"ckpt={trained_rnnsearch_run}",
-            f"input={alone}",
-            f"output={tmp_path / 'alone.out'}",
-            f"alignments={tmp_path / 'alone.jsonl'}",
-            "decode=beam",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+    again = run_command(
+        "nmt.commands.translate",
+        f"ckpt={trained_rnnsearch_run}",
+        f"input={alone}",
+        f"output={tmp_path / 'alone.out'}",
+        f"alignments={tmp_path / 'alone.jsonl'}",
+        "decode=beam",
+        text=True,
     )
+    assert again.returncode == 0, again.stderr
     single = json.loads((tmp_path / "alone.jsonl").read_text())
     assert single["target"] == records[2]["target"]
     assert torch.allclose(torch.tensor(single["weights"]), torch.tensor(records[2]["weights"]), atol=2e-4)
@@ -309,13 +297,7 @@ def test_translate_writes_one_alignment_per_input_line(tmp_path, trained_rnnsear
 
 def test_alignments_of_a_model_without_attention_are_a_one_line_error(tmp_path, trained_run):
     aligned = tmp_path / "alignments.jsonl"
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}", f"alignments={aligned}"],
-        input="uno\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command("nmt.commands.translate", f"ckpt={trained_run}", f"alignments={aligned}", stdin="uno\n", text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: alignments={aligned}: {trained_run / 'best.pt'} has no attention, so no "
@@ -327,19 +309,14 @@ def test_alignments_of_a_model_without_attention_are_a_one_line_error(tmp_path, 
 
 def test_evaluate_draws_alignments_and_both_systems_by_length(tmp_path, trained_rnnsearch_run, trained_run):
     report_dir = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nmt.commands.evaluate",
-            f"ckpt={trained_rnnsearch_run}",
-            f"compare_ckpt={trained_run}",
-            "decode=greedy",
-            "bootstrap_samples=20",
-            "n_alignments=2",
-            f"report_dir={report_dir}",
-        ],
-        capture_output=True,
+    result = run_command(
+        "nmt.commands.evaluate",
+        f"ckpt={trained_rnnsearch_run}",
+        f"compare_ckpt={trained_run}",
+        "decode=greedy",
+        "bootstrap_samples=20",
+        "n_alignments=2",
+        f"report_dir={report_dir}",
         text=True,
         timeout=180,
     )

@@ -31,6 +31,7 @@ from nmt.commands.train import resume_config
 from nmt.config import check_ranges
 from nmt.errors import RunFolderError, SettingError
 from nmt.training import train
+from tests.commands import run_command
 from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
 QUICK = TINY_MODEL + [
@@ -51,14 +52,7 @@ def quick_config(corpus, cache, *extra):
 
 
 def nmt_train(*args, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nmt.commands.train", *args],
-        cwd=cwd,
-        env=env or ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_command("nmt.commands.train", *args, cwd=cwd, env=env or ENV, text=True, timeout=timeout)
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
@@ -412,13 +406,7 @@ def test_negative_counts_and_absurd_lengths_are_refused(command, override, messa
 
 
 def test_refused_settings_are_one_line_before_the_checkpoint_is_read():
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.translate", "ckpt=missing.pt", "max_source_subwords=-1"],
-        input="hola\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_command("nmt.commands.translate", "ckpt=missing.pt", "max_source_subwords=-1", stdin="hola\n", text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: max_source_subwords=-1: must be at least 1"
 
@@ -492,13 +480,7 @@ def test_damaged_checkpoints_are_one_line_naming_the_file(tmp_path, trained_run)
     bad_tokenizer = {**state, "tokenizer": {"src": torch.full((64,), 7, dtype=torch.uint8), "tgt": state["tokenizer"]["tgt"]}}
     del bad_tokenizer["format"]
     save_checkpoint(bad_tokenizer, tmp_path / "tokenizer.pt")
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={tmp_path / 'tokenizer.pt'}"],
-        input="hola\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_command("nmt.commands.translate", f"ckpt={tmp_path / 'tokenizer.pt'}", stdin="hola\n", text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: {tmp_path / 'tokenizer.pt'}: its tokenizer (the SentencePiece model it "
@@ -605,34 +587,15 @@ def test_translate_streams_long_inputs_and_fails_without_a_partial_output(tmp_pa
     lines = ["uno dos", "", "gato"] * 4000  # 12 000 lines: three chunks
     source.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.txt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nmt.commands.translate",
-            f"ckpt={trained_run}",
-            f"input={source}",
-            f"output={output}",
-            "nbest=2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
+    translate = ("nmt.commands.translate", f"ckpt={trained_run}", f"input={source}", f"output={output}")
+    result = run_command(*translate, "nbest=2", text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr
     rows = [row.split("\t") for row in output.read_text().splitlines()]
     assert [int(row[0]) for row in rows[-3:]] == [11998, 11999, 11999]  # line numbers run on across chunks
     assert {row[4] for row in rows if int(row[0]) % 3 == 1} == {""}
     previous = output.read_bytes()
     source.write_bytes(source.read_bytes() + b"\xff\n")  # invalid UTF-8 on line 12 001
-    result = subprocess.run(
-        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}", f"input={source}", f"output={output}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=ENV,
-    )
+    result = run_command(*translate, text=True, timeout=300, env=ENV)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {source}:12001: invalid UTF-8 (invalid start byte at byte 1 of the line); re-encode the input as UTF-8"
@@ -641,7 +604,7 @@ def test_translate_streams_long_inputs_and_fails_without_a_partial_output(tmp_pa
 
 
 def nmt_evaluate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nmt.commands.evaluate", *args], capture_output=True, text=True, timeout=120)
+    return run_command("nmt.commands.evaluate", *args, text=True, timeout=120)
 
 
 def test_evaluate_never_writes_its_report_over_an_input(tmp_path):
