@@ -50,14 +50,16 @@ def steps(accumulate: int) -> dict:
     opt = OptimConfig(**{**OPT.__dict__, "accumulate": accumulate})
     trainer = Trainer(model, TrainingData(data), opt, CPU, world=world)
     reason = trainer.fit()
-    leave(world)
-    return {
+    result = {
         "weights": model.state_dict(),
         "steps": trainer.progress.step,
         "reason": reason,
         "rank": world.rank,
         "batches": len(token_batches(data.src_lengths, data.tgt_lengths, OPT.max_tokens, seed=OPT.seed)),
     }
+    del trainer  # its DDP goes before the process group does (see nmt.distributed.leave)
+    leave(world)
+    return result
 
 
 def union() -> dict:
@@ -93,6 +95,7 @@ def prepare(corpus: str, cache: str, log: str) -> None:
     trainer, _ = build_trainer(cfg, None, world)
     with open(log, "a") as f:
         f.write(f"{world.rank} ready {trainer.tokenizer.fingerprint()}\n")
+    del trainer
     leave(world)
 
 
