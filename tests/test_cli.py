@@ -66,6 +66,19 @@ def test_translate_files_beam_and_nbest_tsv(tmp_path, any_run, word_corpus):
     assert [r[4] for r in rows if r[0] in "12"] == ["", ""]  # one empty row per blank line, not K copies
 
 
+def test_nbest_widens_a_narrower_beam_and_says_so(tmp_path, trained_run, word_corpus, caplog):
+    def translate(decode: DecodeConfig) -> TranslateConfig:
+        cfg = TranslateConfig(
+            ckpt=str(trained_run), input=str(word_corpus / "test.es"), output=str(tmp_path / "n.tsv"), decode=decode, nbest=3
+        )
+        assert run_translate(cfg) == 0
+        return cfg
+
+    assert translate(DecodeConfig(name="greedy")).decode.beam_size == 3 and "widens" not in caplog.text  # the shorthand
+    assert translate(DecodeConfig(name="beam", beam_size=2)).decode.beam_size == 3
+    assert "nbest=3 widens decode.beam_size=2 to 3" in caplog.text
+
+
 def test_translate_cuts_overlong_lines_with_a_warning(any_run, caplog):
     translator = load_translator(any_run, "cpu")
     long_line = " ".join(["uno dos tres"] * 200)

@@ -65,6 +65,8 @@ def interactive(translator: Translator, cfg: TranslateConfig) -> None:
 
 def run_translate(cfg: TranslateConfig) -> int:
     if cfg.nbest is not None:  # nbest=K: K hypotheses need a beam of at least K
+        if 1 < cfg.decode.beam_size < cfg.nbest:  # a beam search asked for: say that it widens
+            log.warning("nbest=%d widens decode.beam_size=%d to %d", cfg.nbest, cfg.decode.beam_size, cfg.nbest)
         cfg.decode.nbest = cfg.nbest
         cfg.decode.beam_size = max(cfg.decode.beam_size, cfg.nbest)
     check_input(cfg.input)
