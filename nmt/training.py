@@ -9,6 +9,7 @@ sends the others (``nmt.distributed``); only rank 0 writes into the folder.
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -189,6 +190,10 @@ def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False
                 run_folder.write_config(run_dir, cfg)
         cfg, run_dir, resume = world.broadcast((cfg, run_dir, resume))
         summary = train_session(cfg, run_dir, resume, world)
+    except BaseException as err:
+        if world.distributed:  # the traceback holds train_session's frame, and so the trainer: let go of it for leave()
+            traceback.clear_frames(err.__traceback__)
+        raise
     finally:
         if acquired:
             run_folder.release(run_dir)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_MODEL, word_corpus_overrides
+from nmt.distributed import World
+from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "ddp_worker.py"
@@ -271,5 +272,50 @@ def test_leaving_collects_ddp_before_the_process_group_goes(tmp_path):
         assert ddp() is None and not dist.is_initialized()
     finally:
         gc.enable()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class OneProcessPosingAsTwo(World):
+    """Rank 0 of a world of two, whose collective operations have nobody to wait for."""
+
+    def broadcast(self, value):
+        return value
+
+    def any(self, *flags: bool) -> list[bool]:
+        return list(flags)
+
+
+def test_a_failing_rank_lets_go_of_its_trainer_before_leaving(tmp_path, word_corpus, cache_dir, monkeypatch):
+    """The error's traceback holds train_session's frame, and so the trainer and its DDP:
+    train() clears it, so that leave() still collects them before the process group goes."""
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    from nmt import training
+
+    trainers, alive_when_leaving = [], []
+
+    def failing_fit(self, stop=None):
+        trainers.append(weakref.ref(self))
+        raise RuntimeError("a failure in training")
+
+    def leave(world):
+        gc.collect()
+        alive_when_leaving.append(trainers[0]() is not None)
+        dist.destroy_process_group()
+
+    monkeypatch.setattr(training.Trainer, "fit", failing_fit)
+    monkeypatch.setattr(training, "leave", leave)
+    settings = [*word_corpus_overrides(word_corpus, cache_dir), *TINY_MODEL, "train=debug", "train.device=cpu"]
+    cfg = compose_config("train", settings)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="a failure in training"):
+            training.train(cfg, tmp_path / "run", world=OneProcessPosingAsTwo(rank=0, size=2))
+        assert alive_when_leaving == [False]
+    finally:
         if dist.is_initialized():
             dist.destroy_process_group()
