@@ -107,7 +107,7 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
 )
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):
     """Each command's --help lists the groups it takes, with every option in conf/ (no more)."""
-    result = run_command(f"nmt.commands.{command}", "--help", text=True)
+    result = run_command(f"nmt.commands.{command}", "--help", text=True, fresh_interpreter=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"nmt-{command}: ") and f"  nmt-{command} " in result.stdout  # an example
     listed = {}

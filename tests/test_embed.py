@@ -21,8 +21,8 @@ def any_run(request):
     return request.getfixturevalue("trained_run" if request.param == "cho2014" else "trained_rnnsearch_run")
 
 
-def embed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return run_command("nmt.commands.embed", *args, stdin=stdin, text=True, timeout=120, env=ENV)
+def embed(*args: str, stdin: str | None = None, fresh_interpreter=False) -> subprocess.CompletedProcess:
+    return run_command("nmt.commands.embed", *args, stdin=stdin, text=True, env=ENV, fresh_interpreter=fresh_interpreter)
 
 
 def test_a_phrase_gets_the_same_vector_wherever_it_stands(any_run):
@@ -113,7 +113,13 @@ def is_png(path) -> bool:
 def test_the_map_is_a_png_of_the_non_empty_lines(tmp_path, trained_run):
     source = tmp_path / "phrases.txt"
     source.write_text("\n".join(PHRASES) + "\n")
-    result = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'v.npy'}", f"plot={tmp_path / 'map.png'}")
+    result = embed(
+        f"ckpt={trained_run}",
+        f"input={source}",
+        f"output={tmp_path / 'v.npy'}",
+        f"plot={tmp_path / 'map.png'}",
+        fresh_interpreter=True,
+    )
     assert result.returncode == 0, result.stderr
     assert is_png(tmp_path / "map.png")
     refused = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'w.npy'}", f"plot={tmp_path / 'map.jpg'}")

@@ -32,8 +32,8 @@ def sources(word_corpus: Path) -> list[str]:
     return read_lines(word_corpus / "test.es")[:12] + ["", "  "]
 
 
-def run(module: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return run_command(f"nmt.commands.{module}", *args, stdin=stdin, text=True, env=ENV)
+def run(module: str, *args: str, stdin: str | None = None, fresh_interpreter=False) -> subprocess.CompletedProcess:
+    return run_command(f"nmt.commands.{module}", *args, stdin=stdin, text=True, env=ENV, fresh_interpreter=fresh_interpreter)
 
 
 def other_model(trained_run: Path, tmp_path: Path, hidden_size: int = 48, seed: int = 3, **changes) -> Path:
@@ -134,7 +134,7 @@ def test_averaging_copies_of_a_checkpoint_gives_its_weights(trained_run, tmp_pat
     for name, tensor in load_checkpoint(best)["model"].items():
         assert torch.equal(averaged.model_state[name], tensor), name
     output = tmp_path / "avg.pt"
-    result = run("average", f"ckpts=[{best},{best}]", f"output={output}")
+    result = run("average", f"ckpts=[{best},{best}]", f"output={output}", fresh_interpreter=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"nmt-average: 2 checkpoints (best.pt ... best.pt) averaged into {output}"
     assert translate_lines(load_translator(output, "cpu"), ["uno dos"], DecodeConfig()) == translate_lines(

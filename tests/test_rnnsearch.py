@@ -318,7 +318,7 @@ def test_evaluate_draws_alignments_and_both_systems_by_length(tmp_path, trained_
         "n_alignments=2",
         f"report_dir={report_dir}",
         text=True,
-        timeout=180,
+        fresh_interpreter=True,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((report_dir / "report.json").read_text())
