@@ -20,8 +20,7 @@ from tests.commands import run_command
 
 @pytest.fixture(params=["cho2014", "rnnsearch"])
 def any_run(request):
-    """Tests of what the model does run with a Cho model and with an attention model; those of
-    reading input and refusing settings, which no model changes, with the Cho model only."""
+    """Every command-line test runs with a Cho model and with an attention model."""
     return request.getfixturevalue("trained_run" if request.param == "cho2014" else "trained_rnnsearch_run")
 
 
@@ -87,14 +86,12 @@ def test_translate_cuts_overlong_lines_with_a_warning(any_run, caplog):
     assert "1 line(s) longer than 10 subwords were cut" in caplog.text
 
 
-def test_translate_invalid_utf8_is_an_error_naming_the_line(trained_run):
-    result = run_cli("nmt.commands.translate", f"ckpt={trained_run}", stdin=b"uno\ndos\n\xff\xfe\n")
+def test_translate_invalid_utf8_is_an_error_naming_the_line(any_run):
+    result = run_cli("nmt.commands.translate", f"ckpt={any_run}", stdin=b"uno\ndos\n\xff\xfe\n")
     assert result.returncode == 1
     assert "<stdin>:3: invalid UTF-8" in result.stderr.decode()
     assert b"Traceback" not in result.stderr
-    replaced = run_cli(
-        "nmt.commands.translate", f"ckpt={trained_run}", "replace_invalid_utf8=true", stdin=b"uno\ndos\n\xff\xfe\n"
-    )
+    replaced = run_cli("nmt.commands.translate", f"ckpt={any_run}", "replace_invalid_utf8=true", stdin=b"uno\ndos\n\xff\xfe\n")
     assert replaced.returncode == 0 and replaced.stdout.count(b"\n") == 3
 
 
@@ -147,10 +144,10 @@ def test_evaluate_report_dir_that_is_a_file_is_refused_before_decoding(tmp_path)
         run_evaluate(cfg)
 
 
-def test_input_may_be_a_pipe(trained_run, tmp_path):
+def test_input_may_be_a_pipe(any_run, tmp_path):
     """input=<(...) or /dev/stdin: not a regular file, still something to read."""
     result = subprocess.run(
-        ["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={trained_run} input=<(printf 'uno dos\\tone two\\n')"],
+        ["bash", "-c", f"{sys.executable} -m nmt.commands.score ckpt={any_run} input=<(printf 'uno dos\\tone two\\n')"],
         capture_output=True,
         timeout=180,
     )
@@ -262,8 +259,8 @@ def translate_on_a_terminal(run) -> tuple[subprocess.Popen, int]:
     return process, controller
 
 
-def test_interactive_prompt_on_a_terminal(trained_run):
-    process, controller = translate_on_a_terminal(trained_run)
+def test_interactive_prompt_on_a_terminal(any_run):
+    process, controller = translate_on_a_terminal(any_run)
     os.write(controller, b"\x04")  # Ctrl-D: end of input on a terminal
     stdout, stderr = process.communicate(timeout=180)
     os.close(controller)
@@ -272,16 +269,16 @@ def test_interactive_prompt_on_a_terminal(trained_run):
     assert len(stdout.decode().splitlines()) == 1 and stdout.strip()
 
 
-def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(trained_run):
-    result = run_cli("nmt.commands.evaluate", f"ckpt={trained_run}", "data.path=/somewhere")
+def test_evaluate_corpus_settings_without_a_corpus_group_are_one_clear_line(any_run):
+    result = run_cli("nmt.commands.evaluate", f"ckpt={any_run}", "data.path=/somewhere")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert err.startswith("error: data.path=... needs a corpus group: add data=files") and "\n" not in err
 
 
 @pytest.mark.parametrize("what", ["missing", "file", "not a run"])
-def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(tmp_path, trained_run, what):
-    target = {"missing": tmp_path / "no" / "such", "file": trained_run / "best.pt", "not a run": tmp_path}[what]
+def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_folder_is_made(tmp_path, any_run, what):
+    target = {"missing": tmp_path / "no" / "such", "file": any_run / "best.pt", "not a run": tmp_path}[what]
     result = run_cli("nmt.commands.train", f"resume={target}")
     assert result.returncode == 1
     err = result.stderr.decode().strip()
@@ -289,7 +286,7 @@ def test_resume_of_something_that_is_not_a_run_folder_is_refused_before_any_fold
     expected = {
         "missing": "no such folder",
         "file": f"is a file: resume takes an nmt-train run folder and "
-        f"continues from its newest intact checkpoint; to continue that run: resume={trained_run}",
+        f"continues from its newest intact checkpoint; to continue that run: resume={any_run}",
         "not a run": "no config.yaml there",
     }[what]
     assert expected in err
@@ -348,10 +345,10 @@ def test_evaluating_on_other_languages_than_the_checkpoint_warns(caplog):
     assert not caplog.text
 
 
-def test_ctrl_c_at_the_prompt_is_one_line_and_exit_130(trained_run):
+def test_ctrl_c_at_the_prompt_is_one_line_and_exit_130(any_run):
     import signal
 
-    process, controller = translate_on_a_terminal(trained_run)
+    process, controller = translate_on_a_terminal(any_run)
     first = process.stdout.readline()  # the first sentence is translated: the prompt waits for the next
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=180)
