@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The GPU figures of the README in one go: two recipes on the embedded Bible corpus
-# trained side by side (PAIR, below: the tuned Cho recipe and RNNsearch by default),
-# beam-5 BLEU reports on the test split, and the training / decoding benchmarks. Results and logs go to $OUT (default
-# results/gpu); knobs for a quick CPU rehearsal: TRAIN_MINUTES, BENCH_ARGS, EXTRA. BENCH=0 skips the
-# benchmarks, so that the Cho-vs-RNNsearch comparison (10 minutes of training each, side by side)
-# fits one lease: PAIR=cho-rnnsearch TRAIN_MINUTES=10 BENCH=0 bash scripts/gpu_results.sh
+# trained side by side (PAIR, below), beam-5 BLEU reports on the test split, and the
+# training / decoding benchmarks. Results and logs go to $OUT (default results/gpu), the
+# runs to $RUNS (default results/gpu-runs: inside the checkout, so that a second device
+# call on the same warm machine finds them); knobs for a quick CPU rehearsal:
+# TRAIN_MINUTES, BENCH_ARGS, EXTRA. BENCH=0 skips the benchmarks.
+#   PAIR=cho-rnnsearch (default): scripts/compare_models.py --sizes paper, the tuned Cho
+#     recipe against RNNsearch at the paper's sizes for TRAIN_MINUTES each, the epoch cap
+#     lifted (MAX_EPOCHS) so that the budget and early stopping end them; its JSON lines
+#     go to $OUT/compare.jsonl. Rerunning it skips the runs that finished (a summary.json):
+#       PAIR=cho-rnnsearch TRAIN_MINUTES=7 BENCH=0 bash scripts/gpu_results.sh
+#   PAIR=paper-tuned: the paper's own recipe against the tuned one (the README's first table).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-results/gpu}"
-RUNS="${RUNS:-/tmp/nmt-runs}"
+RUNS="${RUNS:-results/gpu-runs}"
+MAX_EPOCHS="${MAX_EPOCHS:-1000}"
 TRAIN_MINUTES="${TRAIN_MINUTES:-3}"
 BENCH_ARGS="${BENCH_ARGS:-}"
 EXTRA="${EXTRA:-}"
@@ -32,32 +39,44 @@ timeout 120 python scripts/bench_train.py --configs yardstick-var,rnnsearch-yard
   --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | grep -E '"(nmt/reference|nmt)"' | tail -4
 fi
 
-# PAIR: the two recipes trained side by side. cho-rnnsearch (default): the tuned Cho recipe
-# against RNNsearch at the paper's sizes; paper-tuned: the paper's own recipe
-# against the tuned one (the README's first table).
 PAIR="${PAIR:-cho-rnnsearch}"
-if [ "$PAIR" = paper-tuned ]; then first=paper; second=tuned; else first=tuned; second=rnnsearch; fi
-declare -A EXPERIMENT=([paper]=bible_cho_paper [tuned]=bible_cho_tuned [rnnsearch]=bible_rnnsearch)
-echo "=== training: $first and $second side by side ($TRAIN_MINUTES min each)"
-for run in "$first" "$second"; do
-  python -m nmt.commands.train +experiment="${EXPERIMENT[$run]}" train.max_minutes="$TRAIN_MINUTES" \
-    hydra.run.dir="$RUNS/$run" $EXTRA > "$RUNS/train-$run.log" 2>&1 &
-done
-wait
-for run in "$first" "$second"; do tail -c 600 "$RUNS/train-$run.log" | tr '\r' '\n' | tail -3; done
-pack
-
-echo "=== nmt-evaluate, beam 5, test split ($second also against $first: paired test, joint BLEU-by-length plot)"
-timeout 90 python -m nmt.commands.evaluate ckpt="$RUNS/$first" decode=beam report_dir="$RUNS/$first/report" 2>&1 \
-  | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
-timeout 150 python -m nmt.commands.evaluate ckpt="$RUNS/$second" compare_ckpt="$RUNS/$first" decode=beam \
-  report_dir="$RUNS/$second/report" 2>&1 | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
-pack
+if [ "$PAIR" = cho-rnnsearch ]; then
+  first=tuned; second=rnnsearch
+  echo "=== compare_models --sizes paper: the tuned Cho recipe and RNNsearch side by side ($TRAIN_MINUTES min each), beam 5"
+  # The whole log (progress bars included) goes with the runs; here the lines that say where it stands.
+  sets=(--set train.max_epochs="$MAX_EPOCHS")
+  for override in $EXTRA; do sets+=(--set "$override"); done
+  python scripts/compare_models.py --sizes paper --minutes "$TRAIN_MINUTES" --work "$RUNS/compare" \
+    "${sets[@]}" --out "$RUNS/compare/bench.jsonl" 2>&1 \
+    | tee "$RUNS/compare.log" | tr '\r' '\n' | grep --line-buffered -E '^(step |nmt-|\{|error|a training|Traceback)'
+  cp "$RUNS/compare/bench.jsonl" "$OUT/compare.jsonl" 2>/dev/null
+  ln -sfn compare/cho2014 "$RUNS/tuned"; ln -sfn compare/rnnsearch "$RUNS/rnnsearch"  # for bench_decode below
+  pack
+else
+  # The paper's own recipe against the tuned one, side by side, each with its own report.
+  first=paper; second=tuned
+  declare -A EXPERIMENT=([paper]=bible_cho_paper [tuned]=bible_cho_tuned)
+  echo "=== training: $first and $second side by side ($TRAIN_MINUTES min each)"
+  for run in "$first" "$second"; do
+    # shellcheck disable=SC2086
+    python -m nmt.commands.train +experiment="${EXPERIMENT[$run]}" train.max_minutes="$TRAIN_MINUTES" \
+      hydra.run.dir="$RUNS/$run" $EXTRA > "$RUNS/train-$run.log" 2>&1 &
+  done
+  wait
+  for run in "$first" "$second"; do tail -c 600 "$RUNS/train-$run.log" | tr '\r' '\n' | tail -3; done
+  pack
+  echo "=== nmt-evaluate, beam 5, test split ($second also against $first: paired test, joint BLEU-by-length plot)"
+  timeout 90 python -m nmt.commands.evaluate ckpt="$RUNS/$first" decode=beam report_dir="$RUNS/$first/report" 2>&1 \
+    | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
+  timeout 150 python -m nmt.commands.evaluate ckpt="$RUNS/$second" compare_ckpt="$RUNS/$first" decode=beam \
+    report_dir="$RUNS/$second/report" 2>&1 | tr '\r' '\n' | grep -E '^(nmt-evaluate|error)' | tail -2
+  pack
+fi
 
 if [ "$BENCH" = 1 ]; then
 echo "=== bench_decode (tuned checkpoint)"
 timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --out "$OUT/bench.jsonl" $BENCH_ARGS 2>&1 | grep -v '^\s*$' | tail -12
-echo "=== bench_decode, c's terms once per sentence (for_decoding; off by default on CUDA until measured)"
+echo "=== bench_decode, c's terms once per sentence (for_decoding; off on CUDA: no gain on an H200, 2026-12-04)"
 timeout 70 python scripts/bench_decode.py --ckpt "$RUNS/tuned" --summary-terms on --out "$OUT/bench.jsonl" $BENCH_ARGS \
   2>&1 | grep -v '^\s*$' | grep '"nmt' | tail -4
 if [ -d "$RUNS/rnnsearch" ]; then

@@ -229,6 +229,21 @@ def test_the_tuned_experiment_is_the_readme_s_six_overrides():
     assert compose_config("train", ["+experiment=bible_cho_paper"]) == compose_config("train", ["model=cho2014", "train=paper"])
 
 
+def test_the_comparison_script_trains_named_experiments_of_each_architecture():
+    """scripts/compare_models.py (the README's Cho-vs-RNNsearch rows, CPU and GPU) names
+    experiments that exist, each of the architecture it reports it as."""
+    import importlib.util
+
+    script = CONF_DIR.parent / "scripts" / "compare_models.py"
+    spec = importlib.util.spec_from_file_location("compare_models", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.RECIPES) == {"small", "paper"}
+    for models in module.RECIPES.values():
+        for arch, experiment in models.items():
+            assert compose_config("train", [f"+experiment={experiment}"]).model.arch == arch
+
+
 @pytest.mark.parametrize(
     "command, command_line, problem",
     [
