@@ -56,6 +56,7 @@ else
   # The paper's own recipe against the tuned one, side by side, each with its own report.
   first=paper; second=tuned
   declare -A EXPERIMENT=([paper]=bible_cho_paper [tuned]=bible_cho_tuned)
+  for run in "$first" "$second"; do [ -L "$RUNS/$run" ] && rm "$RUNS/$run"; done  # a cho-rnnsearch run's links
   echo "=== training: $first and $second side by side ($TRAIN_MINUTES min each)"
   for run in "$first" "$second"; do
     # shellcheck disable=SC2086

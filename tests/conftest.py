@@ -107,3 +107,9 @@ TINY_RNNSEARCH = [
 def trained_rnnsearch_run(tmp_path_factory, word_corpus, cache_dir) -> Path:
     """A tiny attention model (model.arch=rnnsearch) trained on the word corpus, for the CLI tests."""
     return train_tiny(tmp_path_factory.mktemp("trained-rnnsearch-run"), word_corpus, cache_dir, TINY_RNNSEARCH, 600)
+
+
+@pytest.fixture(params=["cho2014", "rnnsearch"])
+def any_run(request) -> Path:
+    """Every command-line test runs with a Cho model and with an attention model (issue 13)."""
+    return request.getfixturevalue("trained_run" if request.param == "cho2014" else "trained_rnnsearch_run")

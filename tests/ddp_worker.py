@@ -1,14 +1,14 @@
 """A torchrun worker for tests/test_distributed.py (also run as one plain process).
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py steps OUT.pt
-    python tests/ddp_worker.py single OUT.pt
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py steps OUT.pt [ARCH]
+    python tests/ddp_worker.py single OUT.pt [ARCH]
     python -m torch.distributed.run ... tests/ddp_worker.py prepare CORPUS CACHE LOG
 
-``steps``: a tiny model trained for one epoch on random pairs with ``Trainer.fit`` (the epoch
-ends on an odd number of batches, so one rank idles in the last step); rank 0 saves the
-weights. ``single``, in one process: the same with ``train.accumulate=2``, with 1, and the
-epoch with each step trained on the union of the batches two ranks would take (one batch,
-collated from both). ``prepare``: the data
+``steps``: a tiny model (ARCH: cho2014, the default, or rnnsearch) trained for one epoch on
+random pairs with ``Trainer.fit`` (the epoch ends on an odd number of batches, so one rank
+idles in the last step); rank 0 saves the weights. ``single``, in one process: the same
+with ``train.accumulate=2``, with 1, and the epoch with each step trained on the union of
+the batches two ranks would take (one batch, collated from both). ``prepare``: the data
 preparation of ``nmt.training.build_trainer`` on a word corpus, with every tokenizer
 training and every batch tokenized for a cache appended to LOG as "RANK what".
 """
@@ -38,9 +38,15 @@ def pairs() -> ParallelIds:
     return ParallelIds.from_lists(src, tgt)
 
 
+ARCH = "cho2014"  # set from the command line
+
+
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(embed_size=8, hidden_size=12, maxout_size=6, dropout=0.0), 30, 30)
+    sizes = {"embed_size": 8, "hidden_size": 12, "maxout_size": 6, "dropout": 0.0}
+    if ARCH == "rnnsearch":
+        sizes.update(arch="rnnsearch", attention_size=10)
+    return build_model(ModelConfig(**sizes), 30, 30)
 
 
 def steps(accumulate: int) -> dict:
@@ -102,6 +108,8 @@ def prepare(corpus: str, cache: str, log: str) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     command, *args = sys.argv[1:]
+    if command in ("steps", "single") and len(args) > 1:
+        ARCH = args[1]
     if command == "steps":  # under torchrun
         result = steps(1)
         if result["rank"] == 0:

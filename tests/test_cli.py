@@ -18,12 +18,6 @@ from nmt.lines import read_lines
 from tests.commands import run_command
 
 
-@pytest.fixture(params=["cho2014", "rnnsearch"])
-def any_run(request):
-    """Every command-line test runs with a Cho model and with an attention model."""
-    return request.getfixturevalue("trained_run" if request.param == "cho2014" else "trained_rnnsearch_run")
-
-
 def run_cli(module, *args, stdin=None):
     return run_command(module, *args, stdin=stdin)
 

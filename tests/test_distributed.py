@@ -42,10 +42,11 @@ def worker(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=120, env=ENV)
 
 
-def test_two_ranks_and_accumulation_make_the_update_of_the_union_batch(tmp_path):
-    two_ranks = torchrun(str(WORKER), "steps", str(tmp_path / "ddp.pt"))
+@pytest.mark.parametrize("arch", ["cho2014", "rnnsearch"])
+def test_two_ranks_and_accumulation_make_the_update_of_the_union_batch(tmp_path, arch):
+    two_ranks = torchrun(str(WORKER), "steps", str(tmp_path / "ddp.pt"), arch)
     assert two_ranks.returncode == 0, two_ranks.stderr[-3000:]
-    single = worker("single", str(tmp_path / "single.pt"))
+    single = worker("single", str(tmp_path / "single.pt"), arch)
     assert single.returncode == 0, single.stderr[-3000:]
     ddp, others = (torch.load(tmp_path / name, weights_only=True) for name in ("ddp.pt", "single.pt"))
     acc, plain, union = others["acc"], others["plain"], others["union"]

@@ -16,11 +16,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 PHRASES = ["uno dos", "gato perro rojo", "", "uno dos", "casa azul", "  ", "siete ocho nueve diez"]
 
 
-@pytest.fixture(params=["cho2014", "rnnsearch"])
-def any_run(request):
-    return request.getfixturevalue("trained_run" if request.param == "cho2014" else "trained_rnnsearch_run")
-
-
 def embed(*args: str, stdin: str | None = None, fresh_interpreter=False) -> subprocess.CompletedProcess:
     return run_command("nmt.commands.embed", *args, stdin=stdin, text=True, env=ENV, fresh_interpreter=fresh_interpreter)
 
@@ -57,11 +52,11 @@ def test_vectors_and_neighbours_through_the_command_line(tmp_path, any_run):
     assert np.load(tmp_path / "none.npy").shape == (0, vectors.shape[1])
 
 
-def test_neighbours_among_an_index_of_candidates(tmp_path, trained_run):
+def test_neighbours_among_an_index_of_candidates(tmp_path, any_run):
     index = tmp_path / "index.txt"
     index.write_text("casa azul\nuno dos\nnueve\n")
     result = embed(
-        f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={index}", stdin="uno dos\ncasa azul\n"
+        f"ckpt={any_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={index}", stdin="uno dos\ncasa azul\n"
     )
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in (tmp_path / "v.neighbours.tsv").read_text().splitlines()]
@@ -69,8 +64,8 @@ def test_neighbours_among_an_index_of_candidates(tmp_path, trained_run):
     assert float(rows[0][3]) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_bad_input_gets_the_same_one_line_errors_as_nmt_translate(tmp_path, trained_run):
-    missing = embed(f"ckpt={trained_run}", f"input={tmp_path / 'nope.txt'}", f"output={tmp_path / 'v.npy'}")
+def test_bad_input_gets_the_same_one_line_errors_as_nmt_translate(tmp_path, any_run):
+    missing = embed(f"ckpt={any_run}", f"input={tmp_path / 'nope.txt'}", f"output={tmp_path / 'v.npy'}")
     assert missing.returncode == 1
     assert missing.stderr.strip() == (
         f"error: input={tmp_path / 'nope.txt'}: no such file; give a text file, one "
@@ -78,18 +73,16 @@ def test_bad_input_gets_the_same_one_line_errors_as_nmt_translate(tmp_path, trai
     )
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"uno dos\n\xff\n")
-    invalid = embed(f"ckpt={trained_run}", f"input={bad}", f"output={tmp_path / 'v.npy'}")
+    invalid = embed(f"ckpt={any_run}", f"input={bad}", f"output={tmp_path / 'v.npy'}")
     assert invalid.returncode == 1
     assert invalid.stderr.strip().splitlines()[-1] == (
         f"error: {bad}:2: invalid UTF-8 (invalid start byte at byte 1 of the line); re-encode the input as UTF-8"
     )
     assert sorted(os.listdir(tmp_path)) == ["bad.txt"]  # no output, no temporary files
     # A failure after the lines are embedded (a bad index, nothing to draw) writes no output either.
-    bad_index = embed(f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={bad}", stdin="uno dos\n")
+    bad_index = embed(f"ckpt={any_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"index={bad}", stdin="uno dos\n")
     assert bad_index.returncode == 1 and f"error: {bad}:2: invalid UTF-8" in bad_index.stderr
-    empty = embed(
-        f"ckpt={trained_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"plot={tmp_path / 'm.png'}", stdin="\n\n"
-    )
+    empty = embed(f"ckpt={any_run}", f"output={tmp_path / 'v.npy'}", "neighbours=1", f"plot={tmp_path / 'm.png'}", stdin="\n\n")
     assert empty.returncode == 1 and empty.stderr.strip().endswith(
         f"error: plot={tmp_path / 'm.png'}: no non-empty line to draw"
     )
@@ -110,11 +103,11 @@ def is_png(path) -> bool:
     return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and imread(path).ndim == 3
 
 
-def test_the_map_is_a_png_of_the_non_empty_lines(tmp_path, trained_run):
+def test_the_map_is_a_png_of_the_non_empty_lines(tmp_path, any_run):
     source = tmp_path / "phrases.txt"
     source.write_text("\n".join(PHRASES) + "\n")
     result = embed(
-        f"ckpt={trained_run}",
+        f"ckpt={any_run}",
         f"input={source}",
         f"output={tmp_path / 'v.npy'}",
         f"plot={tmp_path / 'map.png'}",
@@ -122,7 +115,7 @@ def test_the_map_is_a_png_of_the_non_empty_lines(tmp_path, trained_run):
     )
     assert result.returncode == 0, result.stderr
     assert is_png(tmp_path / "map.png")
-    refused = embed(f"ckpt={trained_run}", f"input={source}", f"output={tmp_path / 'w.npy'}", f"plot={tmp_path / 'map.jpg'}")
+    refused = embed(f"ckpt={any_run}", f"input={source}", f"output={tmp_path / 'w.npy'}", f"plot={tmp_path / 'map.jpg'}")
     assert (
         refused.returncode == 1
         and refused.stderr.strip() == f"error: plot={tmp_path / 'map.jpg'}: give a file name ending in .png"
@@ -145,10 +138,10 @@ def test_map_2d_is_seeded_t_sne_and_pca_for_few_points():
     assert map_2d(vectors[:1])[0].shape == (1, 2)
 
 
-def test_words_are_whole_word_pieces_with_their_source_embeddings(tmp_path, trained_run):
+def test_words_are_whole_word_pieces_with_their_source_embeddings(tmp_path, any_run):
     from nmt.inference import source_word_vectors
 
-    translator = load_translator(trained_run, "cpu")
+    translator = load_translator(any_run, "cpu")
     words, vectors = source_word_vectors(translator)
     sp = translator.tokenizer.src
     assert words and len(words) == len(vectors)
@@ -159,7 +152,7 @@ def test_words_are_whole_word_pieces_with_their_source_embeddings(tmp_path, trai
     text = tmp_path / "text.txt"
     text.write_text(f"{words[1]} {words[0]} zzzqqq\n{words[1]}\n")
     result = embed(
-        f"ckpt={trained_run}",
+        f"ckpt={any_run}",
         "words=true",
         f"input={text}",
         f"output={tmp_path / 'w.npy'}",

@@ -89,9 +89,9 @@ def test_an_ensemble_predicts_the_log_of_the_members_mean_probability(trained_ru
         assert torch.allclose(logits, mean[:, 0].log(), atol=1e-5)
 
 
-def test_ensembles_keep_the_line_contract_through_the_commands(trained_run, tmp_path, word_corpus):
-    other = other_model(trained_run, tmp_path)
-    members = f"ckpt=[{trained_run},{other}]"
+def test_ensembles_keep_the_line_contract_through_the_commands(any_run, tmp_path, word_corpus):
+    other = other_model(any_run, tmp_path)
+    members = f"ckpt=[{any_run},{other}]"
     lines = sources(word_corpus)
     translated = run("translate", members, "nbest=2", stdin="\n".join(lines) + "\n")
     assert translated.returncode == 0, translated.stderr
@@ -105,10 +105,10 @@ def test_ensembles_keep_the_line_contract_through_the_commands(trained_run, tmp_
     evaluated = run("evaluate", members, "decode=greedy", f"report_dir={report_dir}", "bootstrap_samples=10")
     assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads((report_dir / "report.json").read_text())
-    assert str(trained_run) in report["checkpoint"] and str(other) in report["checkpoint"]
+    assert str(any_run) in report["checkpoint"] and str(other) in report["checkpoint"]
     model = report["model"]  # the report's settings name every member and its sizes
     assert model["ensemble"].startswith("2 models") and "hidden 48" in model["member 2"]
-    assert model["member 1"].startswith(f"{trained_run}") and model["member 2"].startswith(f"{other}")
+    assert model["member 1"].startswith(f"{any_run}") and model["member 2"].startswith(f"{other}")
     assert "member 2" in (report_dir / "report.md").read_text()
 
 
@@ -128,8 +128,8 @@ def test_an_ensemble_of_different_vocabularies_is_one_line_and_writes_nothing(tr
 # --------------------------------------------------------------------------- averaging
 
 
-def test_averaging_copies_of_a_checkpoint_gives_its_weights(trained_run, tmp_path):
-    best = trained_run / "best.pt"
+def test_averaging_copies_of_a_checkpoint_gives_its_weights(any_run, tmp_path):
+    best = any_run / "best.pt"
     averaged = average_checkpoints([best, best, best])
     for name, tensor in load_checkpoint(best)["model"].items():
         assert torch.equal(averaged.model_state[name], tensor), name
@@ -143,28 +143,30 @@ def test_averaging_copies_of_a_checkpoint_gives_its_weights(trained_run, tmp_pat
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_averaging_two_checkpoints_is_their_mean(trained_run, tmp_path):
+def test_averaging_two_checkpoints_is_their_mean(any_run, tmp_path):
     """Also when they were trained with other dropout or initialization: the same network."""
-    a = trained_run / "best.pt"
-    b = other_model(trained_run, tmp_path, hidden_size=64, seed=5, dropout=0.5, paper_init=True)
+    a = any_run / "best.pt"
+    hidden = read_checkpoint(a).model_config.hidden_size
+    b = other_model(any_run, tmp_path, hidden_size=hidden, seed=5, dropout=0.5, paper_init=True)
     averaged = average_checkpoints([a, b]).model_state
     for name, tensor in load_checkpoint(a)["model"].items():
         expected = ((tensor.double() + load_checkpoint(b)["model"][name].double()) / 2).float()
         assert torch.equal(averaged[name], expected), name
 
 
-def test_a_refused_average_is_one_line_and_writes_nothing(trained_run, tmp_path):
-    other = other_model(trained_run, tmp_path, hidden_size=48)
+def test_a_refused_average_is_one_line_and_writes_nothing(any_run, tmp_path):
+    other = other_model(any_run, tmp_path, hidden_size=48)
     output = tmp_path / "avg.pt"
-    result = run("average", f"ckpts=[{trained_run / 'best.pt'},{other}]", f"output={output}")
+    result = run("average", f"ckpts=[{any_run / 'best.pt'},{other}]", f"output={output}")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: {trained_run / 'best.pt'} and {other} cannot be averaged: the models differ (hidden_size 64 and 48)"
+        f"error: {any_run / 'best.pt'} and {other} cannot be averaged: the models differ "
+        f"(hidden_size {read_checkpoint(any_run / 'best.pt').model_config.hidden_size} and 48)"
     )
     fixture = Path(__file__).parent / "fixtures" / "tiny-cho2014.pt"
-    result = run("average", f"ckpts=[{trained_run / 'best.pt'},{fixture}]", f"output={output}")
+    result = run("average", f"ckpts=[{any_run / 'best.pt'},{fixture}]", f"output={output}")
     assert result.returncode == 1 and "cannot be averaged" in result.stderr and len(result.stderr.splitlines()) == 1
-    result = run("average", f"ckpt={trained_run}", "last=50", f"output={output}")
+    result = run("average", f"ckpt={any_run}", "last=50", f"output={output}")
     assert result.returncode == 1 and "fewer than last=50" in result.stderr
     assert not output.exists() and not list(tmp_path.glob(".*.tmp"))
 

@@ -40,7 +40,7 @@ from nmt.search import Hypothesis
 from nmt.trainer import Trainer
 from nmt.training import build_trainer, train
 from tests.commands import run_command
-from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
+from tests.conftest import TINY_MODEL, TINY_RNNSEARCH, compose_config, word_corpus_overrides
 
 N = 12
 
@@ -393,11 +393,12 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
         pytest.fail(f"nmt-train did not finish in {timeout} s\n{out}\n{err}")
 
 
-def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus, cache_dir):
+@pytest.mark.parametrize("model", [TINY_MODEL, TINY_RNNSEARCH], ids=["cho2014", "rnnsearch"])
+def test_sigterm_checkpoints_exits_75_and_resume_continues(tmp_path, word_corpus, cache_dir, model):
     run_dir = tmp_path / "run"
     forever = (
         word_corpus_overrides(word_corpus, cache_dir)
-        + TINY_MODEL
+        + model
         + [
             "train=debug",
             "train.device=cpu",

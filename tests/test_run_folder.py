@@ -560,9 +560,9 @@ def test_validation_pairs_longer_than_max_subwords_are_left_out_and_counted(tmp_
 # --------------------------------------------------------------------------- nmt-translate streams
 
 
-def test_translate_writes_each_chunk_as_it_comes_from_a_pipe(trained_run):
+def test_translate_writes_each_chunk_as_it_comes_from_a_pipe(any_run):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}"],
+        [sys.executable, "-m", "nmt.commands.translate", f"ckpt={any_run}"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -582,12 +582,12 @@ def test_translate_writes_each_chunk_as_it_comes_from_a_pipe(trained_run):
         proc.wait()
 
 
-def test_translate_streams_long_inputs_and_fails_without_a_partial_output(tmp_path, trained_run):
+def test_translate_streams_long_inputs_and_fails_without_a_partial_output(tmp_path, any_run):
     source = tmp_path / "source.txt"
     lines = ["uno dos", "", "gato"] * 4000  # 12 000 lines: three chunks
     source.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out.txt"
-    translate = ("nmt.commands.translate", f"ckpt={trained_run}", f"input={source}", f"output={output}")
+    translate = ("nmt.commands.translate", f"ckpt={any_run}", f"input={source}", f"output={output}")
     result = run_command(*translate, "nbest=2", text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr
     rows = [row.split("\t") for row in output.read_text().splitlines()]

@@ -15,8 +15,9 @@ from tests.conftest import TINY_MODEL, compose_config, word_corpus_overrides
 REQUIRED_METRICS = {"step", "epoch", "train_loss", "val_loss", "val_bleu", "val_chrf", "tokens_per_s"}
 
 
-def test_debug_run_end_to_end(tmp_path, word_corpus, cache_dir):
-    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + ["train=debug"])
+@pytest.mark.parametrize("model", ["small", "rnnsearch_small"])
+def test_debug_run_end_to_end(tmp_path, word_corpus, cache_dir, model):
+    cfg = compose_config("train", word_corpus_overrides(word_corpus, cache_dir) + ["train=debug", f"model={model}"])
     summary = train(cfg, tmp_path)
     assert summary["steps"] == 20 and summary["reason"] == "max_steps"
     for name in ("config.yaml", "spm.model", "best.pt", "last.pt", "metrics.jsonl", "curves.png", "summary.json"):
@@ -29,7 +30,7 @@ def test_debug_run_end_to_end(tmp_path, word_corpus, cache_dir):
         assert m["tokens_per_s"] > 0 and m["val_loss"] > 0
     best = load_checkpoint(tmp_path / "best.pt")
     assert "train_state" not in best  # best.pt is for translation: weights, configs, tokenizer
-    assert best["model_config"]["config"]["name"] == "small"
+    assert best["model_config"]["config"]["name"] == model
     assert best["tokenizer"]["src"].dtype == torch.uint8
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["train_state"]["progress"]["step"] == 20
