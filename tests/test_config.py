@@ -229,6 +229,21 @@ def test_the_tuned_experiment_is_the_readme_s_six_overrides():
     assert compose_config("train", ["+experiment=bible_cho_paper"]) == compose_config("train", ["model=cho2014", "train=paper"])
 
 
+def test_the_attention_model_configs_have_the_paper_s_sizes():
+    """conf/model/rnnsearch.yaml: Bahdanau et al. (2015), Appendix A. rnnsearch_small: sized
+    like model=small, its annotations [->h; <-h] as wide as model=small's summary c."""
+    paper = compose_config("train", ["model=rnnsearch"]).model
+    sizes = (paper.arch, paper.embed_size, paper.hidden_size, paper.attention_size, paper.maxout_size)
+    assert sizes == ("rnnsearch", 620, 1000, 1000, 500)
+    small, cho_small = (compose_config("train", [f"model={name}"]).model for name in ("rnnsearch_small", "small"))
+    assert small.arch == "rnnsearch" and cho_small.arch == "cho2014"
+    assert (small.embed_size, 2 * small.hidden_size, small.maxout_size) == (
+        cho_small.embed_size,
+        cho_small.hidden_size,
+        cho_small.maxout_size,
+    )
+
+
 def test_the_comparison_script_trains_named_experiments_of_each_architecture():
     """scripts/compare_models.py (the README's Cho-vs-RNNsearch rows, CPU and GPU) names
     experiments that exist, each of the architecture it reports it as."""

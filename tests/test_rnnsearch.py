@@ -133,6 +133,22 @@ def test_beam_1_equals_greedy():
         assert g.score == pytest.approx(hyps[0].score, abs=1e-4)
 
 
+def test_the_keys_u_a_h_j_are_computed_once_per_sentence_not_once_per_step():
+    """U_a h_j: one product per encoded batch, in beam search and in teacher-forced training;
+    only W_a s_{i-1} is computed at every step."""
+    model = tiny(seed=6)
+    src, lengths, tgt_in = batch(seed=7)
+    calls = {"keys": 0, "query": 0}
+    for name in calls:
+        getattr(model, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    hyps = beam_search(model, src, lengths, beam_size=3, max_len_b=6)
+    steps = max(len(h.tokens) for sentence in hyps for h in sentence)
+    assert calls["keys"] == 1 and calls["query"] >= steps > 1
+    calls.update(keys=0, query=0)
+    model.loss(src, lengths, tgt_in, tgt_in.roll(-1, dims=1))
+    assert calls == {"keys": 1, "query": tgt_in.size(1)}
+
+
 @pytest.mark.parametrize("cell", ["cudnn", "paper"])
 def test_the_paper_initialization_of_appendix_b(cell):
     torch.manual_seed(0)
