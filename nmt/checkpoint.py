@@ -228,6 +228,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
         # torch.save reports a failed write (disk full, quota) as a RuntimeError
         # ("unexpected pos ...") raised while handling the OSError: report that one.
         cause = err if isinstance(err, OSError) else err.__context__
+        if isinstance(cause, KeyboardInterrupt):  # Ctrl-C twice, the second during the write: abort as asked
+            raise cause from None
         if not isinstance(cause, OSError):
             raise
         raise CheckpointError(

@@ -201,6 +201,29 @@ def test_disk_full_is_a_clear_error_and_keeps_previous(tmp_path, monkeypatch, fa
     assert files(tmp_path) == {"last.pt"}
 
 
+class _InterruptedWrite(_FullDisk):
+    """A file whose write is cut by Ctrl-C after a few KiB (the second Ctrl-C of a run
+    saving the checkpoint the first one asked for)."""
+
+    def write(self, data) -> int:
+        if len(bytes(data)) > self.room:
+            raise KeyboardInterrupt
+        return super().write(data)
+
+
+def test_ctrl_c_during_a_save_aborts_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """torch.save turns the KeyboardInterrupt into a RuntimeError ("unexpected pos ...");
+    save_checkpoint gives the interrupt back, so the command says "interrupted (Ctrl-C)"."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(state(1.0), path)
+    monkeypatch.setattr(checkpoint.torch, "save", lambda obj, f, *a, **k: REAL_TORCH_SAVE(obj, _InterruptedWrite(f), *a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(state(2.0), path)
+    monkeypatch.undo()
+    assert_intact(path, 1.0)
+    assert files(tmp_path) == {"last.pt"}
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE / SIGXFSZ behaviour is Linux's")
 def test_real_write_failure_from_the_kernel(tmp_path):
     """No monkeypatching: the kernel refuses the write (RLIMIT_FSIZE -> EFBIG) in a child process."""
