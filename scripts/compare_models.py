@@ -13,8 +13,9 @@ targets (attention BLEU >= 1.5x the Cho model's; its BLEU on 40+-word sentences 
 - ``--sizes paper`` (a GPU run, scripts/gpu_results.sh): ``+experiment=bible_cho_tuned``
   against ``+experiment=bible_rnnsearch``, the paper's 1000-unit sizes, sharing the device.
 
-Runs that already hold a summary.json are not trained again, so an interrupted
-comparison resumes at its evaluation.
+A run folder of ``--work`` that holds a finished run of the same settings is evaluated
+again, not retrained (so an interrupted comparison resumes at its evaluation); a run of
+other settings, or an unfinished one, is refused rather than reported as this one.
 
     python scripts/compare_models.py --minutes 15 --out docs/results/DATE-cpu-compare/bench.jsonl
     python scripts/compare_models.py --sizes paper --minutes 10 --set train.max_epochs=200
@@ -31,6 +32,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import JsonLines, common_fields  # noqa: E402
@@ -51,7 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--work", default="runs/compare-models", help="folder of the two runs and the report")
+    parser.add_argument(
+        "--work",
+        default="runs/compare-models",
+        help="folder of the two runs and the report; finished runs of the same settings there are evaluated, not retrained",
+    )
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each model")
     parser.add_argument("--beam", type=int, default=5, help="beam size of both evaluations")
     parser.add_argument("--sizes", choices=sorted(RECIPES), default="small", help="which pair of recipes")
@@ -63,35 +69,40 @@ def main() -> None:
         help="an nmt-train override given to both runs (repeatable), e.g. train.max_epochs=200",
     )
     parser.add_argument(
-        "--device", default=None, help="device= of training and evaluation (default: cpu for --sizes small, auto for paper)"
+        "--device",
+        default=argparse.SUPPRESS,  # its default depends on --sizes
+        help="device= of training and evaluation (default: cpu for --sizes small, auto for paper)",
     )
-    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="also append the JSON lines to this file, and put both runs' records (config, metrics, curves, "
+        "train.log) and both reports in its folder",
+    )
     args = parser.parse_args()
     out, work, models = JsonLines(args.out), Path(args.work), RECIPES[args.sizes]
-    device = args.device or ("cpu" if args.sizes == "small" else "auto")
+    device = getattr(args, "device", "cpu" if args.sizes == "small" else "auto")
     runs = {arch: work / arch for arch in models}
+    overrides = {
+        arch: [
+            f"+experiment={experiment}",
+            f"train.max_minutes={args.minutes}",
+            "evaluate_test=false",
+            f"train.device={device}",
+            *args.set,
+        ]
+        for arch, experiment in models.items()
+    }
+    to_train = [arch for arch in models if not finished_with(runs[arch], overrides[arch])]
     # On a CPU the two runs get a core each; on a GPU they share the device and the host's cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.sizes == "small" else dict(os.environ)
-    training = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nmt.commands.train",
-                f"+experiment={experiment}",
-                f"train.max_minutes={args.minutes}",
-                "evaluate_test=false",
-                f"train.device={device}",
-                f"hydra.run.dir={runs[arch]}",
-                *args.set,
-            ],
-            env=env,
-        )
-        for arch, experiment in models.items()
-        if not (runs[arch] / "summary.json").exists()
-    ]
-    if any(proc.wait() != 0 for proc in training):
-        sys.exit("a training run failed; see its train.log")
+    command = [sys.executable, "-m", "nmt.commands.train"]
+    training = {
+        arch: subprocess.Popen([*command, *overrides[arch], f"hydra.run.dir={runs[arch]}"], env=env) for arch in to_train
+    }
+    failed = [arch for arch, proc in training.items() if proc.wait() != 0]
+    if failed:
+        sys.exit(f"compare_models: training {' and '.join(failed)} failed (the error is above; {work}/ARCH/train.log)")
     report_dir = work / "report"
     subprocess.run(
         [
@@ -187,12 +198,33 @@ def main() -> None:
     if args.out and Path(args.out).parent.resolve() != work.resolve():
         target = Path(args.out).parent
         for folder, name in ((report_dir, "rnnsearch"), (cho_report_dir, "cho2014")):
-            shutil.copytree(folder, target / f"report-{name}", dirs_exist_ok=True)
+            shutil.rmtree(target / f"report-{name}", ignore_errors=True)  # replaced whole: no earlier figures
+            shutil.copytree(folder, target / f"report-{name}")
         for arch, run_dir in runs.items():
+            shutil.rmtree(target / arch, ignore_errors=True)
+            (target / arch).mkdir(parents=True)
             for name in ("config.yaml", "metrics.jsonl", "summary.json", "curves.png", "train.log"):
                 if (run_dir / name).exists():
-                    (target / arch).mkdir(parents=True, exist_ok=True)
                     shutil.copy(run_dir / name, target / arch / name)
+
+
+def finished_with(run_dir: Path, overrides: list[str]) -> bool:
+    """Whether ``run_dir`` holds a finished run trained with exactly ``overrides`` (then it is
+    evaluated again, not retrained). A run of other settings, or one that did not finish, is
+    an error: its numbers would be reported under this command's settings."""
+    if not run_dir.exists():
+        return False
+    recorded = run_dir / ".hydra" / "overrides.yaml"  # the command line that started the run
+    started_with = yaml.safe_load(recorded.read_text()) if recorded.exists() else None
+    if started_with != overrides:
+        sys.exit(
+            f"compare_models: {run_dir} holds a run of other settings ({' '.join(started_with or ['none recorded'])}); "
+            "give another --work, or remove that folder"
+        )
+    if not (run_dir / "summary.json").exists():
+        sys.exit(f"compare_models: {run_dir} holds a run that did not finish; remove it to train it again")
+    print(f"compare_models: {run_dir} is finished with these settings; evaluating it again", file=sys.stderr)
+    return True
 
 
 def _test_split():

@@ -33,6 +33,16 @@ def test_translate_stdin_to_stdout_keeps_every_line(any_run):
     assert "translated 4 lines" in result.stderr.decode()
 
 
+def test_output_to_dev_stdout_on_a_pipe(trained_run):
+    """output=/dev/stdout where stdout is a pipe: /dev/stdout resolves to no path there
+    (/proc/PID/fd/pipe:[N]), so it is written as it is, not through a temporary file beside it."""
+    result = run_command(
+        "nmt.commands.translate", f"ckpt={trained_run}", "output=/dev/stdout", stdin=b"uno dos\n", fresh_interpreter=True
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"one two\n"
+
+
 def test_translate_files_beam_and_nbest_tsv(tmp_path, any_run, word_corpus):
     source = word_corpus / "test.es"
     output = tmp_path / "hyps.tsv"
@@ -368,6 +378,9 @@ def test_evaluate_refuses_a_bad_other_system_before_decoding(tmp_path, any_run, 
         run_evaluate(EvaluateConfig(ckpt=str(any_run), compare=str(base), report_dir=report_dir))
     with pytest.raises(CheckpointError, match="^ckpt= is empty: give a run folder or a checkpoint file"):
         run_evaluate(EvaluateConfig(ckpt="", report_dir=report_dir))
+    for ignored in ("refs", "srcs"):  # ckpt= scores the split against its own references: refuse, never ignore
+        with pytest.raises(ReportError, match=f"^{ignored}= goes with hyps= .* then nmt-evaluate hyps=HYPS refs=REFS"):
+            run_evaluate(EvaluateConfig(ckpt=str(any_run), report_dir=report_dir, **{ignored: str(base)}))
     assert not (tmp_path / "r").exists()
 
 

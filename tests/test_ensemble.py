@@ -167,7 +167,9 @@ def test_a_refused_average_is_one_line_and_writes_nothing(any_run, tmp_path):
     result = run("average", f"ckpts=[{any_run / 'best.pt'},{fixture}]", f"output={output}")
     assert result.returncode == 1 and "cannot be averaged" in result.stderr and len(result.stderr.splitlines()) == 1
     result = run("average", f"ckpt={any_run}", "last=50", f"output={output}")
-    assert result.returncode == 1 and "fewer than last=50" in result.stderr
+    assert result.returncode == 1 and "fewer than last=50; lower last=, or train with more of them" in result.stderr
+    result = run("average", f"ckpt={tmp_path / 'nope'}", f"output={output}")
+    assert result.returncode == 1 and result.stderr.strip() == f"error: ckpt={tmp_path / 'nope'}: no such run folder"
     assert not output.exists() and not list(tmp_path.glob(".*.tmp"))
 
 

@@ -210,6 +210,8 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 def _unknown(name: str, prefix: str, known: list[str], schema: type) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
+    if not prefix and name in ("model", "data") and "ckpt" in known:  # a checkpoint carries both
+        hint = f"the {name} comes from the checkpoint (ckpt=); {hint}"
     return f"{prefix}{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}"
 
 

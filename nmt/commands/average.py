@@ -24,8 +24,9 @@ def newest_step_checkpoints(run_dir: Path, k: int) -> list[Path]:
     steps = step_checkpoints(run_dir)
     if len(steps) < k:
         raise CheckpointError(
-            f"ckpt={run_dir}: {len(steps)} step checkpoint(s) (step-N.pt), fewer than last={k}; "
-            "train with a larger train.keep_last, or lower last="
+            f"ckpt={run_dir}: {len(steps)} step checkpoint(s) (step-N.pt), fewer than last={k}; lower last=, "
+            "or train with more of them: a run keeps its newest train.keep_last, written at each validation "
+            "(train.val_every) or every train.save_every steps"
         )
     return steps[-k:]
 
@@ -38,6 +39,8 @@ def run_average(cfg: AverageConfig) -> int:
         if not paths:
             raise SettingError("ckpts=[]: give the checkpoint files to average")
     else:
+        if not Path(cfg.ckpt).exists():
+            raise SettingError(f"ckpt={cfg.ckpt}: no such run folder")
         if not Path(cfg.ckpt).is_dir():
             raise SettingError(f"ckpt={cfg.ckpt}: not a run folder; for checkpoint files use ckpts=[A.pt,B.pt,...]")
         paths = newest_step_checkpoints(Path(cfg.ckpt), cfg.last)

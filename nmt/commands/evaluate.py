@@ -144,6 +144,14 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         raise ReportError("compare_ckpt= decodes the split as ckpt= does: give ckpt= (with hyps=, use compare=FILE)")
     if cfg.compare is not None and cfg.compare_ckpt is not None:
         raise ReportError("compare= and compare_ckpt= both name the other system: give one of them")
+    if cfg.ckpt is not None and cfg.hyps is None and (cfg.refs is not None or cfg.srcs is not None):
+        # ckpt= decodes a split and scores it against that split's references: refs= would be ignored.
+        given = "refs=" if cfg.refs is not None else "srcs="
+        raise ReportError(
+            f"{given} goes with hyps= (a file of translations to score); ckpt= decodes the {cfg.split} split and "
+            "scores it against its own references. For your own files: nmt-translate ckpt=... input=SRC output=HYPS, "
+            "then nmt-evaluate hyps=HYPS refs=REFS srcs=SRC"
+        )
     if (cfg.compare is not None or cfg.compare_ckpt is not None) and cfg.bootstrap_samples < 1:  # before decoding
         raise ReportError(
             f"bootstrap_samples={cfg.bootstrap_samples}: the paired bootstrap test of compare= / compare_ckpt= "

@@ -104,12 +104,14 @@ def output_stream(path: str | None, binary: bool = False):
 
         yield Flushing()
         return
-    target = Path(os.path.realpath(path))  # through a symbolic link, to the file it names
     mode, encoding = ("wb", None) if binary else ("w", "utf-8")
-    if target.exists() and not target.is_file():  # /dev/null, a FIFO: written as it is
-        with open(target, mode, encoding=encoding) as out:
+    # /dev/null, /dev/stdout, a FIFO: written as it is. Asked of the path as given: /dev/stdout
+    # on a pipe resolves to no path ("/proc/PID/fd/pipe:[N]"), yet opens.
+    if Path(path).exists() and not Path(path).is_file():
+        with open(path, mode, encoding=encoding) as out:
             yield out
         return
+    target = Path(os.path.realpath(path))  # through a symbolic link, to the file it names
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # temporary files are private (0600); outputs need not be
