@@ -77,7 +77,7 @@ def main() -> None:
         "--out",
         default=None,
         help="also append the JSON lines to this file, and put both runs' records (config, metrics, curves, "
-        "train.log) and both reports in its folder",
+        "train.log) and both reports in its folder (unless that is --work, which holds them)",
     )
     args = parser.parse_args()
     out, work, models = JsonLines(args.out), Path(args.work), RECIPES[args.sizes]
@@ -134,7 +134,7 @@ def main() -> None:
         ],
         check=True,
     )
-    measured_on = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    measured_on = torch.device("cpu" if device == "cpu" or not torch.cuda.is_available() else device.replace("auto", "cuda"))
     reports = {"rnnsearch": report, "cho2014": json.loads((cho_report_dir / "report.json").read_text())}
     test = _test_split()  # the sentences nmt-evaluate decoded, in its order
     sources, refs = list(test["src"]), list(test["tgt"])
@@ -157,6 +157,7 @@ def main() -> None:
                 "sizes": args.sizes,
                 "train_minutes": args.minutes,
                 "train_overrides": args.set,
+                "trained_now": arch in to_train,  # False: a finished run of these settings, evaluated again
                 "steps": summary["steps"],
                 "epochs": summary["epochs"],
                 "best_val_bleu": round(summary["best_val_bleu"], 2),
@@ -214,14 +215,16 @@ def finished_with(run_dir: Path, overrides: list[str]) -> bool:
     an error: its numbers would be reported under this command's settings."""
     if not run_dir.exists():
         return False
-    recorded = run_dir / ".hydra" / "overrides.yaml"  # the command line that started the run
+    recorded = run_dir / ".hydra" / "overrides.yaml"  # the command line that started the run (hydra.* apart)
     started_with = yaml.safe_load(recorded.read_text()) if recorded.exists() else None
-    if started_with != overrides:
+    if started_with != [o for o in overrides if not o.startswith("hydra.")]:
         sys.exit(
             f"compare_models: {run_dir} holds a run of other settings ({' '.join(started_with or ['none recorded'])}); "
             "give another --work, or remove that folder"
         )
-    if not (run_dir / "summary.json").exists():
+    summary = run_dir / "summary.json"
+    reason = json.loads(summary.read_text()).get("reason") if summary.exists() else None
+    if reason in (None, "signal"):  # killed, or stopped by SIGTERM / Ctrl-C before its budget ran out
         sys.exit(f"compare_models: {run_dir} holds a run that did not finish; remove it to train it again")
     print(f"compare_models: {run_dir} is finished with these settings; evaluating it again", file=sys.stderr)
     return True

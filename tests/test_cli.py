@@ -43,6 +43,20 @@ def test_output_to_dev_stdout_on_a_pipe(trained_run):
     assert result.stdout == b"one two\n"
 
 
+def test_output_to_dev_stdout_appended_to_a_log_file_keeps_the_log(tmp_path, trained_run):
+    """nmt-translate output=/dev/stdout >> log 2>&1: written through stdout at its position, so
+    neither what the log held nor the log lines written beside it are lost (a replaced or
+    reopened file would lose them)."""
+    log = tmp_path / "log.txt"
+    log.write_bytes(b"before\n")
+    with open(log, "ab") as out:
+        command = [sys.executable, "-m", "nmt.commands.translate", f"ckpt={trained_run}", "output=/dev/stdout"]
+        result = subprocess.run(command, input=b"uno dos\n", stdout=out, stderr=subprocess.STDOUT, timeout=120)
+    assert result.returncode == 0, log.read_text()
+    lines = log.read_text().splitlines()
+    assert lines[0] == "before" and "one two" in lines and any("translated 1 lines" in line for line in lines)
+
+
 def test_translate_files_beam_and_nbest_tsv(tmp_path, any_run, word_corpus):
     source = word_corpus / "test.es"
     output = tmp_path / "hyps.tsv"

@@ -330,6 +330,22 @@ def test_resume_config_allows_only_train_overrides(straight):
         resume_config(straight / "tensorboard", [])
 
 
+def test_cfg_job_of_a_resume_prints_the_settings_it_would_train_with(straight):
+    """--cfg job shows the run's own settings with the resume's overrides, not the defaults,
+    and touches nothing in the run folder."""
+    before = sorted(path.relative_to(straight) for path in straight.rglob("*"))
+    shown = run_command("nmt.commands.train", f"resume={straight}", "train.max_steps=99", "--cfg", "job", text=True)
+    assert shown.returncode == 0, shown.stderr
+    cfg = yaml.safe_load(shown.stdout)
+    assert cfg["train"]["max_steps"] == 99 and cfg["model"]["hidden_size"] == 64 and cfg["model"]["dropout"] == 0.3
+    section = run_command("nmt.commands.train", f"resume={straight}", "--cfg", "job", "--package", "model", text=True)
+    assert yaml.safe_load(section.stdout)["hidden_size"] == 64
+    refused = run_command("nmt.commands.train", f"resume={straight}", "model.hidden_size=8", "--cfg", "job", text=True)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: resume: model.hidden_size=8 cannot change")
+    assert len(refused.stderr.splitlines()) == 1
+    assert sorted(path.relative_to(straight) for path in straight.rglob("*")) == before
+
+
 def test_resume_allows_restating_the_run_s_own_values(straight, word_corpus, cache_dir):
     """A job script that starts a run and resumes it with the same command line is not refused."""
     restated = ["evaluate_test=false", "train.lr=0.003", "+model.hidden_size=64", "model.dropout=0.3", "train.max_steps=20"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 import yaml
@@ -27,11 +28,11 @@ def test_the_comparison_trains_named_experiments_of_each_architecture(compare_mo
             assert compose_config("train", [f"+experiment={experiment}"]).model.arch == arch
 
 
-def fake_run(folder, overrides, finished=True):
+def fake_run(folder, overrides, reason="max_minutes"):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    if finished:
-        (folder / "summary.json").write_text("{}")
+    if reason is not None:
+        (folder / "summary.json").write_text(json.dumps({"reason": reason}))
     return folder
 
 
@@ -44,6 +45,8 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(compare_models, tm
     other = fake_run(tmp_path / "other", settings[:1] + ["train.max_minutes=0.3"] + settings[2:])
     with pytest.raises(SystemExit, match=r"holds a run of other settings \(.*train.max_minutes=0.3.*\); give another --work"):
         compare_models.finished_with(other, settings)
-    cut_short = fake_run(tmp_path / "cut", settings, finished=False)
-    with pytest.raises(SystemExit, match="holds a run that did not finish; remove it"):
-        compare_models.finished_with(cut_short, settings)
+    for reason in (None, "signal"):  # killed, or stopped by SIGTERM / Ctrl-C: not the budget asked for
+        cut_short = fake_run(tmp_path / f"cut-{reason}", settings, reason=reason)
+        with pytest.raises(SystemExit, match="holds a run that did not finish; remove it"):
+            compare_models.finished_with(cut_short, settings)
+    assert compare_models.finished_with(same, settings + ["hydra.job.chdir=false"])  # Hydra keeps those apart

@@ -4,6 +4,7 @@ model is loaded, read line-exactly (stdin by default), written whole or not at a
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -90,25 +91,54 @@ def count_lines(path: str) -> int:
     return count + (last != b"\n")
 
 
+class _Flushing:
+    """A standard stream flushed after each write: each chunk is out as soon as it is done."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data) -> None:
+        self.stream.write(data)
+        self.stream.flush()
+
+
+def _standard_stream(path: str, binary: bool):
+    """sys.stdout or sys.stderr when ``path`` is the file it writes to (/dev/stdout, /dev/fd/2,
+    or the log file both go to): written through that stream, at its own position."""
+    try:
+        named = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            actual = os.fstat(stream.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # closed or not a real file
+            continue
+        if (named.st_dev, named.st_ino) == (actual.st_dev, actual.st_ino):
+            stream.flush()
+            return _Flushing(stream.buffer if binary else stream)
+    return None
+
+
 @contextlib.contextmanager
 def output_stream(path: str | None, binary: bool = False):
     """Where output lines go, chunk by chunk: stdout (flushed after each write), or ``output=``,
     written to a hidden temporary file beside it and renamed over it at the end, so that a
     failed run leaves no partial file (and an existing one as it was)."""
     if path is None:
-
-        class Flushing:
-            def write(self, text: str) -> None:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-
-        yield Flushing()
+        yield _Flushing(sys.stdout.buffer if binary else sys.stdout)
         return
     mode, encoding = ("wb", None) if binary else ("w", "utf-8")
-    # /dev/null, /dev/stdout, a FIFO: written as it is. Asked of the path as given: /dev/stdout
-    # on a pipe resolves to no path ("/proc/PID/fd/pipe:[N]"), yet opens.
-    if Path(path).exists() and not Path(path).is_file():
-        with open(path, mode, encoding=encoding) as out:
+    # /dev/stdout, /dev/null, a FIFO: written as they are, never replaced. /dev/stdout and the
+    # like go through the standard stream they name: reopened, a file behind them ("> out 2>&1")
+    # would be truncated, or written at another position than the log lines sent there.
+    special = Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",))
+    if special or (Path(path).exists() and not Path(path).is_file()):
+        standard = _standard_stream(path, binary)
+        if standard is not None:
+            yield standard
+            return
+        with open(path, mode.replace("w", "a"), encoding=encoding) as out:
             yield out
         return
     target = Path(os.path.realpath(path))  # through a symbolic link, to the file it names

@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nmt.commands.app import claimed_run_folders, hydra_command, refuse
+from nmt.commands.app import check_command_line, claimed_run_folders, hydra_command, refuse
 from nmt.config import CONF_DIR, TrainRunConfig, saved_data_path
 from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
@@ -281,9 +281,45 @@ def torchrun_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def show_resumed_config(argv: list[str]) -> bool:
+    """``nmt-train resume=RUN --cfg job [--package GROUP]``: print the settings the resume would
+    train with (the run's config.yaml and the overrides it allows), not the defaults Hydra
+    composes before ``run_train`` reads the run. Returns whether it printed."""
+    options = {"--cfg": None, "-c": None, "--package": None, "-p": None}
+    plain = []
+    args = iter(argv)
+    for arg in args:
+        if arg in options:
+            options[arg] = next(args, None)
+        else:
+            plain.append(arg)
+    shown = options["--cfg"] or options["-c"]
+    resume = [arg.split("=", 1)[1] for arg in plain if arg.startswith("resume=")]
+    if shown != "job" or not resume:
+        return False  # Hydra answers: the composed defaults (or its own config) are what would run
+    check_command_line(TrainRunConfig)
+    try:
+        cfg = OmegaConf.structured(resume_config(Path(resume[-1]), plain, _resume_settings(plain)))
+    except (CheckpointError, SettingError) as err:
+        refuse(str(err))
+    package = options["--package"] or options["-p"]
+    if package and package != "_global_":
+        cfg = OmegaConf.select(cfg, package)
+        if cfg is None:
+            refuse(f"--package {package}: no such section of the config; e.g. --package train")
+    print(OmegaConf.to_yaml(cfg) if OmegaConf.is_config(cfg) else cfg, end="")
+    return True
+
+
+def _resume_settings(overrides: list[str]) -> str:
+    chosen = [arg.split("=", 1)[1] for arg in overrides if arg.startswith("resume_settings=")]
+    return chosen[-1] if chosen else "config"
+
+
 def main() -> None:
     sys.argv[1:] = torchrun_argv(sys.argv[1:])
-    hydra_main()
+    if not show_resumed_config(sys.argv[1:]):
+        hydra_main()
 
 
 if __name__ == "__main__":
