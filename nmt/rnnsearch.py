@@ -173,15 +173,17 @@ class RNNSearch(nn.Module):
         prev_embedded = self.dropout(self.tgt_embed(tgt_in))
         weight, bias = self.decoder.input_projection()
         split = self.config.embed_size
-        embedded_terms = F.linear(prev_embedded, weight[:, :split], bias)  # every step at once
+        # Every step's embedding terms at once; unbound, not indexed in the loop: the backward
+        # of each x[:, i] would write a zero tensor of all the steps.
+        embedded_terms = F.linear(prev_embedded, weight[:, :split], bias).unbind(1)
         context_weight = weight[:, split:]
         state, states, contexts, alignments = encoder_out.start, [], [], []
-        for i in range(tgt_in.size(1)):
+        for embedded_term in embedded_terms:
             context, alpha = self.attend(state, encoder_out)
             states.append(state)
             contexts.append(context)
             alignments.append(alpha)
-            state = self.decoder.cell(embedded_terms[:, i] + context @ context_weight.t(), state)
+            state = self.decoder.cell(embedded_term + context @ context_weight.t(), state)
         return (torch.stack(states, 1), prev_embedded, torch.stack(contexts, 1)), torch.stack(alignments, 1)
 
     def forward(self, src, src_lengths, tgt_in) -> torch.Tensor:
