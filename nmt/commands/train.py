@@ -285,35 +285,29 @@ def show_resumed_config(argv: list[str]) -> bool:
     """``nmt-train resume=RUN --cfg job [--package GROUP]``: print the settings the resume would
     train with (the run's config.yaml and the overrides it allows), not the defaults Hydra
     composes before ``run_train`` reads the run. Returns whether it printed."""
-    options = {"--cfg": None, "-c": None, "--package": None, "-p": None}
-    plain = []
-    args = iter(argv)
+    options, plain, args = {}, [], iter(argv)
     for arg in args:
-        if arg in options:
-            options[arg] = next(args, None)
+        name, equals, value = arg.partition("=")
+        if name in ("--cfg", "-c", "--package", "-p"):  # Hydra's own options, --cfg job or --cfg=job
+            options[name.lstrip("-")[0]] = value if equals else next(args, None)
         else:
             plain.append(arg)
-    shown = options["--cfg"] or options["-c"]
-    resume = [arg.split("=", 1)[1] for arg in plain if arg.startswith("resume=")]
-    if shown != "job" or not resume:
+    if options.get("c") != "job":
         return False  # Hydra answers: the composed defaults (or its own config) are what would run
-    check_command_line(TrainRunConfig)
+    overrides = check_command_line(TrainRunConfig)
+    if "resume" not in overrides:
+        return False
     try:
-        cfg = OmegaConf.structured(resume_config(Path(resume[-1]), plain, _resume_settings(plain)))
+        cfg = OmegaConf.structured(resume_config(Path(overrides["resume"]), plain, overrides.get("resume_settings", "config")))
     except (CheckpointError, SettingError) as err:
         refuse(str(err))
-    package = options["--package"] or options["-p"]
+    package = options.get("p")
     if package and package != "_global_":
         cfg = OmegaConf.select(cfg, package)
         if cfg is None:
             refuse(f"--package {package}: no such section of the config; e.g. --package train")
     print(OmegaConf.to_yaml(cfg) if OmegaConf.is_config(cfg) else cfg, end="")
     return True
-
-
-def _resume_settings(overrides: list[str]) -> str:
-    chosen = [arg.split("=", 1)[1] for arg in overrides if arg.startswith("resume_settings=")]
-    return chosen[-1] if chosen else "config"
 
 
 def main() -> None:
