@@ -82,6 +82,13 @@ class Checkpoint:
                 "is damaged and cannot be read; use another checkpoint of the run"
             ) from None
 
+    def tokenizer_identity(self) -> tuple[str, str]:
+        """``nmt.tokenizer.model_identity`` of the source and target SentencePiece models: equal for
+        two builds of one tokenizer, whatever bytes SentencePiece wrote."""
+        from nmt.tokenizer import model_identity
+
+        return model_identity(self.src_proto), model_identity(self.tgt_proto)
+
     def build_model(self) -> torch.nn.Module:
         """The model, with these weights, on the CPU."""
         from nmt.architectures import build_model

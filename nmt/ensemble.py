@@ -28,14 +28,15 @@ from nmt.tokens import PAD
 
 def same_tokenizer_problem(a: Checkpoint, b: Checkpoint) -> str | None:
     """How the tokenizers (and so the vocabularies) of two checkpoints differ, or None."""
-    if a.tgt_vocab_size != b.tgt_vocab_size or a.tgt_proto != b.tgt_proto:
+    (a_src, a_tgt), (b_src, b_tgt) = a.tokenizer_identity(), b.tokenizer_identity()
+    if a.tgt_vocab_size != b.tgt_vocab_size or a_tgt != b_tgt:
         sizes = (
             f"{a.tgt_vocab_size} and {b.tgt_vocab_size} subwords"
             if a.tgt_vocab_size != b.tgt_vocab_size
             else f"{a.tgt_vocab_size} subwords each, but other ones"
         )
         return f"target vocabularies differ ({sizes}); ensemble models trained with one tokenizer"
-    if a.src_proto != b.src_proto:
+    if a_src != b_src:
         return "source tokenizers differ (trained on another corpus or with other data.tokenizer settings)"
     return None
 

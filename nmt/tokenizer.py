@@ -7,10 +7,11 @@ Byte fallback is on by default, so no character of an input ever becomes <unk>.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import os
 import random
-import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -62,6 +63,10 @@ class Tokenizer:
     def joint(self) -> bool:
         return self.tgt_proto == self.src_proto
 
+    def identity(self) -> tuple[str, str]:
+        """What decides how each side encodes and decodes (``model_identity``), source and target."""
+        return model_identity(self.src_proto), model_identity(self.tgt_proto)
+
     @property
     def src_vocab_size(self) -> int:
         return self.src.get_piece_size()
@@ -71,7 +76,8 @@ class Tokenizer:
         return self.tgt.get_piece_size()
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.src_proto + b"\x00" + self.tgt_proto).hexdigest()[:16]
+        """A short key of ``identity()``: two builds of one tokenizer share their tokenized caches."""
+        return hashlib.sha256("\x00".join(self.identity()).encode()).hexdigest()[:16]
 
     def encode_src(self, texts: list[str]) -> list[list[int]]:
         return self.src.encode(texts)
@@ -100,6 +106,84 @@ class Tokenizer:
         if (folder / "spm.model").exists():
             return cls.from_files(folder / "spm.model")
         return cls.from_files(folder / "spm.src.model", folder / "spm.tgt.model")
+
+
+# The TrainerSpec fields (sentencepiece_model.proto) that change how text is encoded or decoded:
+# model_type, treat_whitespace_as_suffix, allow_whitespace_only_pieces, byte_fallback, the special
+# ids, pieces and unk_surface. The others (input paths, threads, sampling sizes) only say how
+# the model was trained.
+_ENCODING_TRAINER_FIELDS = frozenset({3, 24, 26, 35, 40, 41, 42, 43, 44, 45, 46, 47, 48})
+
+
+def _proto_fields(data: bytes) -> list[tuple[int, bytes]]:
+    """The top-level fields of a serialized protobuf message, as (field number, raw bytes of the
+    field with its tag), in order. Raises ValueError on bytes that are not a message."""
+
+    def varint(at: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while True:
+            if at >= len(data) or shift > 63:
+                raise ValueError("truncated varint")
+            byte = data[at]
+            value |= (byte & 0x7F) << shift
+            at, shift = at + 1, shift + 7
+            if not byte & 0x80:
+                return value, at
+
+    fields, at = [], 0
+    while at < len(data):
+        start = at
+        tag, at = varint(at)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, at = varint(at)
+        elif wire == 1:
+            at += 8
+        elif wire == 2:
+            length, at = varint(at)
+            at += length
+        elif wire == 5:
+            at += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        if at > len(data) or number == 0:
+            raise ValueError("truncated field")
+        fields.append((number, data[start:at]))
+    return fields
+
+
+def model_identity(proto: bytes) -> str:
+    """A SentencePiece model's identity: a digest of what decides its ids and texts (the pieces
+    with their scores and types, the normalizer and denormalizer, the model type, byte fallback
+    and the special ids and pieces), not of the bytes. SentencePiece records in the saved model
+    where it was trained from (a temporary file's path), so two builds of one tokenizer can
+    differ in bytes and still encode every text alike; those two have one identity."""
+    digest = hashlib.sha256()
+    try:
+        for number, raw in _proto_fields(proto):
+            if number == 2:  # trainer_spec: only the fields that encoding reads
+                body = raw[len(raw) - _payload_length(raw) :]
+                kept = b"".join(field for sub, field in _proto_fields(body) if sub in _ENCODING_TRAINER_FIELDS)
+                digest.update(b"trainer_spec" + kept)
+            elif number in (1, 3, 5):  # pieces, normalizer_spec, denormalizer_spec
+                digest.update(raw)
+    except ValueError:  # not a model proto at all: only the bytes say what it is
+        return hashlib.sha256(b"bytes" + proto).hexdigest()
+    return digest.hexdigest()
+
+
+def _payload_length(field: bytes) -> int:
+    """The length of a length-delimited field's payload (the varint after its tag)."""
+    at = 0
+    while field[at] & 0x80:  # the tag
+        at += 1
+    value, shift, at = 0, 0, at + 1
+    while True:
+        byte = field[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value
 
 
 # Python strings, or an Arrow column (``nmt.data.text_column``).
@@ -147,34 +231,40 @@ def _fingerprint(*parts) -> str:
 
 def _train_model(texts: pa.ChunkedArray, cfg: TokenizerConfig, model_path: Path) -> None:
     if len(texts) > cfg.max_training_sentences:
-        # SentencePiece would sample anyway; sampling first spares writing (and holding
+        # SentencePiece would sample anyway; sampling first spares handing it (and holding
         # as Python strings) millions of lines.
         keep = random.Random(1).sample(range(len(texts)), cfg.max_training_sentences)
         texts = texts.take(sorted(keep))
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "train.txt"
-        corpus.write_text("\n".join(texts.to_pylist()) + "\n", encoding="utf-8")
-        prefix = Path(tmp) / "spm"
-        try:
-            _run_trainer(corpus, prefix, cfg)
-        except RuntimeError as err:
-            if "Vocabulary size is smaller than required_chars" in str(err):
-                raise SettingError(
-                    f"data.tokenizer.vocab_size={cfg.vocab_size} is too small for this corpus's characters "
-                    f"(plus 256 byte-fallback pieces): {str(err).split('. ')[-2]}; raise it"
-                ) from None
-            raise
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic: a concurrent run sees the old state or the whole model, never half.
-        partial = model_path.with_suffix(".partial")
-        shutil.copyfile(prefix.with_suffix(".model"), partial)
-        partial.replace(model_path)
+    model = io.BytesIO()
+    try:
+        # From memory to memory: no temporary file whose random path SentencePiece would record
+        # in the model, so the same texts and settings build the same bytes.
+        _run_trainer(iter(texts.to_pylist()), model, cfg)
+    except RuntimeError as err:
+        if "Vocabulary size is smaller than required_chars" in str(err):
+            raise SettingError(
+                f"data.tokenizer.vocab_size={cfg.vocab_size} is too small for this corpus's characters "
+                f"(plus 256 byte-fallback pieces): {str(err).split('. ')[-2]}; raise it"
+            ) from None
+        raise
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    # Atomic: a concurrent run sees the old state or the whole model, never half; each writer
+    # has a temporary file of its own.
+    fd, partial = tempfile.mkstemp(dir=model_path.parent, prefix=f".{model_path.name}.", suffix=".partial")
+    try:
+        with open(fd, "wb") as out:
+            out.write(model.getvalue())
+        os.replace(partial, model_path)
+        partial = None
+    finally:
+        if partial is not None:
+            os.unlink(partial)
 
 
-def _run_trainer(corpus: Path, prefix: Path, cfg: TokenizerConfig) -> None:
+def _run_trainer(sentences, model_writer, cfg: TokenizerConfig) -> None:
     spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(prefix),
+        sentence_iterator=sentences,
+        model_writer=model_writer,
         model_type=cfg.model_type,
         vocab_size=cfg.vocab_size,
         character_coverage=cfg.character_coverage,

@@ -115,7 +115,7 @@ def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) ->
     }
     if saved != model.model_config():
         raise CheckpointError(f"{checkpoint.path}: trained with model {saved}, which differs from the current config")
-    if tokenizer is not None and (checkpoint.src_proto, checkpoint.tgt_proto) != (tokenizer.src_proto, tokenizer.tgt_proto):
+    if tokenizer is not None and checkpoint.tokenizer_identity() != tokenizer.identity():
         raise CheckpointError(
             f"{checkpoint.path}: trained with another SentencePiece model than the one built "
             "now (did the corpus or data.tokenizer settings change?)"

@@ -30,7 +30,7 @@ from nmt.config import DataConfig, DecodeConfig, TrainRunConfig, check_ranges, s
 from nmt.data import describe, load_corpus, text_column
 from nmt.distributed import World, leave
 from nmt.ensemble import save_average
-from nmt.errors import CheckpointError, RunFolderError, SettingError
+from nmt.errors import CheckpointError, CorpusError, RunFolderError, SettingError
 from nmt.inference import decode_ids
 from nmt.metrics import bleu_and_chrf
 from nmt.optim import check_optim_settings
@@ -130,9 +130,13 @@ def check_settings(cfg: TrainRunConfig, resumed: bool = False) -> None:
         )
 
 
-def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None = None) -> tuple[Trainer, PreparedData]:
+def build_trainer(
+    cfg: TrainRunConfig, run_dir: Path | None, world: World | None = None, resume: bool = False
+) -> tuple[Trainer, PreparedData]:
     """Device, seed, data and a fresh model of ``cfg.model.arch``: the ``Trainer`` of a run
-    folder (the tokenizer is saved there; None on ranks other than 0), and its data."""
+    folder (the tokenizer is saved there; None on ranks other than 0), and its data. A
+    ``resume`` takes the run folder's own tokenizer where it has an intact one, and never
+    writes over it: the cache's may have been rebuilt, deleted or brought from elsewhere."""
     opt, world = cfg.train, world or World()
     # Under torchrun, this rank's device (cuda:LOCAL_RANK or cpu); train.device stays as given.
     device = configure_device(world.device or opt.device, opt.tf32, opt.deterministic)
@@ -141,7 +145,8 @@ def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None
     # to all; the first process of each other machine then tokenizes the corpus into its
     # cache, and the remaining processes find it there: no two processes write one cache file.
     args = (cfg.data, opt.max_subwords, opt.val_max_sentences)
-    prepared = prepare_data(*args) if world.is_main else None
+    own = run_tokenizer(run_dir) if resume and world.is_main else None
+    prepared = prepare_data(*args, tokenizer=own) if world.is_main else None
     protos = world.broadcast((prepared.tokenizer.src_proto, prepared.tokenizer.tgt_proto) if world.is_main else None)
     if not world.is_main and not world.local_rank:
         prepared = prepare_data(*args, tokenizer=Tokenizer(*protos))
@@ -149,7 +154,7 @@ def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None
     if world.local_rank:
         prepared = prepare_data(*args, tokenizer=Tokenizer(*protos))
     tokenizer = prepared.tokenizer
-    if run_dir is not None:
+    if run_dir is not None and own is None:
         tokenizer.save(run_dir)
     model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).to(device)
     if world.rank:  # dropout of its own on each rank (the weights come from rank 0)
@@ -165,6 +170,20 @@ def build_trainer(cfg: TrainRunConfig, run_dir: Path | None, world: World | None
         " (bf16 autocast)" if trainer.amp else "",
     )
     return trainer, prepared
+
+
+def run_tokenizer(run_dir: Path) -> Tokenizer | None:
+    """The tokenizer a run folder holds (spm.model, or spm.src.model + spm.tgt.model), or None
+    where it has none or a damaged one (said in a warning: the cache's build replaces it)."""
+    if not any((Path(run_dir) / name).is_file() for name in ("spm.model", "spm.src.model")):
+        return None
+    try:
+        tokenizer = Tokenizer.load(run_dir)
+    except (CorpusError, RuntimeError, OSError) as err:  # SentencePiece: "ParseFromArray"; a missing half
+        log.warning("%s: the run's tokenizer cannot be read (%s); building it from the corpus again", run_dir, err)
+        return None
+    log.info("tokenizer: the run's own %s", "spm.model" if tokenizer.joint else "spm.src.model + spm.tgt.model")
+    return tokenizer
 
 
 def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False, world: World | None = None) -> dict:
@@ -207,7 +226,7 @@ def train_session(cfg: TrainRunConfig, run_dir: Path, resume: bool, world: World
     DDP's reducer with it, before it destroys the process group."""
     with StopRequest(setting_up=True) as stop:
         try:
-            trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world)
+            trainer, prepared = build_trainer(cfg, run_dir if world.is_main else None, world, resume=resume)
             restored = resume_trainer(trainer, cfg, run_dir) if resume else None
         except StoppedDuringSetup:
             return {"reason": "signal", "steps": None, "run_dir": str(run_dir), "exit_code": PREEMPTED_EXIT_CODE}
