@@ -12,6 +12,8 @@ back into a ``Checkpoint``; no other module indexes that dict. Layout (format
     step, epoch, best_value
     train_state   (resumable checkpoints only) {"optimizer", "schedule", "progress", "rng",
                   "train_config"}
+    origin        (optional) what made it, where that is not nmt-train: "nmt-average" for an
+                  average (nmt-average, train.average_last), which a later average may replace
 
 Saving writes a temporary file in the same folder, flushes and fsyncs it, then
 ``os.replace``s it over the old name: a crash at any moment leaves the previous
@@ -35,8 +37,10 @@ import torch
 
 from nmt.config import DataConfig, ModelConfig, from_dict
 from nmt.errors import CheckpointError, SettingError
+from nmt.output_files import not_regular
 
 FORMAT = "nmt-checkpoint-1"
+AVERAGE_ORIGIN = "nmt-average"  # the ``origin`` of an averaged checkpoint
 # ModelConfig fields newer than the format; saved only where they differ from the default.
 ADDED_MODEL_SETTINGS = ("arch", "attention_size")
 _UMASK = os.umask(0)
@@ -151,9 +155,11 @@ def pack_checkpoint(
     epoch: int,
     best_value: float | None,
     training: TrainingState | None = None,
+    origin: str | None = None,
 ) -> dict:
     """The dict ``save_checkpoint`` writes: a model (of any registered architecture), its
-    tokenizer, the corpus settings and progress, and optionally the training state."""
+    tokenizer, the corpus settings and progress, and optionally the training state and what
+    made it (``origin``, e.g. ``AVERAGE_ORIGIN``)."""
     spec = model.model_config()
     # Settings added since the first release are implied at their defaults when absent
     # (unpack_checkpoint); left out, so that older releases still read Cho checkpoints.
@@ -168,6 +174,8 @@ def pack_checkpoint(
         "epoch": epoch,
         "best_value": best_value,
     }
+    if origin is not None:
+        state["origin"] = origin
     if training is not None:
         state["train_state"] = {
             "optimizer": training.optimizer,
@@ -218,6 +226,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
             f"{path} not written: the model's weights are not finite (NaN or inf) at step {state.get('step')}; "
             "the checkpoints saved before are intact. Lower train.lr, or enable train.clip_norm."
         )
+    kind = not_regular(path)
+    if kind:
+        raise CheckpointError(f"{path} not written: it is {kind}, which a checkpoint would replace; give a file name")
     state = {"format": FORMAT, **state}
     tmp_name = None
     try:
@@ -249,6 +260,23 @@ def save_checkpoint(state: dict, path: Path) -> None:
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+def checkpoint_origin(path: Path) -> str | None:
+    """What made the checkpoint ``path`` (its ``origin``, e.g. ``AVERAGE_ORIGIN``), or None: a
+    checkpoint of nmt-train, or a file that is no intact nmt checkpoint. Memory-mapped: the
+    weights are not read."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return None
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is no checkpoint of any origin
+        return None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return None
+    origin = state.get("origin")
+    return origin if isinstance(origin, str) else None
 
 
 def link_checkpoint(source: Path, target: Path) -> None:

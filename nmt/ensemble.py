@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nmt.checkpoint import Checkpoint, pack_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
+from nmt.checkpoint import AVERAGE_ORIGIN, Checkpoint, pack_checkpoint, read_checkpoint, resolve_checkpoint, save_checkpoint
 from nmt.errors import CheckpointError
 from nmt.tokens import PAD
 
@@ -88,6 +88,7 @@ def save_average(paths: list[str | Path], output: Path) -> Path:
         averaged.step or 0,
         averaged.epoch or 0,
         None,
+        origin=AVERAGE_ORIGIN,
     )
     save_checkpoint(state, Path(output))
     return Path(output)

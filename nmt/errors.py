@@ -34,6 +34,10 @@ class RunFolderError(NmtError, RuntimeError):
     """A run folder that cannot be used as asked: held by another process, already a run, damaged."""
 
 
+class OutputError(NmtError, OSError):
+    """An output file that cannot be written (a full disk, no permission); the message names it."""
+
+
 class TrainingError(NmtError, RuntimeError):
     """Training cannot go on (e.g. the loss stays non-finite); a checkpoint was written."""
 

@@ -20,6 +20,18 @@ def _figure(width: float, height: float, dpi: int = 110):
     return fig
 
 
+def _save(fig, path) -> Any:
+    """The figure as a PNG: into ``path``, a file name (its folder is made) or a binary stream
+    (``nmt.commands.files.OutputFiles``: written whole or not at all). Returns ``path``."""
+    if hasattr(path, "write"):
+        fig.savefig(path, format="png")
+        return path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
 def plot_bleu_by_length(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
     """Plot BLEU (and chrF) against the source-length bucket as a PNG.
 
@@ -29,7 +41,6 @@ def plot_bleu_by_length(rows: Sequence[Mapping[str, Any]], path: str | Path, tit
     Returns:
         The path written.
     """
-    path = Path(path)
     fig = _figure(6.4, 4.0, dpi=120)
     ax = fig.add_subplot()
     if rows:
@@ -51,9 +62,7 @@ def plot_bleu_by_length(rows: Sequence[Mapping[str, Any]], path: str | Path, tit
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)
 
 
 def plot_alignment(
@@ -72,10 +81,7 @@ def plot_alignment(
     if title:
         ax.set_title(title, fontsize=9, pad=12)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)
 
 
 def plot_bleu_by_length_systems(
@@ -94,10 +100,7 @@ def plot_bleu_by_length_systems(
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="best", frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)
 
 
 MIN_TSNE_POINTS = 30  # t-SNE needs several times more points than its perplexity; fewer get PCA
@@ -137,7 +140,4 @@ def plot_phrase_map(points, labels: Sequence[str], path: str | Path, title: str 
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save(fig, path)

@@ -24,6 +24,7 @@ from nmt.errors import CorpusError, ReportError
 from nmt.lines import read_lines as read_text_lines
 from nmt.metrics import METRIC_LABELS as _METRIC_LABELS
 from nmt.metrics import check_parallel
+from nmt.output_files import OutputFiles
 from nmt.plots import plot_bleu_by_length
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,7 @@ def write_report(
     report: Mapping[str, Any],
     hypotheses: Sequence[str],
     examples: Sequence[Mapping[str, Any]] | None = None,
+    outputs: OutputFiles | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md``, ``hypotheses.txt`` and ``bleu_by_length.png``.
 
@@ -360,6 +362,8 @@ def write_report(
         hypotheses: the scored system outputs, one per line.
         examples: example sentences for the markdown; when given and the
             report has none, they are also stored in ``report.json``.
+        outputs: the files are written through it, to appear with the caller's others (its
+            figures) when it commits; without it they appear together when this returns.
 
     Returns:
         ``{"json", "markdown", "hypotheses", "plot"}`` -> paths (no ``"plot"``
@@ -367,19 +371,30 @@ def write_report(
 
     Raises:
         ReportError: the report lacks a required key.
+        OutputError: a file that could not be written (named), or a name there that is not a
+            regular file (a device, a FIFO), which the report would replace.
     """
     missing = [key for key in REQUIRED_REPORT_KEYS if key not in report]
     if missing:
         raise ReportError(f"report is missing required keys: {', '.join(missing)}")
+    if outputs is None:
+        with OutputFiles() as own:
+            return write_report(report_dir, report, hypotheses, examples, own)
     report = dict(report)
     if examples is not None and not report.get("examples"):
         report["examples"] = _jsonable(list(examples))
 
     out_dir = Path(report_dir)
-    if (out_dir / "report.json").exists():
+    earlier = earlier_report_files(out_dir)
+    if earlier:
         log.warning("%s: replacing the report there (report_dir=... keeps reports apart)", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+
+    def write(name: str, text: str) -> Path:
+        with outputs.open(str(out_dir / name), through=False) as out:
+            out.write(text)
+        return out_dir / name
 
     # A newline inside a hypothesis would shift every later line of
     # hypotheses.txt against the references; keep the file line-parallel.
@@ -389,8 +404,7 @@ def write_report(
             log.warning("hypothesis %d contains a line break; written with spaces instead", i + 1)
             hyp = hyp.replace("\r", " ").replace("\n", " ")
         clean.append(hyp)
-    paths["hypotheses"] = out_dir / "hypotheses.txt"
-    paths["hypotheses"].write_text("".join(h + "\n" for h in clean), encoding="utf-8", newline="\n")
+    paths["hypotheses"] = write("hypotheses.txt", "".join(h + "\n" for h in clean))
 
     rows = report.get("bleu_by_length") or []
     plot_name = None
@@ -398,17 +412,30 @@ def write_report(
         title = "BLEU by source sentence length"
         if report.get("corpus"):
             title += f": {_corpus_text(report['corpus'])}"
-        paths["plot"] = plot_bleu_by_length(rows, out_dir / "bleu_by_length.png", title)
+        with outputs.open(str(out_dir / "bleu_by_length.png"), binary=True, through=False) as out:
+            plot_bleu_by_length(rows, out, title)
+        paths["plot"] = out_dir / "bleu_by_length.png"
         plot_name = paths["plot"].name
-    else:  # never leave an earlier report's plot beside this report
+    elif "bleu_by_length.png" in earlier:  # never leave an earlier report's plot beside this report
         (out_dir / "bleu_by_length.png").unlink(missing_ok=True)
 
-    paths["json"] = out_dir / "report.json"
-    paths["json"].write_text(
-        json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-        newline="\n",
-    )
-    paths["markdown"] = out_dir / "report.md"
-    paths["markdown"].write_text(render_markdown(report, plot_name), encoding="utf-8", newline="\n")
+    paths["json"] = write("report.json", json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n")
+    paths["markdown"] = write("report.md", render_markdown(report, plot_name))
     return paths
+
+
+def earlier_report_files(report_dir: Path) -> set[str]:
+    """The files an earlier report in ``report_dir`` wrote, as its report.json lists them (its
+    plot and figures, besides ``REPORT_FILES``); empty where the folder holds no report. Only
+    these may be removed when a new report replaces it: the folder's other files are not ours."""
+    try:
+        earlier = json.loads((Path(report_dir) / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(earlier, dict):
+        return set()
+    figures = earlier.get("figures") if isinstance(earlier.get("figures"), list) else []
+    names = {figure.get("file") for figure in figures if isinstance(figure, dict)}
+    plot = {"bleu_by_length.png"} if earlier.get("bleu_by_length") else set()
+    plain = {name for name in names if isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")}
+    return plain | plot | {"report.json"}

@@ -4,8 +4,14 @@ replace, damaged checkpoints that cost memory or tracebacks. Each test failed on
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import shutil
+import signal
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +21,12 @@ import torch
 from nmt.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from nmt.config import TokenizerConfig
 from nmt.ensemble import average_checkpoints
+from nmt.errors import CheckpointError
 from nmt.inference import load_translator
 from nmt.tokenizer import build_tokenizer
 from nmt.tokens import BOS, EOS, PAD, UNK
 from nmt.training import train
+from tests.commands import run_command
 from tests.conftest import ENGLISH, SPANISH
 from tests.test_reliability import run_config
 
@@ -156,3 +164,120 @@ def test_ensembles_and_averages_take_one_tokenizer_built_by_two_caches(trained_r
     assert len(translator.members) == 2
     averaged = average_checkpoints([trained_run / "best.pt", elsewhere])
     assert averaged.tgt_vocab_size == read_checkpoint(elsewhere).tgt_vocab_size
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def _average(ckpts: list[Path], output: Path) -> subprocess.CompletedProcess:
+    return run_command("nmt.commands.average", f"ckpts=[{','.join(str(c) for c in ckpts)}]", f"output={output}", text=True)
+
+
+def _special_files(tmp_path: Path) -> list[Path]:
+    """A FIFO, and where this process may make one (root), a character device like /dev/full."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    found = [fifo]
+    try:
+        os.mknod(tmp_path / "full", 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+        found.append(tmp_path / "full")
+    except (PermissionError, OSError):
+        pass
+    return found
+
+
+def test_an_average_never_replaces_a_device_or_a_fifo(trained_run, tmp_path):
+    for special in _special_files(tmp_path):
+        kind = os.stat(special).st_mode
+        result = _average([trained_run / "best.pt"] * 2, special)
+        assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert f"error: output={special}: a " in result.stderr and "which writing this file would replace" in result.stderr
+        assert os.stat(special).st_mode == kind  # still what it was
+    with pytest.raises(CheckpointError, match="a FIFO"):  # the library refuses too (train.average_last, say)
+        save_checkpoint(load_checkpoint(trained_run / "best.pt"), tmp_path / "fifo")
+
+
+def test_an_average_never_overwrites_a_run_folder_s_own_files(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("x: 1\n")
+    (run_dir / ".nmt-train.lock").write_text("")
+    (run_dir / "train.log").write_text("a log\n")
+    owned = ["config.yaml", "spm.model", "metrics.jsonl", "train.log", "summary.json", ".nmt-train.lock", ".hydra/config.yaml"]
+    before = {name: (run_dir / name).read_bytes() for name in owned}
+    for name in owned:
+        result = _average([run_dir / "best.pt"] * 2, run_dir / name)
+        assert result.returncode == 1, (name, result.stderr)
+        assert "exists and is not an earlier output of nmt-average" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert {name: (run_dir / name).read_bytes() for name in owned} == before
+    # a new file, then an earlier output of nmt-average: both fine
+    assert _average([run_dir / "best.pt"] * 2, run_dir / "averaged.pt").returncode == 0
+    again = _average([run_dir / "best.pt", run_dir / "last.pt"], run_dir / "averaged.pt")
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_evaluation_leaves_a_folder_s_own_figures_alone(trained_rnnsearch_run, tmp_path):
+    folder = tmp_path / "myreport"
+    folder.mkdir()
+    mine = {"alignment-9.png": b"my figure", "bleu_by_length_compared.png": b"my other figure", "notes.md": b"notes"}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    args = [f"ckpt={trained_rnnsearch_run}", f"report_dir={folder}", "max_sentences=4", "decode=greedy", "n_alignments=1"]
+    result = run_command("nmt.commands.evaluate", *args, text=True)
+    assert result.returncode == 0, result.stderr
+    assert {name: (folder / name).read_bytes() for name in mine} == mine
+    drawn = json.loads((folder / "report.json").read_text())["figures"]
+    assert [figure["file"] for figure in drawn] == ["alignment-1.png"] and (folder / "alignment-1.png").is_file()
+    # a second report in the folder replaces the first one's figures, and still not the user's
+    result = run_command("nmt.commands.evaluate", *args[:-1], "n_alignments=0", text=True)
+    assert result.returncode == 0, result.stderr
+    assert not (folder / "alignment-1.png").exists()
+    assert {name: (folder / name).read_bytes() for name in mine} == mine
+
+
+def test_a_report_never_writes_into_a_fifo(trained_run, tmp_path):
+    folder = tmp_path / "report"
+    folder.mkdir()
+    os.mkfifo(folder / "report.md")
+    result = run_command("nmt.commands.evaluate", f"ckpt={trained_run}", f"report_dir={folder}", "max_sentences=2", timeout=60)
+    assert result.returncode == 1
+    assert b"report.md is a FIFO (named pipe), which the report would replace" in result.stderr
+    assert stat.S_ISFIFO(os.stat(folder / "report.md").st_mode) and not (folder / "report.json").exists()
+
+
+def _with_file_size_limit(limit: int):
+    """A child process that may write files of at most ``limit`` bytes, as on a full disk (EFBIG)."""
+
+    def set_up():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_up
+
+
+def _command(module: str, *args: str, stdin: str, limit: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        preexec_fn=_with_file_size_limit(limit),
+        timeout=180,
+    )
+
+
+def test_a_failed_write_names_its_file_and_leaves_no_output(trained_run, tmp_path):
+    lines = "\n".join(" ".join(SPANISH[i : i + 5]) for i in range(10)) * 20 + "\n"  # 200 lines
+    output = tmp_path / "out.txt"
+    result = _command("nmt.commands.translate", f"ckpt={trained_run}", f"output={output}", stdin=lines, limit=1000)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: {output}: could not write it (File too large)")
+    assert sorted(tmp_path.iterdir()) == []  # no partial file, no temporary one
+    # nmt-embed: its first output (the vectors, 40 x 64 floats) fits, the neighbours' table does not
+    vectors, neighbours = tmp_path / "v.npy", tmp_path / "n.tsv"
+    args = [f"ckpt={trained_run}", f"output={vectors}", "neighbours=30", f"neighbours_output={neighbours}"]
+    result = _command("nmt.commands.embed", *args, stdin="\n".join(lines.splitlines()[:40]) + "\n", limit=20000)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"error: {neighbours}: could not write it (File too large)")
+    assert sorted(tmp_path.iterdir()) == []

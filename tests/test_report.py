@@ -310,9 +310,21 @@ def test_the_private_sacrebleu_hooks_nmt_metrics_relies_on():
 
 
 def test_a_replaced_report_keeps_no_figure_of_the_old_one(tmp_path):
+    """Only the figures the earlier report.json lists go; a user's own files of the same pattern stay."""
     from nmt.commands.evaluate import remove_stale_figures
+    from nmt.report import earlier_report_files
 
     for name in ("bleu_by_length_compared.png", "alignment-3.png", "alignment-12.png", "alignment-x.png", "notes.png"):
         (tmp_path / name).write_bytes(b"png")
-    remove_stale_figures(tmp_path, {"alignment-12.png"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alignment-12.png", "alignment-x.png", "notes.png"]
+    figures = [{"title": "t", "file": name} for name in ("bleu_by_length_compared.png", "alignment-3.png", "../x.png")]
+    (tmp_path / "report.json").write_text(json.dumps({"figures": figures}), encoding="utf-8")
+    earlier = earlier_report_files(tmp_path)
+    assert earlier == {"bleu_by_length_compared.png", "alignment-3.png", "report.json"}
+    remove_stale_figures(tmp_path, earlier - {"alignment-3.png"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alignment-12.png",
+        "alignment-3.png",
+        "alignment-x.png",
+        "notes.png",
+        "report.json",
+    ]

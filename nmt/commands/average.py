@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmt.checkpoint import STEP_CHECKPOINT, step_checkpoints
+from nmt.checkpoint import AVERAGE_ORIGIN, STEP_CHECKPOINT, checkpoint_origin, step_checkpoints
 from nmt.commands.app import hydra_command
 from nmt.commands.files import check_not_overwritten, check_output
 from nmt.config import AverageConfig
@@ -44,7 +44,7 @@ def run_average(cfg: AverageConfig) -> int:
         if not Path(cfg.ckpt).is_dir():
             raise SettingError(f"ckpt={cfg.ckpt}: not a run folder; for checkpoint files use ckpts=[A.pt,B.pt,...]")
         paths = newest_step_checkpoints(Path(cfg.ckpt), cfg.last)
-    check_output(cfg.output)
+    check_output(cfg.output, through=False)
     output = Path(cfg.output)
     if (output.name in ("best.pt", "last.pt") or STEP_CHECKPOINT.fullmatch(output.name)) and (
         (output.parent / "config.yaml").exists() or (output.parent / "last.pt").exists()
@@ -56,6 +56,11 @@ def run_average(cfg: AverageConfig) -> int:
     inputs = [f"ckpts[{i}]" for i in range(len(paths))] if cfg.ckpts is not None else ["ckpt"] * len(paths)
     for setting, path in zip(inputs, paths):
         check_not_overwritten([output], {setting: str(path)}, "choose another output=")
+    if output.exists() and checkpoint_origin(output) != AVERAGE_ORIGIN:  # a run's config.yaml, spm.model, lock ...
+        raise SettingError(
+            f"output={cfg.output}: exists and is not an earlier output of nmt-average, so not its to replace; "
+            f"choose a new file name (or remove {cfg.output} first)"
+        )
     save_average(paths, output)
     names = paths[0].name if len(paths) == 1 else f"{paths[0].name} ... {paths[-1].name}"
     print(f"nmt-average: {len(paths)} checkpoint{'s' if len(paths) > 1 else ''} ({names}) averaged into {cfg.output}")

@@ -34,10 +34,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nmt.commands.app import hydra_command
-from nmt.commands.files import check_input, check_not_overwritten, check_output, count_lines, input_chunks, output_stream
+from nmt.commands.files import check_input, check_not_overwritten, check_output, count_lines, input_chunks
 from nmt.config import EmbedConfig
 from nmt.errors import SettingError
 from nmt.inference import Translator, embed_ids, load_translator, source_ids, source_word_vectors
+from nmt.output_files import OutputFiles
 from nmt.plots import map_2d, plot_phrase_map
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,9 @@ def raw_vectors(raw_path: Path, rows: int, width: int) -> np.ndarray:
     return np.memmap(raw_path, dtype=np.float32, mode="r", shape=(rows, width))
 
 
-def write_vectors(raw_path: Path, rows: int, width: int, output: str) -> None:
+def write_vectors(raw_path: Path, rows: int, width: int, output: str, outputs: OutputFiles) -> None:
     """The float32 rows of ``raw_path`` as ``output`` (.npy, or TSV), read and written block by
-    block (read, not memory-mapped: the process's memory stays flat), whole or not at all."""
+    block (read, not memory-mapped: the process's memory stays flat), through ``outputs``."""
 
     def blocks(size: int):
         with open(raw_path, "rb") as raw:
@@ -78,12 +79,12 @@ def write_vectors(raw_path: Path, rows: int, width: int, output: str) -> None:
                 yield np.fromfile(raw, dtype="<f4", count=size * width).reshape(-1, width)
 
     if output.endswith(".npy"):
-        with output_stream(output, binary=True) as out:
+        with outputs.open(output, binary=True) as out:
             np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (rows, width)})
             for block in blocks(8192):
                 out.write(block.tobytes())
         return
-    with output_stream(output) as out:
+    with outputs.open(output) as out:
         for block in blocks(1024):
             out.write("".join("\t".join(f"{v:.6g}" for v in row) + "\n" for row in block))
 
@@ -135,14 +136,15 @@ def plotted_rows(vectors: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
     return rows
 
 
-def draw_map(vectors: np.ndarray, labels: list[str], cfg: EmbedConfig, title: str) -> None:
+def draw_map(vectors: np.ndarray, labels: list[str], cfg: EmbedConfig, title: str, outputs: OutputFiles) -> None:
     """The first ``plot_points`` valid rows as a labelled 2-D map in ``cfg.plot``."""
     rows = plotted_rows(vectors, cfg)
     if len(rows) > cfg.plot_points:
         log.info("plot=%s: the first %d of %d rows (plot_points=)", cfg.plot, cfg.plot_points, len(rows))
         rows = rows[: cfg.plot_points]
     points, method = map_2d(np.asarray(vectors[rows]), cfg.seed)
-    plot_phrase_map(points, [labels[i] for i in rows], cfg.plot, f"{title} ({method}, {len(rows)} points)")
+    with outputs.open(cfg.plot, binary=True) as out:
+        plot_phrase_map(points, [labels[i] for i in rows], out, f"{title} ({method}, {len(rows)} points)")
 
 
 def check_settings(cfg: EmbedConfig) -> str:
@@ -189,21 +191,22 @@ def run_embed(cfg: EmbedConfig) -> int:
             keys = raw_vectors(Path(tmp) / "index.f32", len(candidates), width)
         if cfg.plot is not None:
             plotted_rows(vectors, cfg)
-        if cfg.words:
-            with output_stream(str(Path(cfg.output).with_suffix(".words.txt"))) as out:
-                out.write("".join(word + "\n" for word in labels))
-        write_vectors(Path(tmp) / "input.f32", len(labels), width, cfg.output)
-        if cfg.neighbours:
-            with output_stream(neighbours_output) as out:
-                for row, found in nearest(vectors, keys, cfg.neighbours, exclude_self=cfg.index is None):
-                    out.write(
-                        "".join(
-                            f"{row}\t{rank}\t{j}\t{cosine:.4f}\t{candidates[j]}\n" for rank, (j, cosine) in enumerate(found)
+        with OutputFiles() as outputs:  # every output appears at the end, or none does
+            if cfg.words:
+                with outputs.open(str(Path(cfg.output).with_suffix(".words.txt"))) as out:
+                    out.write("".join(word + "\n" for word in labels))
+            write_vectors(Path(tmp) / "input.f32", len(labels), width, cfg.output, outputs)
+            if cfg.neighbours:
+                with outputs.open(neighbours_output) as out:
+                    for row, found in nearest(vectors, keys, cfg.neighbours, exclude_self=cfg.index is None):
+                        out.write(
+                            "".join(
+                                f"{row}\t{rank}\t{j}\t{cosine:.4f}\t{candidates[j]}\n" for rank, (j, cosine) in enumerate(found)
+                            )
                         )
-                    )
-        del keys
-        if cfg.plot is not None:
-            draw_map(vectors, labels, cfg, f"{what} of {Path(translator.name).parent.name or translator.name}")
+            del keys
+            if cfg.plot is not None:
+                draw_map(vectors, labels, cfg, f"{what} of {Path(translator.name).parent.name or translator.name}", outputs)
         del vectors  # the memory map, before its file goes
     log.info("embedded %d %s (%d dimensions) with %s into %s", len(labels), what, width, translator.name, cfg.output)
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from nmt.data import SPLITS, load_corpus
 from nmt.ensemble import Ensemble
 from nmt.errors import ReportError
 from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
+from nmt.output_files import OutputFiles, not_regular
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def model_settings(translator: Translator) -> dict:
     return {**settings, **vocab}
 
 
-def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, n: int) -> list[dict]:
+def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, n: int, outputs: OutputFiles) -> list[dict]:
     """Heatmaps of the attention model's alignments for the first ``n`` examples."""
     chosen = [example["line"] - 1 for example in examples[:n]]
     lines = [decoded.sources[i] for i in chosen]
@@ -125,7 +125,8 @@ def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, 
     for line, record in zip(chosen, records):
         if record["source"]:
             name = f"alignment-{line + 1}.png"
-            plots.plot_alignment(record["source"], record["target"], record["weights"], report_dir / name, f"line {line + 1}")
+            with outputs.open(str(report_dir / name), binary=True, through=False) as out:
+                plots.plot_alignment(record["source"], record["target"], record["weights"], out, f"line {line + 1}")
             figures.append({"title": f"Alignment of line {line + 1}", "file": name})
     return figures
 
@@ -134,9 +135,16 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
         raise ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
     report_dir = Path(cfg.report_dir)
-    figures = [path for path in report_dir.iterdir() if FIGURE_NAMES.fullmatch(path.name)] if report_dir.is_dir() else []
+    earlier = report.earlier_report_files(report_dir)  # what an earlier report wrote: replaced or removed
+    for name in sorted({*report.REPORT_FILES, *earlier}):
+        problem = not_regular(report_dir / name)
+        if problem:
+            raise ReportError(
+                f"report_dir={cfg.report_dir}: {report_dir / name} is {problem}, which the report would replace; "
+                "choose another report_dir="
+            )
     check_not_overwritten(  # every file it writes, and the figures of an old report it removes
-        [report_dir / name for name in report.REPORT_FILES] + figures,
+        [report_dir / name for name in sorted({*report.REPORT_FILES, *earlier})],
         {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
         "choose another report_dir=",
     )
@@ -190,7 +198,8 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
 
     scores = metrics.corpus_scores(hyps, refs, cfg.bootstrap_samples)
     by_length = metrics.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
-    compare, figures = None, []
+    compare, figures, outputs = None, [], OutputFiles()  # the report and its figures appear together
+    report_dir.mkdir(parents=True, exist_ok=True)
     if other is not None:
         other_name = Path(cfg.compare).name
     elif other_translator is not None:
@@ -203,13 +212,12 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         )
         if sources:
             other_by_length = metrics.bleu_by_length([len(s.split()) for s in sources], other, refs)
-            plots.plot_bleu_by_length_systems(
-                {this_name: by_length, other_name: other_by_length}, Path(cfg.report_dir) / "bleu_by_length_compared.png"
-            )
+            with outputs.open(str(report_dir / "bleu_by_length_compared.png"), binary=True, through=False) as out:
+                plots.plot_bleu_by_length_systems({this_name: by_length, other_name: other_by_length}, out)
             figures.append({"title": "BLEU by source sentence length, both systems", "file": "bleu_by_length_compared.png"})
     examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
     if decoded is not None and has_alignments(decoded.translator.model) and cfg.n_alignments:
-        figures += alignment_figures(decoded, examples, Path(cfg.report_dir), cfg.n_alignments)
+        figures += alignment_figures(decoded, examples, report_dir, cfg.n_alignments, outputs)
     built = report.build_report(
         scores,
         by_length,
@@ -222,8 +230,9 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         checkpoint=checkpoint,
         figures=figures,
     )
-    written = report.write_report(cfg.report_dir, built, hyps, examples)
-    remove_stale_figures(Path(cfg.report_dir), {figure["file"] for figure in figures})
+    with outputs:
+        written = report.write_report(cfg.report_dir, built, hyps, examples, outputs)
+    remove_stale_figures(report_dir, earlier - {figure["file"] for figure in figures})
     ci = built["ci95"]["bleu"]
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
     speed_text = f", {speed['sentences_per_s']:.1f} sent/s" if speed else ""
@@ -234,15 +243,13 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     return 0
 
 
-# The figures an evaluation may add beside report.REPORT_FILES.
-FIGURE_NAMES = re.compile(r"bleu_by_length_compared\.png|alignment-[0-9]+\.png")
-
-
-def remove_stale_figures(report_dir: Path, drawn: set[str]) -> None:
-    """Remove the figures of an earlier report in ``report_dir`` that this one did not draw:
-    a replaced report is replaced whole (only files named as this command names them)."""
-    for path in report_dir.iterdir():
-        if FIGURE_NAMES.fullmatch(path.name) and path.name not in drawn and path.is_file():
+def remove_stale_figures(report_dir: Path, stale: set[str]) -> None:
+    """Remove the figures an earlier report in ``report_dir`` wrote (as its report.json lists
+    them) that this one did not draw: a replaced report is replaced whole, and nothing else
+    in the folder is touched (a user's own alignment-9.png stays)."""
+    for name in stale - set(report.REPORT_FILES):
+        path = report_dir / name
+        if path.is_file() and not path.is_symlink():
             path.unlink()
 
 

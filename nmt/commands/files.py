@@ -4,18 +4,14 @@ model is loaded, read line-exactly (stdin by default), written whole or not at a
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from nmt.errors import SettingError
 from nmt.lines import line_chunks, read_lines, split_lines
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from nmt.output_files import OutputFiles, _Flushing, not_regular
 
 
 def check_input(path: str | None, expected: str = "a text file, one sentence per line", setting: str = "input") -> None:
@@ -26,8 +22,10 @@ def check_input(path: str | None, expected: str = "a text file, one sentence per
         raise SettingError(f"{setting}={path}: {where}; give {expected}{stdin}")
 
 
-def check_output(path: str | None, input_path: str | None = None, setting: str = "output") -> None:
-    """Fail on an output= that cannot be written before any decoding, naming the setting."""
+def check_output(path: str | None, input_path: str | None = None, setting: str = "output", through: bool = True) -> None:
+    """Fail on an output= that cannot be written before any decoding, naming the setting.
+    ``through``: a device, FIFO or standard stream that exists there is written through (a
+    text stream); without it such a path is refused, as the output would replace it."""
     if path is None:
         return
     target = Path(path)
@@ -35,6 +33,10 @@ def check_output(path: str | None, input_path: str | None = None, setting: str =
         raise SettingError(f"{setting}={path}: a folder; give a file name")
     if not target.parent.is_dir():
         raise SettingError(f"{setting}={path}: no folder {target.parent}; create it first")
+    if not through:
+        problem = not_regular(target)
+        if problem:
+            raise SettingError(f"{setting}={path}: {problem}, which writing this file would replace; give a file name")
     if input_path is not None and same_file(target, input_path):
         raise SettingError(f"{setting}={path} is the input file, which writing would destroy; choose another {setting}=")
 
@@ -65,11 +67,9 @@ def read_input(path: str | None, replace_invalid: bool) -> list[str]:
 
 
 def write_output(path: str | None, text: str) -> None:
-    if path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        Path(path).write_text(text, encoding="utf-8")
+    """``text`` to stdout, or to ``path`` whole or not at all (``output_stream``)."""
+    with output_stream(path) as out:
+        out.write(text)
 
 
 def input_chunks(path: str | None, replace_invalid: bool, max_lines: int = 5000) -> Iterator[list[str]]:
@@ -91,64 +91,13 @@ def count_lines(path: str) -> int:
     return count + (last != b"\n")
 
 
-class _Flushing:
-    """A standard stream flushed after each write: each chunk is out as soon as it is done."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, data) -> None:
-        self.stream.write(data)
-        self.stream.flush()
-
-
-def _standard_stream(path: str, binary: bool):
-    """sys.stdout or sys.stderr when ``path`` is the file it writes to (/dev/stdout, /dev/fd/2,
-    or the log file both go to): written through that stream, at its own position."""
-    try:
-        named = os.stat(path)
-    except OSError:
-        return None
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            actual = os.fstat(stream.fileno())
-        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # closed or not a real file
-            continue
-        if (named.st_dev, named.st_ino) == (actual.st_dev, actual.st_ino):
-            stream.flush()
-            return _Flushing(stream.buffer if binary else stream)
-    return None
-
-
 @contextlib.contextmanager
 def output_stream(path: str | None, binary: bool = False):
     """Where output lines go, chunk by chunk: stdout (flushed after each write), or ``output=``,
-    written to a hidden temporary file beside it and renamed over it at the end, so that a
-    failed run leaves no partial file (and an existing one as it was)."""
+    written aside and renamed over it at the end (``OutputFiles``), so that a failed run leaves
+    no partial file (and an existing one as it was)."""
     if path is None:
         yield _Flushing(sys.stdout.buffer if binary else sys.stdout)
         return
-    mode, encoding = ("wb", None) if binary else ("w", "utf-8")
-    # /dev/stdout, /dev/null, a FIFO: written as they are, never replaced. /dev/stdout and the
-    # like go through the standard stream they name: reopened, a file behind them ("> out 2>&1")
-    # would be truncated, or written at another position than the log lines sent there.
-    special = Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",))
-    if special or (Path(path).exists() and not Path(path).is_file()):
-        standard = _standard_stream(path, binary)
-        if standard is not None:
-            yield standard
-            return
-        with open(path, mode.replace("w", "a"), encoding=encoding) as out:
-            yield out
-        return
-    target = Path(os.path.realpath(path))  # through a symbolic link, to the file it names
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # temporary files are private (0600); outputs need not be
-        with open(fd, mode, encoding=encoding) as out:
-            yield out
-        os.replace(tmp, target)
-        tmp = None
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
+    with OutputFiles() as outputs, outputs.open(path, binary) as out:
+        yield out

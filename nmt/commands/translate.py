@@ -26,7 +26,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from nmt.commands.app import hydra_command
-from nmt.commands.files import check_input, check_output, count_lines, input_chunks, output_stream, same_file
+from nmt.commands.files import (
+    OutputFiles,
+    check_input,
+    check_output,
+    count_lines,
+    input_chunks,
+    output_stream,
+    same_file,
+)
 from nmt.config import TranslateConfig
 from nmt.errors import SettingError
 from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
@@ -97,9 +105,11 @@ def run_translate(cfg: TranslateConfig) -> int:
     start, n_lines = time.perf_counter(), 0
     # A regular file is counted for the progress bar; a pipe (input=<(zcat ...)) can be read once only.
     total = count_lines(cfg.input) if cfg.input is not None and Path(cfg.input).is_file() else None
-    aligned = output_stream(cfg.alignments) if cfg.alignments is not None else contextlib.nullcontext()
+    outputs = OutputFiles()  # output= and alignments= appear together, whole, or not at all
+    aligned = outputs.open(cfg.alignments) if cfg.alignments is not None else contextlib.nullcontext()
     with (
-        output_stream(cfg.output) as out,
+        outputs,
+        outputs.open(cfg.output) if cfg.output is not None else output_stream(None) as out,
         aligned as alignments,
         tqdm(total=total, desc="translating", unit="line", leave=False, disable=True if cfg.input is None else None) as bar,
     ):
