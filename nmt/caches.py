@@ -8,6 +8,7 @@ here it is named in a warning and built again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,16 +38,22 @@ def arrow_problem(path: Path) -> str | None:
     return None
 
 
-def map_rebuilding_damaged_cache(table: datasets.Dataset, what: str, **map_args) -> datasets.Dataset:
-    """``table.map(**map_args)``; if the cached result it reuses cannot be read, or does not
-    validate (``arrow_problem``), warn naming ``what`` and compute it again (once) instead
-    of failing with pyarrow's message, now or later."""
+def map_rebuilding_damaged_cache(
+    table: datasets.Dataset, what: str, check: Callable[[datasets.Dataset], str | None] | None = None, **map_args
+) -> datasets.Dataset:
+    """``table.map(**map_args)``; if the cached result it reuses cannot be read, does not
+    validate (``arrow_problem``), or holds what ``check`` refuses (e.g. ids outside the
+    vocabulary), warn naming ``what`` and compute it again (once) instead of failing with
+    pyarrow's message (or an index error), now or later."""
     try:
         result = table.map(**map_args)
         problem = next(
             (f"{entry['filename']}: {p}" for entry in result.cache_files if (p := arrow_problem(Path(entry["filename"])))),
             None,
         )
+        if problem is None and check is not None and (found := check(result)):
+            files = ", ".join(entry["filename"] for entry in result.cache_files) or "in memory"
+            problem = f"{files}: {found}"
     except (OSError, pa.ArrowException) as err:
         if map_args.get("load_from_cache_file") is False or getattr(err, "errno", None) is not None:
             raise  # a full disk or a permission, not a damaged file (pyarrow's read errors carry no errno)

@@ -87,20 +87,29 @@ class Checkpoint:
             ) from None
 
     def tokenizer_identity(self) -> tuple[str, str]:
-        """``nmt.tokenizer.model_identity`` of the source and target SentencePiece models: equal for
-        two builds of one tokenizer, whatever bytes SentencePiece wrote."""
+        """``nmt.tokenizer.model_identity`` of both SentencePiece models: one for two builds of one tokenizer."""
         from nmt.tokenizer import model_identity
 
         return model_identity(self.src_proto), model_identity(self.tgt_proto)
 
     def build_model(self) -> torch.nn.Module:
-        """The model, with these weights, on the CPU."""
+        """The model, with these weights, on the CPU. The saved weights are checked against
+        the model they claim before any memory is spent on it (names and shapes, on a model
+        built on the meta device), and refused where they are not finite."""
         from nmt.architectures import build_model
 
-        model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
-        problem = self.weights_problem(model)
+        where = self.path or "checkpoint"
+        problem = self.weights_problem()
         if problem:
-            raise CheckpointError(f"{self.path or 'checkpoint'}: {problem}; use another checkpoint of the run")
+            raise CheckpointError(f"{where}: {problem}; use another checkpoint of the run")
+        floating = ((name, t) for name, t in self.model_state.items() if torch.is_tensor(t) and t.is_floating_point())
+        bad = next((name for name, t in floating if not t.isfinite().all()), None)
+        if bad is not None:
+            raise CheckpointError(
+                f"{where}: its weights are not finite (NaN or inf) in {bad}: the model would translate to nothing; "
+                "use another checkpoint of the run"
+            )
+        model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
         model.load_state_dict(self.model_state)
         return model
 
@@ -113,8 +122,8 @@ class Checkpoint:
             try:
                 with torch.device("meta"):
                     model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
-            except SettingError as err:  # settings no model of this release takes (an unknown arch)
-                return f"its model settings cannot be built ({err})"
+            except (SettingError, ValueError, RuntimeError, TypeError) as err:  # an unknown arch, sizes no model takes
+                return f"its model settings cannot be built ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
         saved = self.model_state if isinstance(self.model_state, dict) else {}
         found = {name: tuple(t.shape) for name, t in saved.items() if torch.is_tensor(t)}
@@ -193,6 +202,10 @@ def unpack_checkpoint(state: dict, path: Path | None = None) -> Checkpoint:
     try:
         spec, tokenizer = state["model_config"], state["tokenizer"]
         training = state.get("train_state")
+        for side in ("src_vocab_size", "tgt_vocab_size"):
+            size = spec[side]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 5:
+                raise SettingError(f"{side}={size!r}: must be a whole number of subwords of at least 5")
         return Checkpoint(
             model_config=from_dict(ModelConfig, spec["config"]),
             src_vocab_size=spec["src_vocab_size"],
@@ -207,8 +220,10 @@ def unpack_checkpoint(state: dict, path: Path | None = None) -> Checkpoint:
             training=None if training is None else TrainingState(**training),
             path=None if path is None else Path(path),
         )
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path or 'checkpoint'}: incomplete nmt checkpoint ({type(err).__name__}: {err})") from None
+    except SettingError as err:  # a saved setting of the wrong type or out of range
+        raise CheckpointError(f"{path or 'checkpoint'}: its saved settings do not fit this version's ({err})") from None
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -263,20 +278,14 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def checkpoint_origin(path: Path) -> str | None:
-    """What made the checkpoint ``path`` (its ``origin``, e.g. ``AVERAGE_ORIGIN``), or None: a
-    checkpoint of nmt-train, or a file that is no intact nmt checkpoint. Memory-mapped: the
-    weights are not read."""
+    """What made the checkpoint ``path`` (its ``origin``, e.g. ``AVERAGE_ORIGIN``), or None: one of
+    nmt-train, or no intact nmt checkpoint. Memory-mapped: the weights are not read."""
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
-                return None
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - anything unreadable is no checkpoint of any origin
         return None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        return None
-    origin = state.get("origin")
-    return origin if isinstance(origin, str) else None
+    ok = isinstance(state, dict) and state.get("format") == FORMAT and isinstance(state.get("origin"), str)
+    return state["origin"] if ok else None
 
 
 def link_checkpoint(source: Path, target: Path) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,12 +283,20 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
                 raise SettingError(f"{key}={value}: must be {described}")
 
 
-def from_dict(schema: type, values: dict[str, Any]) -> Any:
-    """A dataclass (nested ones too) from plain data, e.g. a checkpoint's saved settings.
+def from_dict(schema: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """A dataclass (nested ones too) from plain data, e.g. a checkpoint's saved settings,
+    checked as the command line's settings are: each value of its field's type (text that
+    reads as one is taken, as ``key=512`` on the command line is: ``"512"`` is 512) and in
+    its range (``check_ranges``).
 
     Keys the schema lacks (settings of another version) are dropped and missing ones
-    take their defaults, so checkpoints of older versions keep loading.
+    take their defaults, so checkpoints of older versions keep loading. Raises
+    ``SettingError`` naming the setting for a value that does not fit.
     """
+    from nmt.errors import SettingError
+
+    if not isinstance(values, dict):
+        raise SettingError(f"{prefix.rstrip('.') or schema.__name__}: expected a group of settings, found {values!r}")
     hints = typing.get_type_hints(schema)
     kwargs = {}
     for key, value in values.items():
@@ -297,8 +306,63 @@ def from_dict(schema: type, values: dict[str, Any]) -> Any:
             )
             continue
         nested = dataclass_of(hints[key])
-        kwargs[key] = from_dict(nested, value) if nested is not None and isinstance(value, dict) else value
-    return schema(**kwargs)
+        if nested is not None and isinstance(value, dict):
+            kwargs[key] = from_dict(nested, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _typed(value, hints[key], f"{prefix}{key}")
+    config = schema(**kwargs)
+    if not prefix:
+        check_ranges(config)
+    return config
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _typed(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` as a value of ``annotation`` (a number, flag, text, list of them, or Optional
+    of one), converting text that reads as one; ``SettingError`` naming ``key`` otherwise."""
+    from nmt.errors import SettingError
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, option, key)
+            except SettingError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise SettingError(f"{key}={value!r}: expected a list")
+        return [_typed(item, args[0] if args else Any, key) for item in value]
+    if annotation in _KINDS:
+        if isinstance(value, str) and annotation is not str:
+            text = value.strip().lower()
+            if annotation is bool and text in ("true", "false"):
+                return text == "true"
+            try:
+                converted = annotation(text) if annotation is not bool else None
+            except ValueError:
+                converted = None
+            if converted is not None and (annotation is not int or "." not in text):
+                return converted
+        elif isinstance(value, bool):
+            if annotation is bool:
+                return value
+        elif annotation is float and isinstance(value, (int, float)):
+            return float(value)
+        elif annotation is str and isinstance(value, (int, float)):
+            return str(value)
+        elif isinstance(value, annotation):
+            return value
+        raise SettingError(f"{key}={value!r}: expected {_KINDS[annotation]}")
+    return value  # an enum-like or other type: as saved
 
 
 def saved_data_path(path: str) -> str:

@@ -2,7 +2,7 @@
 ``torch.distributed`` connects them (NCCL on CUDA, gloo on a CPU) and
 ``DistributedDataParallel`` averages the gradients.
 
-    torchrun --nproc_per_node=8 -m nmt.commands.train model=cho2014 train=paper
+    torchrun --nproc_per_node=8 --no-python nmt-train model=cho2014 train=paper
 
 ``World`` is what the trainer knows of it: this process's rank, how many there are, and
 the few collective operations training needs (a barrier, a broadcast from rank 0, an

@@ -367,6 +367,7 @@ def tokenize_corpus(
         out[split] = map_rebuilding_damaged_cache(  # checks the cache file (or num_proc shards) it reuses
             table,
             f"the tokenized {split} split cached under {cache_dir}",
+            check=lambda result: ids_problem(result, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size),
             function=encode,
             batched=True,
             batch_size=2000,
@@ -378,6 +379,23 @@ def tokenize_corpus(
             desc=f"tokenizing {split}",
         )
     return datasets.DatasetDict(out)
+
+
+def ids_problem(table: datasets.Dataset, src_vocab_size: int, tgt_vocab_size: int) -> str | None:
+    """Where a tokenized table holds an id outside its vocabulary (a damaged cache: Arrow files
+    carry no checksums, and such an id would fail deep in the model, on a GPU as a device-side
+    assert), or None. One min/max over each column's Arrow buffer: no Python per sentence."""
+    import pyarrow.compute as pc
+
+    for column, size in (("src_ids", src_vocab_size), ("tgt_ids", tgt_vocab_size)):
+        values = pc.list_flatten(table.data.column(column))
+        if not len(values):
+            continue
+        low, high = (scalar.as_py() for scalar in pc.min_max(values).values())
+        if low < 0 or high >= size:
+            bad = low if low < 0 else high
+            return f"{column} holds id {bad}, outside the vocabulary of {size} subwords"
+    return None
 
 
 def flat_ids(table: datasets.Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:

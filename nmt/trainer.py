@@ -123,7 +123,11 @@ def check_same_run(checkpoint: Checkpoint, model: torch.nn.Module, tokenizer) ->
 
 
 def warn_about_resume(progress: Progress, opt: OptimConfig, world: World, run_dir) -> None:
-    """What a resumed run should know: another number of processes, or nothing left to train."""
+    """What a resumed run should know: another number of processes, or nothing left to train.
+    Rank 0 alone says it (the others have no run folder to name)."""
+    if not world.is_main:
+        progress.world_size = world.size
+        return
     if progress.world_size != world.size:
         log.warning(
             "the run was saved by %d process(es) and continues on %d: a step now takes %d batches "

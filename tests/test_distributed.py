@@ -150,15 +150,15 @@ def test_sigterm_stops_every_rank_with_a_checkpoint_that_resumes_exactly(tmp_pat
     assert launcher.returncode != 0  # torchrun's own code for a signal; the workers exit 75
     assert "SIGTERM received: saving a checkpoint" in output
     assert "nmt-train: stopped by a signal at step" in output, output[-3000:]
-    assert f"Continue with: torchrun --standalone --nproc_per_node=2 -m nmt.commands.train resume={run_dir}" in output
+    assert f"Continue with: torchrun --standalone --nproc_per_node=2 --no-python nmt-train resume={run_dir}" in output
     from nmt.checkpoint import read_checkpoint
 
     stopped = read_checkpoint(run_dir / "last.pt")
     assert stopped.training is not None and len(stopped.training.rng["ranks"]) == 2
     end = stopped.step + 7
-    resumed = torchrun(
-        *train_args(word_corpus, cache_dir, run_dir)[:2], f"resume={run_dir}", f"train.max_steps={end}", cwd=tmp_path
-    )
+    # as the closing line says: the console script, which no folder named nmt/ can shadow
+    nmt_train = str(Path(sys.executable).parent / "nmt-train")
+    resumed = torchrun("--no-python", nmt_train, f"resume={run_dir}", f"train.max_steps={end}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / 'last.pt'} at step {stopped.step}" in resumed.stdout + resumed.stderr
     straight = torchrun(

@@ -5,6 +5,7 @@ replace, damaged checkpoints that cost memory or tracebacks. Each test failed on
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import shutil
@@ -281,3 +282,123 @@ def test_a_failed_write_names_its_file_and_leaves_no_output(trained_run, tmp_pat
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1].startswith(f"error: {neighbours}: could not write it (File too large)")
     assert sorted(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- damaged checkpoints and caches
+
+
+def _crafted(source: Path, out: Path, change) -> Path:
+    state = load_checkpoint(source)
+    change(state)
+    state.pop("format")
+    torch.save({"format": "nmt-checkpoint-1", **state}, out)
+    return out
+
+
+def _translate(ckpt: Path) -> subprocess.CompletedProcess:
+    return run_command("nmt.commands.translate", f"ckpt={ckpt}", stdin="uno dos\n", text=True)
+
+
+def test_a_checkpoint_claiming_a_huge_vocabulary_is_refused_before_any_model_is_built(trained_run, tmp_path, monkeypatch):
+    import nmt.architectures
+
+    crafted = _crafted(trained_run / "best.pt", tmp_path / "huge.pt", lambda s: s["model_config"].update(src_vocab_size=10**6))
+    built = []
+    real = nmt.architectures.build_model
+
+    def recording(*args, **kwargs):
+        built.append(str(torch.empty(0).device))  # the device a new tensor lands on: meta costs nothing
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nmt.architectures, "build_model", recording)
+    with pytest.raises(CheckpointError, match=r"huge\.pt: its weights do not fit its cho2014 model \(wrong shape "):
+        load_translator(crafted, "cpu")
+    assert built and set(built) == {"meta"}
+    result = _translate(crafted)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1 and "wrong shape" in result.stderr
+
+
+def test_a_checkpoint_s_settings_are_checked_as_the_command_line_s(trained_run, tmp_path):
+    hidden = load_checkpoint(trained_run / "best.pt")["model_config"]["config"]["hidden_size"]
+
+    def setting(value):
+        return lambda state: state["model_config"]["config"].update(hidden_size=value)
+
+    as_text = _crafted(trained_run / "best.pt", tmp_path / "text.pt", setting(str(hidden)))
+    assert _translate(as_text).returncode == 0  # "64" is 64, as model.hidden_size=64 would be
+    for name, value in (("word", "many"), ("negative", -3), ("list", [1])):
+        crafted = _crafted(trained_run / "best.pt", tmp_path / f"{name}.pt", setting(value))
+        result = _translate(crafted)
+        assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert f"error: {crafted}: its saved settings do not fit this version's (" in result.stderr
+        assert "hidden_size" in result.stderr
+
+
+def test_a_checkpoint_with_weights_that_are_not_finite_is_refused(trained_run, tmp_path):
+    def poison(state):
+        name = sorted(state["model"])[0]
+        state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+
+    crafted = _crafted(trained_run / "best.pt", tmp_path / "nan.pt", poison)
+    name = sorted(load_checkpoint(crafted)["model"])[0]
+    result = _translate(crafted)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert f"error: {crafted}: its weights are not finite (NaN or inf) in {name}" in result.stderr
+    evaluated = run_command("nmt.commands.evaluate", f"ckpt={crafted}", f"report_dir={tmp_path / 'r'}", text=True)
+    assert evaluated.returncode == 1 and "not finite" in evaluated.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_tokenized_cache_with_ids_outside_the_vocabulary_is_rebuilt(tmp_path, caplog):
+    import datasets
+    import pyarrow as pa
+
+    from nmt.tokenizer import tokenize_corpus
+
+    src, tgt = _sentences(50)
+    tokenizer = build_tokenizer(src, tgt, TokenizerConfig(vocab_size=300), tmp_path)
+    corpus = datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"src": src, "tgt": tgt})})
+    tokenize_corpus(corpus, tokenizer, tmp_path)
+    (cache_file,) = (tmp_path / "tokenized").glob("validation-*.arrow")
+    with pa.memory_map(str(cache_file)) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    ids = table.column("tgt_ids").to_pylist()
+    ids[3][0] = 99999  # a damaged number: valid Arrow, no checksum to say so
+    table = table.set_column(
+        table.schema.get_field_index("tgt_ids"), "tgt_ids", pa.array(ids, table.schema.field("tgt_ids").type)
+    )
+    with pa.OSFile(str(cache_file), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with caplog.at_level(logging.WARNING):
+        again = tokenize_corpus(corpus, tokenizer, tmp_path)["validation"]
+    assert f"{cache_file}: tgt_ids holds id 99999, outside the vocabulary of" in caplog.text and "rebuilding it" in caplog.text
+    assert max(max(row) for row in again["tgt_ids"]) < tokenizer.tgt_vocab_size
+
+
+# --------------------------------------------------------------------------- torchrun
+
+
+def test_python_m_from_the_folder_above_a_checkout_named_nmt_says_what_hides_the_package(tmp_path):
+    (tmp_path / "nmt").symlink_to(Path(__file__).resolve().parents[1])  # a checkout folder named nmt/
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt.commands.train", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: the folder {tmp_path / 'nmt'} (a checkout of nmt?) hides the installed nmt package from 'python -m': "
+        "run from another folder, or use the command itself (nmt-train ..., torchrun --standalone "
+        "--nproc_per_node=N --no-python nmt-train ...)"
+    ]
+
+
+def test_only_rank_0_says_that_a_resumed_run_has_nothing_left_to_train(caplog, tmp_path):
+    from nmt.config import OptimConfig
+    from nmt.distributed import World
+    from nmt.trainer import Progress, warn_about_resume
+
+    opt = OptimConfig(max_steps=10)
+    with caplog.at_level(logging.WARNING):
+        warn_about_resume(Progress(step=10, world_size=2), opt, World(rank=1, size=2), None)
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):
+        warn_about_resume(Progress(step=10, world_size=2), opt, World(rank=0, size=2), tmp_path)
+    assert f"nothing left to train; raise it on the command line (resume={tmp_path} train.max_steps=...)" in caplog.text

@@ -214,7 +214,7 @@ def test_a_run_killed_before_its_first_checkpoint_can_be_resumed_from_step_0(tmp
     straight = train(quick_config(word_corpus, cache_dir), tmp_path / "straight")
     run_dir = tmp_path / "killed"
 
-    def killed(*args):  # the process dies during set-up: config.yaml is there, no checkpoint
+    def killed(*args, **kwargs):  # the process dies during set-up: config.yaml is there, no checkpoint
         raise KeyboardInterrupt
 
     monkeypatch.setattr(nmt.training, "build_trainer", killed)
@@ -622,11 +622,16 @@ def test_evaluate_never_writes_its_report_over_an_input(tmp_path):
 
 
 def test_evaluate_never_removes_an_input_named_as_an_old_report_s_figure(tmp_path):
-    """A replaced report drops the old report's figures: never one that is an input."""
+    """A replaced report drops the old report's figures (those its report.json lists): never one that is an input."""
     report_dir = tmp_path / "report"
     report_dir.mkdir()
     hyps = report_dir / "alignment-1.png"
     hyps.write_text("one two\n")
+    result = nmt_evaluate(f"hyps={hyps}", f"refs={hyps}", f"report_dir={report_dir}")
+    assert result.returncode == 0, result.stderr  # no earlier report: the file is not one of its figures
+    assert hyps.read_text() == "one two\n"
+    report = json.loads((report_dir / "report.json").read_text())
+    (report_dir / "report.json").write_text(json.dumps({**report, "figures": [{"title": "a", "file": hyps.name}]}))
     result = nmt_evaluate(f"hyps={hyps}", f"refs={hyps}", f"report_dir={report_dir}")
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: hyps={hyps} is {hyps}, which writing would destroy; choose another report_dir="

@@ -3,7 +3,7 @@
     nmt-train                                     # small model on the embedded Bible corpus
     nmt-train model=cho2014 train=paper           # the paper's sizes and Adadelta (a GPU job)
     nmt-train resume=outputs/bible_es_en/small/RUN train.max_epochs=30
-    torchrun --nproc_per_node=4 -m nmt.commands.train hydra.run.dir=runs/big ...   # data-parallel
+    torchrun --nproc_per_node=4 --no-python nmt-train hydra.run.dir=runs/big ...   # data-parallel
 
 The run folder holds everything translation needs: config.yaml, the tokenizer
 (spm*.model), best.pt / last.pt / step-N.pt checkpoints, metrics.jsonl,
@@ -166,7 +166,7 @@ def relaunch(processes: int) -> str:
         return "nmt-train"
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
     if per_node == processes:
-        return f"torchrun --standalone --nproc_per_node={processes} -m nmt.commands.train"
+        return f"torchrun --standalone --nproc_per_node={processes} --no-python nmt-train"
     return "(the job's torchrun line, on every machine)"
 
 
