@@ -15,12 +15,11 @@ back into a ``Checkpoint``; no other module indexes that dict. Layout (format
     origin        (optional) what made it, where that is not nmt-train: "nmt-average" for an
                   average (nmt-average, train.average_last), which a later average may replace
 
-Saving writes a temporary file in the same folder, flushes and fsyncs it, then
-``os.replace``s it over the old name: a crash at any moment leaves the previous
-checkpoint whole and no temporary file behind. Loading uses
-``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain data
-(the model's config as a dict, the tokenizer as bytes), and a file that carries
-any other pickled object is refused without running it.
+Saving writes a temporary file beside the target, fsyncs it and ``os.replace``s it over
+the old name: a crash leaves the previous checkpoint whole. Loading uses
+``torch.load(weights_only=True)``: a file that carries any pickled object other than
+tensors and plain data is refused without running it. A release folder (``nmt.release``)
+is read wherever a checkpoint is.
 """
 
 from __future__ import annotations
@@ -98,24 +97,16 @@ class Checkpoint:
         built on the meta device), and refused where they are not finite."""
         from nmt.architectures import build_model
 
-        where = self.path or "checkpoint"
         problem = self.weights_problem()
         if problem:
-            raise CheckpointError(f"{where}: {problem}; use another checkpoint of the run")
-        floating = ((name, t) for name, t in self.model_state.items() if torch.is_tensor(t) and t.is_floating_point())
-        bad = next((name for name, t in floating if not t.isfinite().all()), None)
-        if bad is not None:
-            raise CheckpointError(
-                f"{where}: its weights are not finite (NaN or inf) in {bad}: the model would translate to nothing; "
-                "use another checkpoint of the run"
-            )
+            raise CheckpointError(f"{self.path or 'checkpoint'}: {problem}; use another checkpoint of the run")
         model = build_model(self.model_config, self.src_vocab_size, self.tgt_vocab_size)
         model.load_state_dict(self.model_state)
         return model
 
     def weights_problem(self, model: torch.nn.Module | None = None) -> str | None:
-        """How the saved weights do not fit the model they say they are (names, shapes), or None.
-        Without ``model``, one is built on the meta device: no memory, no initialization."""
+        """How the saved weights do not fit the model they say they are (names, shapes), or are
+        not finite, or None. Without ``model``, one is built on the meta device: no memory."""
         if model is None:
             from nmt.architectures import build_model
 
@@ -134,7 +125,11 @@ class Checkpoint:
             for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped))
             if names
         ]
-        return f"its weights do not fit its {self.model_config.arch} model ({'; '.join(parts)})" if parts else None
+        if parts:
+            return f"its weights do not fit its {self.model_config.arch} model ({'; '.join(parts)})"
+        floating = ((name, t) for name, t in saved.items() if torch.is_tensor(t) and t.is_floating_point())
+        bad = next((name for name, t in floating if not t.isfinite().all()), None)
+        return None if bad is None else f"its weights are not finite (NaN or inf) in {bad}: it would translate to nothing"
 
     def training_problem(self) -> str | None:
         """What makes this checkpoint's training state unusable for a resume, or None."""
@@ -227,7 +222,11 @@ def unpack_checkpoint(state: dict, path: Path | None = None) -> Checkpoint:
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """``load_checkpoint`` + ``unpack_checkpoint``."""
+    """``load_checkpoint`` + ``unpack_checkpoint``; a release folder: ``nmt.release.read_release``."""
+    if Path(path).is_dir():
+        from nmt.release import read_release
+
+        return read_release(path)
     return unpack_checkpoint(load_checkpoint(Path(path)), Path(path))
 
 
@@ -377,12 +376,14 @@ def _check_crcs(path: Path) -> None:
 
 
 def resolve_checkpoint(path_or_run: str | Path, setting: str = "ckpt") -> Path:
-    """A run folder means its best checkpoint (else its last); a file means itself.
-    ``setting`` names the command-line key in errors."""
+    """A run folder means its best checkpoint (else its last); a release folder and a file
+    mean themselves. ``setting`` names the command-line key in errors."""
     if not str(path_or_run).strip():
         raise CheckpointError(f"{setting}= is empty: give a run folder or a checkpoint file")
     path = Path(path_or_run).expanduser()
     if path.is_dir():
+        if (path / "config.json").is_file():  # a release (nmt.release): read_release checks it whole
+            return path
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name

@@ -216,6 +216,15 @@ class AverageConfig:
     output: str = "???"  # the averaged checkpoint (.pt), written atomically
 
 
+@dataclass
+class ExportConfig:
+    ckpt: str = "???"  # a run folder (its best.pt), or a checkpoint file (best.pt, last.pt, an average)
+    output: str = "???"  # the release folder (nmt.release): created, or an empty one
+    dtype: str = "float16"  # of the weights: float16, bfloat16 or float32
+    overwrite: bool = False  # replace a release already in output=
+    report: Optional[str] = None  # report.json of `nmt-evaluate ckpt=...` on this checkpoint: its scores go in the model card
+
+
 # --------------------------------------------------------------------------- allowed ranges
 
 # The allowed values of each number. Numbers not listed must be finite and at least 0: every

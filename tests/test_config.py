@@ -103,6 +103,7 @@ def test_a_failed_command_leaves_no_run_folder_but_never_removes_a_chosen_one(tm
         ("score", []),
         ("average", []),
         ("embed", []),
+        ("export", []),
     ],
 )
 def test_help_names_the_command_its_own_groups_and_examples(command, groups):

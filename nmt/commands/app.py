@@ -24,6 +24,7 @@ from nmt.config import (
     AverageConfig,
     EmbedConfig,
     EvaluateConfig,
+    ExportConfig,
     ScoreConfig,
     TrainRunConfig,
     TranslateConfig,
@@ -56,6 +57,7 @@ SCHEMAS = {
     "evaluate_schema": EvaluateConfig,
     "score_schema": ScoreConfig,
     "average_schema": AverageConfig,
+    "export_schema": ExportConfig,
     "embed_schema": EmbedConfig,
 }
 
