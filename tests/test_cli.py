@@ -405,3 +405,36 @@ def test_no_progress_bar_in_a_log_file(tmp_path, any_run, word_corpus):
     assert result.returncode == 0, result.stderr.decode()
     assert len(read_lines(out)) == 20
     assert b"translating" not in result.stderr and b"it/s" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "module, args, expected",
+    [
+        ("translate", ["--ckpt", "runs/x", "--beam_size", "5"], "nmt-translate ckpt=runs/x decode.beam_size=5"),
+        ("translate", ["ckpt", "runs/x"], "nmt-translate ckpt=runs/x"),
+        (
+            "translate",
+            ["--ckpt=runs/x", "--beam-size=5", "decode=beam"],
+            "nmt-translate ckpt=runs/x decode.beam_size=5 decode=beam",
+        ),
+        (
+            "train",
+            ["--max_steps", "10", "+experiment=bible_small_cpu"],
+            "nmt-train train.max_steps=10 +experiment=bible_small_cpu",
+        ),
+        ("evaluate", ["ckpt=a", "split", "validation"], "nmt-evaluate ckpt=a split=validation"),
+    ],
+)
+def test_settings_spelled_as_options_get_the_command_line_as_it_must_be_written(module, args, expected):
+    result = run_command(f"nmt.commands.{module}", *args, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: settings are written key=value: try {expected}"
+
+
+def test_a_top_level_key_of_a_group_names_the_group_s_key_and_hydra_s_options_keep_working():
+    result = run_command("nmt.commands.translate", "ckpt=x", "beam_size=5", text=True)
+    assert result.returncode == 1
+    assert "beam_size is not a setting" in result.stderr and "did you mean decode.beam_size?" in result.stderr
+    job = run_command("nmt.commands.translate", "ckpt=x", "--cfg", "job", "--package", "decode", text=True)
+    assert job.returncode == 0 and "beam_size:" in job.stdout, job.stderr
+    assert run_command("nmt.commands.translate", "-h", text=True).stdout.startswith("nmt-translate: ")

@@ -139,7 +139,7 @@ def hydra_command(
             raise
 
     def main() -> None:
-        overrides = check_command_line(schema)
+        overrides = check_command_line(schema, f"nmt-{config_name}")
         if check is not None:
             check(overrides)
         hydra_main()
@@ -212,6 +212,9 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
 def _unknown(name: str, prefix: str, known: list[str], schema: type) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {prefix}{close[0]}?" if close else f"the settings there: {', '.join(known)}"
+    below = _nested_keys(name, schema)
+    if len(below) == 1:  # beam_size=5: a setting of the decode group
+        hint = f"it is a setting of a group: did you mean {prefix}{below[0]}?"
     if not prefix and name in ("model", "data") and "ckpt" in known:  # a checkpoint carries both
         hint = f"the {name} comes from the checkpoint (ckpt=); {hint}"
     return f"{prefix}{name} is not a setting ({schema.__name__} in nmt/config.py); {hint}"
@@ -242,9 +245,12 @@ def command_line_overrides(argv: list[str]) -> dict[str, str]:
     return overrides
 
 
-def check_command_line(schema: type) -> dict[str, str]:
+def check_command_line(schema: type, command: str = "nmt-train") -> dict[str, str]:
     """The command line's plain overrides, after refusing (in one line, before Hydra makes
-    anything) any that cannot work with ``schema``: see ``setting_problem``."""
+    anything) any that cannot work with ``schema``: see ``spelling_problem`` and ``setting_problem``."""
+    problem = spelling_problem(sys.argv[1:], schema, command)
+    if problem:
+        refuse(problem)
     multirun = any(arg == "-m" or "--multirun".startswith(arg) and arg.startswith("--m") for arg in sys.argv[1:])
     multirun = multirun or "hydra.mode=MULTIRUN" in sys.argv[1:]
     for arg in sys.argv[1:]:
@@ -257,6 +263,60 @@ def check_command_line(schema: type) -> dict[str, str]:
         if problem:
             refuse(problem)
     return overrides
+
+
+# Hydra's own options: those that take a value, and those that do not.
+HYDRA_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+HYDRA_OPTIONS |= {"--shell-completion", "-sc", "--experimental-rerun", "--info", "-i"}
+HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--resolve", "--run", "-r", "--multirun", "-m"}
+
+
+def spelling_problem(argv: list[str], schema: type, command: str) -> str | None:
+    """Settings written as options (``--ckpt X``, ``--beam_size=5``) or apart (``ckpt runs/x``):
+    one line that shows the command line as it must be written (``key=value``, a key of a
+    group under its group: ``decode.beam_size``), or None where every argument is spelled
+    as Hydra reads it."""
+    fixed, wrong, args = [], False, iter(argv)
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name in HYDRA_FLAGS or arg.startswith(("~", "+")) or (name in HYDRA_OPTIONS and "=" in arg):
+            fixed.append(arg)
+        elif name in HYDRA_OPTIONS:  # --cfg job
+            fixed += [arg, next(args, "")]
+        elif arg.startswith("-"):  # --ckpt X, --beam_size=5, --beam-size 5
+            key, equals, value = arg.lstrip("-").partition("=")
+            value = value if equals else next(args, "true")
+            fixed.append(f"{qualified(key.replace('-', '_'), schema)}={value}")
+            wrong = True
+        elif "=" not in arg and qualified(arg, schema) != arg or _annotation(arg, schema) is not None:  # ckpt runs/x
+            fixed.append(f"{qualified(arg, schema)}={next(args, '...')}")
+            wrong = True
+        else:
+            fixed.append(arg)
+    if not wrong:
+        return None
+    return f"settings are written key=value: try {command} {' '.join(fixed)}"
+
+
+def qualified(key: str, schema: type) -> str:
+    """``key`` as the command line must write it: itself if it is a setting of ``schema``, else
+    the one setting of a group that has that name (``beam_size`` -> ``decode.beam_size``)."""
+    if _annotation(key, schema) is not None:
+        return key
+    found = _nested_keys(key.split(".")[-1], schema)
+    return found[0] if len(found) == 1 else key
+
+
+def _nested_keys(name: str, schema: type, prefix: str = "") -> list[str]:
+    """Every dotted key below ``schema`` whose last part is ``name``."""
+    found = []
+    for field_name, hint in typing.get_type_hints(schema).items():
+        nested = dataclass_of(hint)
+        if field_name == name and prefix:
+            found.append(f"{prefix}{field_name}")
+        if nested is not None:
+            found += _nested_keys(name, nested, f"{prefix}{field_name}.")
+    return found
 
 
 def override_problem(arg: str, schema: type, multirun: bool = False) -> str | None:
