@@ -317,6 +317,8 @@ def from_dict(schema: type, values: dict[str, Any], prefix: str = "") -> Any:
         nested = dataclass_of(hints[key])
         if nested is not None and isinstance(value, dict):
             kwargs[key] = from_dict(nested, value, f"{prefix}{key}.")
+        elif nested is not None and value is not None:
+            raise SettingError(f"{prefix}{key}={value!r}: expected a group of settings ({nested.__name__})")
         else:
             kwargs[key] = _typed(value, hints[key], f"{prefix}{key}")
     config = schema(**kwargs)

@@ -29,6 +29,8 @@ def run_of(checkpoint_path: Path) -> dict[str, Any]:
     the command line, steps and time (summary.json), the device (train.log)."""
     folder = Path(checkpoint_path).parent
     found: dict[str, Any] = {}
+    if not (folder / "config.yaml").is_file():  # a checkpoint file outside a run folder
+        return found
     try:
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
         if isinstance(overrides, list):
@@ -118,8 +120,9 @@ def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: 
 
 
 def _quality(report: dict) -> list[str]:
-    decoding = report.get("decoding") or {}
+    decoding = report.get("decoding") if isinstance(report.get("decoding"), dict) else {}
     corpus = report.get("corpus") or {}
+    signatures = report.get("signatures") if isinstance(report.get("signatures"), dict) else {}
     where = f"the {corpus.get('name', '?')} {corpus.get('split', '?')} split" if isinstance(corpus, dict) else str(corpus)
     beam = decoding.get("beam_size", "?")
     command = f"nmt-evaluate ckpt={report.get('checkpoint') or 'CHECKPOINT'}"
@@ -127,7 +130,9 @@ def _quality(report: dict) -> list[str]:
         command += f" split={corpus['split']}"
     if beam != "?":
         command += f" decode.beam_size={beam}"
-    signatures = report.get("signatures") or {}
+    if isinstance(corpus, dict) and isinstance(corpus.get("max_sentences"), int):
+        command += f" max_sentences={corpus['max_sentences']}"
+        where = f"the first {corpus['max_sentences']} sentences of {where}"
     return [
         f"On {where} ({report.get('n_sentences', '?')} sentences), beam {beam}:",
         "",

@@ -120,15 +120,16 @@ class OutputFiles:
         # /dev/stdout and the like go through the standard stream they name: reopened, a file
         # behind them ("> out 2>&1") would be truncated, or written at another position than
         # the log lines sent there.
-        special = Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",))
         kind = not_regular(path)
-        if (special or kind) and not through:
-            raise OutputError(f"{path}: {kind or 'a special file'}, which writing this file would replace; give a file name")
-        if special or kind:
-            standard = _standard_stream(path, binary)
-            if standard is not None:
-                yield _Named(standard, path)
-                return
+        names_a_stream = Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",))  # /dev/stdout, /proc/self/fd/1
+        standard = _standard_stream(path, binary) if names_a_stream or kind else None
+        if (standard is not None or kind) and not through:
+            what = kind or "the standard output or error stream"
+            raise OutputError(f"{path}: {what}, which writing this file would replace; give a file name")
+        if standard is not None:
+            yield _Named(standard, path)
+            return
+        if kind:  # /dev/null, a FIFO: written as it is, never replaced
             with open(path, mode.replace("w", "a"), encoding=encoding) as out:
                 yield _Named(out, path)
             return

@@ -69,16 +69,24 @@ def export_release(
     if dtype not in DTYPES:
         raise SettingError(f"dtype={dtype}: expected one of {', '.join(DTYPES)}")
     output = Path(output)
-    problem = output_problem(output, overwrite)
+    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+    problem = output_problem(output, overwrite, checkpoint.path)
     if problem:
         raise SettingError(problem)
-    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
     checkpoint.build_model()  # the weights fit their model and are finite: refused now, not by a user later
     tokenizer = checkpoint.tokenizer()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial"))
     try:
-        weights = {name: t.detach().to(DTYPES[dtype]).contiguous() for name, t in checkpoint.model_state.items()}
+        weights = {
+            name: (t.detach().to(DTYPES[dtype]) if t.is_floating_point() else t.detach()).contiguous()
+            for name, t in checkpoint.model_state.items()
+        }
+        overflow = next((name for name, t in weights.items() if t.is_floating_point() and not t.isfinite().all()), None)
+        if overflow is not None:
+            raise SettingError(
+                f"dtype={dtype}: {overflow} does not fit it (values beyond its range); use dtype=bfloat16 or float32"
+            )
         save_file(weights, str(staging / WEIGHTS), metadata={"format": FORMAT})
         tokenizer.save(staging)
         data = {k: v for k, v in asdict(checkpoint.data_config).items() if k not in MACHINE_SETTINGS}
@@ -104,31 +112,53 @@ def export_release(
     return output
 
 
-def output_problem(output: Path, overwrite: bool) -> str | None:
-    """Why ``output=`` cannot take a release, or None."""
+def output_problem(output: Path, overwrite: bool, source: Path | None = None) -> str | None:
+    """Why ``output=`` cannot take a release, or None: it may be a new or empty folder, or with
+    ``overwrite`` an earlier release (and nothing else: never a folder of other files)."""
     if output.exists() and not output.is_dir():
         return f"output={output}: a file; give a folder name (it is created)"
-    if (output / "config.yaml").exists() or any(output.glob("*.pt")) or (output / ".nmt-train.lock").exists():
-        return f"output={output}: a run folder (or a folder of checkpoints); give a new folder, e.g. {output}-release"
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        return f"output={output}: not empty; give a new folder, or overwrite=true to replace it"
+    if source is not None and Path(source).resolve().is_relative_to(output.resolve()):
+        return f"output={output} holds the checkpoint to export ({source}); give another folder"
     if not output.parent.exists():
         return f"output={output}: no folder {output.parent}; create it first"
+    if not output.is_dir() or not any(output.iterdir()):
+        return None
+    if not _release_only(output):
+        return f"output={output}: a folder of other files than a release; give a new folder (overwrite= replaces releases only)"
+    if not overwrite:
+        return f"output={output}: not empty; give a new folder, or overwrite=true to replace it"
     return None
 
 
+def _release_only(folder: Path) -> bool:
+    """Whether ``folder`` holds a release and nothing else (what ``overwrite=true`` may replace)."""
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        own = {CONFIG, CARD, *config["sha256"]}
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    names = {path.name for path in folder.iterdir()}
+    return (
+        str(config.get("format", "")).startswith("nmt-release-")
+        and names <= own
+        and all((folder / name).is_file() and not (folder / name).is_symlink() for name in names)
+    )
+
+
 def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename the finished folder over ``output``: an empty folder is replaced at once; a full
-    one (``overwrite``) is moved aside first and removed once the new one is in place."""
+    """Rename the finished folder over ``output``: an empty folder is replaced at once; an earlier
+    release (``overwrite``) is moved aside first and removed once the new one is in place."""
     if output.is_dir() and any(output.iterdir()):
         old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".old"))
-        os.rename(output, old / "release")
         try:
-            os.rename(staging, output)
-        except OSError:
-            os.rename(old / "release", output)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+            os.rename(output, old / "release")
+            try:
+                os.rename(staging, output)
+            except OSError:
+                os.rename(old / "release", output)
+                raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, output)  # a folder replaces an empty folder, or takes a new name
 
@@ -153,18 +183,27 @@ def read_release(folder: str | Path) -> Checkpoint:
             f"{config_path}: a release of format {found!r}, which this version of nmt does not read "
             f"(it reads {FORMAT!r}); upgrade nmt, or export the checkpoint again"
         )
-    hashes = config.get("sha256")
-    if not isinstance(hashes, dict) or WEIGHTS not in hashes:
-        raise CheckpointError(f"{config_path}: incomplete release config (no sha256 of {WEIGHTS})")
+    hashes, tokenizer_files = config.get("sha256"), config.get("tokenizer")
+    if not isinstance(hashes, dict) or not isinstance(tokenizer_files, list) or not 1 <= len(tokenizer_files) <= 2:
+        raise CheckpointError(f"{config_path}: incomplete release config (sha256 and tokenizer files)")
+    for name in [WEIGHTS, *tokenizer_files]:
+        if name not in hashes or not isinstance(name, str) or Path(name).name != name:
+            raise CheckpointError(f"{config_path}: names a file it holds no SHA-256 of, or outside its folder: {name!r}")
     for name, expected in sorted(hashes.items()):
         path = folder / Path(str(name)).name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing from the release; export it again")
+        if not path.is_file() or path.is_symlink():
+            raise CheckpointError(f"{path}: missing from the release (or not a file of its own); export it again")
         if _sha256(path) != expected:
             raise CheckpointError(f"{path}: damaged or truncated (its SHA-256 differs from config.json's); export it again")
     try:
         weights = load_file(str(folder / WEIGHTS))
-        protos = [(folder / Path(str(name)).name).read_bytes() for name in config["tokenizer"]]
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{folder / WEIGHTS}: not readable as safetensors ({err})") from None
+    protos = [(folder / name).read_bytes() for name in tokenizer_files]
+    try:
+        for side in ("src_vocab_size", "tgt_vocab_size"):
+            if not isinstance(config[side], int) or isinstance(config[side], bool) or config[side] < 5:
+                raise SettingError(f"{side}={config[side]!r}: must be a whole number of subwords of at least 5")
         checkpoint = Checkpoint(
             model_config=from_dict(ModelConfig, config["model"]),
             src_vocab_size=config["src_vocab_size"],
@@ -177,8 +216,6 @@ def read_release(folder: str | Path) -> Checkpoint:
             epoch=config.get("epoch"),
             path=folder,
         )
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{folder / WEIGHTS}: not readable as safetensors ({err})") from None
     except (KeyError, TypeError, IndexError, SettingError) as err:
         raise CheckpointError(f"{config_path}: incomplete or invalid release config ({type(err).__name__}: {err})") from None
     checkpoint.tokenizer()  # a tokenizer that cannot be read: one line naming the release

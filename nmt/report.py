@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -436,6 +437,10 @@ def earlier_report_files(report_dir: Path) -> set[str]:
         return set()
     figures = earlier.get("figures") if isinstance(earlier.get("figures"), list) else []
     names = {figure.get("file") for figure in figures if isinstance(figure, dict)}
+    drawn = {name for name in names if isinstance(name, str) and FIGURE_NAMES.fullmatch(name)}  # a crafted list names no other
     plot = {"bleu_by_length.png"} if earlier.get("bleu_by_length") else set()
-    plain = {name for name in names if isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")}
-    return plain | plot | {"report.json"}
+    return drawn | plot | {"report.json", "report.md", "hypotheses.txt"}
+
+
+# The figures nmt-evaluate may add beside ``REPORT_FILES`` (report.json lists those it drew).
+FIGURE_NAMES = re.compile(r"bleu_by_length_compared\.png|alignment-[0-9]+\.png")

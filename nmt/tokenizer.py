@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # datasets takes a second to import: only what reads a corpus
     import datasets
 
 log = logging.getLogger(__name__)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 # What the tokenized cache holds (its key includes this): bump it when encode() or the columns change.
 TOKENIZED_FORMAT = "ids-int32-train-without-text-v2"
@@ -131,7 +133,7 @@ def _proto_fields(data: bytes) -> list[tuple[int, bytes]]:
                 return value, at
 
     fields, at = [], 0
-    while at < len(data):
+    while at < len(data):  # (IndexError cannot happen: varint() checks its bounds)
         start = at
         tag, at = varint(at)
         number, wire = tag >> 3, tag & 7
@@ -162,6 +164,8 @@ def model_identity(proto: bytes) -> str:
     try:
         for number, raw in _proto_fields(proto):
             if number == 2:  # trainer_spec: only the fields that encoding reads
+                if raw[0] & 7 != 2:  # (a one-byte tag: field 2) not a message: no model proto
+                    raise ValueError("trainer_spec is not length-delimited")
                 body = raw[len(raw) - _payload_length(raw) :]
                 kept = b"".join(field for sub, field in _proto_fields(body) if sub in _ENCODING_TRAINER_FIELDS)
                 digest.update(b"trainer_spec" + kept)
@@ -254,6 +258,7 @@ def _train_model(texts: pa.ChunkedArray, cfg: TokenizerConfig, model_path: Path)
     try:
         with open(fd, "wb") as out:
             out.write(model.getvalue())
+        os.chmod(partial, 0o666 & ~_UMASK)  # mkstemp's files are private; a shared cache's need not be
         os.replace(partial, model_path)
         partial = None
     finally:

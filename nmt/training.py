@@ -145,7 +145,7 @@ def build_trainer(
     # to all; the first process of each other machine then tokenizes the corpus into its
     # cache, and the remaining processes find it there: no two processes write one cache file.
     args = (cfg.data, opt.max_subwords, opt.val_max_sentences)
-    own = run_tokenizer(run_dir) if resume and world.is_main else None
+    own, in_folder = run_tokenizer(run_dir) if resume and world.is_main else (None, False)
     prepared = prepare_data(*args, tokenizer=own) if world.is_main else None
     protos = world.broadcast((prepared.tokenizer.src_proto, prepared.tokenizer.tgt_proto) if world.is_main else None)
     if not world.is_main and not world.local_rank:
@@ -154,7 +154,7 @@ def build_trainer(
     if world.local_rank:
         prepared = prepare_data(*args, tokenizer=Tokenizer(*protos))
     tokenizer = prepared.tokenizer
-    if run_dir is not None and own is None:
+    if run_dir is not None and not in_folder:
         tokenizer.save(run_dir)
     model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).to(device)
     if world.rank:  # dropout of its own on each rank (the weights come from rank 0)
@@ -172,18 +172,26 @@ def build_trainer(
     return trainer, prepared
 
 
-def run_tokenizer(run_dir: Path) -> Tokenizer | None:
-    """The tokenizer a run folder holds (spm.model, or spm.src.model + spm.tgt.model), or None
-    where it has none or a damaged one (said in a warning: the cache's build replaces it)."""
-    if not any((Path(run_dir) / name).is_file() for name in ("spm.model", "spm.src.model")):
-        return None
+def run_tokenizer(run_dir: Path) -> tuple[Tokenizer | None, bool]:
+    """The tokenizer a resumed run trained with, and whether its folder holds it intact: the
+    folder's spm.model (or spm.src.model + spm.tgt.model); where that is missing or damaged
+    (said in a warning), the one its newest checkpoint carries; (None, False) for a run that
+    saved no checkpoint yet (the cache's build is then the run's from step 0)."""
+    if any((Path(run_dir) / name).is_file() for name in ("spm.model", "spm.src.model")):
+        try:
+            tokenizer = Tokenizer.load(run_dir)
+            log.info("tokenizer: the run's own %s", "spm.model" if tokenizer.joint else "spm.src.model + spm.tgt.model")
+            return tokenizer, True
+        except (CorpusError, RuntimeError, OSError) as err:  # SentencePiece: "ParseFromArray"; a missing half
+            log.warning("%s: the run's tokenizer cannot be read (%s); taking the one its checkpoint carries", run_dir, err)
+    if not has_step_checkpoints(run_dir):
+        return None, False
     try:
-        tokenizer = Tokenizer.load(run_dir)
-    except (CorpusError, RuntimeError, OSError) as err:  # SentencePiece: "ParseFromArray"; a missing half
-        log.warning("%s: the run's tokenizer cannot be read (%s); building it from the corpus again", run_dir, err)
-        return None
-    log.info("tokenizer: the run's own %s", "spm.model" if tokenizer.joint else "spm.src.model + spm.tgt.model")
-    return tokenizer
+        checkpoint = load_for_resume(run_dir)
+    except CheckpointError:  # resume_trainer says why, in its own words
+        return None, False
+    log.info("tokenizer: the one %s carries (written to the run folder again)", checkpoint.path)
+    return checkpoint.tokenizer(), False
 
 
 def train(cfg: TrainRunConfig | None, run_dir: Path | None, resume: bool = False, world: World | None = None) -> dict:

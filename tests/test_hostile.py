@@ -123,7 +123,9 @@ def test_a_run_resumes_after_its_tokenizer_cache_is_rebuilt(small_run, tmp_path,
     assert (copy / "spm.model").read_bytes() == before  # the run's own tokenizer, never overwritten
 
 
-def test_a_resume_without_its_own_tokenizer_takes_the_cache_s_same_one(small_run, tmp_path, word_corpus):
+def test_a_resume_without_its_own_tokenizer_takes_its_checkpoint_s(small_run, tmp_path, word_corpus):
+    """A damaged spm.model in the run folder: the tokenizer the checkpoint carries wins over
+    the cache's (here another machine's build of it), and is written back to the folder."""
     run_dir, cache = small_run
     copy, own_cache = tmp_path / "run", tmp_path / "cache"
     shutil.copytree(run_dir, copy)
@@ -131,8 +133,9 @@ def test_a_resume_without_its_own_tokenizer_takes_the_cache_s_same_one(small_run
     (cached,) = (own_cache / "spm").glob("joint-*.model")
     cached.write_bytes(_with_another_training_path(cached.read_bytes()))
     (copy / "spm.model").write_bytes(b"damaged")
+    carried = read_checkpoint(copy / "last.pt").src_proto
     assert train(run_config(word_corpus, own_cache, "train.max_steps=9"), copy, resume=True)["steps"] == 9
-    assert (copy / "spm.model").read_bytes() == cached.read_bytes()  # restored from the cache's build
+    assert (copy / "spm.model").read_bytes() == carried != cached.read_bytes()
 
 
 def _with_another_training_path(proto: bytes) -> bytes:
@@ -413,3 +416,61 @@ def test_every_test_docs_reliability_md_names_exists():
     assert len(named) > 40
     missing = [f"{file}::{name}" for file, name in named if f"def {name}(" not in (root / "tests" / file).read_text("utf-8")]
     assert not missing
+
+
+# --------------------------------------------------------------------------- after review
+
+
+def test_an_earlier_report_s_list_cannot_make_evaluate_remove_other_files(trained_run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    crafted = {"figures": [{"title": "x", "file": "best.pt"}, {"title": "y", "file": "spm.model"}]}
+    (folder / "report.json").write_text(json.dumps(crafted))
+    from nmt.report import earlier_report_files
+
+    assert "best.pt" not in earlier_report_files(folder) and "spm.model" not in earlier_report_files(folder)
+
+
+def test_a_report_never_replaces_a_file_no_earlier_report_wrote(trained_rnnsearch_run, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "report.md").write_text("my notes")
+    args = [f"ckpt={trained_rnnsearch_run}", f"report_dir={folder}", "max_sentences=4", "decode=greedy"]
+    result = run_command("nmt.commands.evaluate", *args, text=True)
+    assert result.returncode == 1 and "report.md is not a file of an earlier report" in result.stderr
+    (folder / "report.md").unlink()
+    (folder / "alignment-1.png").write_bytes(b"mine")  # the figure it would draw for line 1
+    result = run_command("nmt.commands.evaluate", *args, "n_alignments=1", text=True)
+    assert result.returncode == 1 and "alignment-1.png is not a figure of an earlier report" in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["alignment-1.png"]  # no report, no temporary file
+    assert (folder / "alignment-1.png").read_bytes() == b"mine"
+
+
+def test_a_regular_file_under_dev_is_replaced_whole_not_appended_to(trained_run, tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    output = shm / f"nmt-test-{os.getpid()}.txt"
+    output.write_text("OLD CONTENT\n")
+    try:
+        result = run_command("nmt.commands.translate", f"ckpt={trained_run}", f"output={output}", stdin="uno dos\n", text=True)
+        assert result.returncode == 0, result.stderr
+        assert "OLD CONTENT" not in output.read_text() and len(output.read_text().splitlines()) == 1
+    finally:
+        output.unlink(missing_ok=True)
+
+
+def test_the_cached_tokenizer_is_readable_by_others(tmp_path):
+    src, tgt = _sentences()
+    build_tokenizer(src, tgt, TokenizerConfig(vocab_size=300), tmp_path)
+    (model,) = (tmp_path / "spm").glob("joint-*.model")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(model).st_mode) == 0o666 & ~umask
+
+
+def test_a_crafted_tokenizer_proto_is_no_traceback():
+    from nmt.tokenizer import model_identity
+
+    for crafted in (bytes([0x15, 0xFF, 0xFF, 0xFF, 0xFF]), bytes([0x12, 0x05, 0x08]), bytes([0x12]), b"\x00"):
+        assert len(model_identity(crafted)) == 64

@@ -4,6 +4,7 @@ weights within a stated tolerance, every command takes one, nothing unpickled, b
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from nmt.config import DecodeConfig
+from nmt.errors import CheckpointError, SettingError
 from nmt.inference import load_translator, score_pairs, translate_lines
 from nmt.release import read_release
 from tests.commands import run_command
@@ -136,13 +138,11 @@ def test_averages_and_best_pt_export_and_a_folder_is_replaced_only_when_asked(tr
     assert export(averaged, tmp_path / "from-best", "overwrite=true").returncode == 0
     assert (tmp_path / "from-best" / "config.json").read_text() != before
     into_run = export(trained_run, trained_run, "overwrite=true")
-    assert into_run.returncode == 1 and "a run folder" in into_run.stderr
+    assert into_run.returncode == 1 and "holds the checkpoint to export" in into_run.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
 def _damaged(release: Path, tmp_path: Path, name: str, how) -> Path:
-    import shutil
-
     copy = tmp_path / name
     shutil.copytree(release, copy)
     how(copy)
@@ -176,3 +176,36 @@ def test_a_damaged_release_is_one_line_naming_the_file(releases, tmp_path):
         result = run_command("nmt.commands.translate", f"ckpt={folder}", stdin="uno\n", text=True)
         assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, (name, result.stderr)
         assert result.stderr.startswith(f"error: {folder}/{expected}"), (name, result.stderr)
+
+
+def test_overwrite_replaces_a_release_and_nothing_else(trained_run, tmp_path):
+    runs = tmp_path / "outputs"
+    shutil.copytree(trained_run, runs / "run-a")
+    (runs / "notes.txt").write_text("mine")
+    refused = export(runs / "run-a", runs, "overwrite=true")  # the folder holding the run itself
+    assert refused.returncode == 1 and "holds the checkpoint to export" in refused.stderr
+    refused = export(trained_run, runs, "overwrite=true")
+    assert refused.returncode == 1 and "a folder of other files than a release" in refused.stderr
+    assert (runs / "notes.txt").read_text() == "mine" and (runs / "run-a" / "best.pt").is_file()
+
+
+def test_a_release_config_cannot_name_files_outside_its_folder(releases, tmp_path):
+    folder = _damaged(releases["cho2014", "float16"], tmp_path, "outside", lambda f: None)
+    config = json.loads((folder / "config.json").read_text())
+    config["tokenizer"] = ["../spm.model"]
+    config["sha256"]["../spm.model"] = config["sha256"]["spm.model"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="outside its folder"):
+        read_release(folder)
+
+
+def test_weights_beyond_float16_are_refused_naming_the_tensor(trained_run, tmp_path):
+    from nmt.checkpoint import read_checkpoint
+    from nmt.release import export_release
+
+    checkpoint = read_checkpoint(trained_run / "best.pt")
+    name = sorted(checkpoint.model_state)[0]
+    checkpoint.model_state[name] = checkpoint.model_state[name] * 0 + 1e6
+    with pytest.raises(SettingError, match=rf"dtype=float16: {name} does not fit it"):
+        export_release(checkpoint, tmp_path / "out", "float16")
+    assert export_release(checkpoint, tmp_path / "out", "bfloat16").is_dir()

@@ -319,7 +319,7 @@ def test_a_replaced_report_keeps_no_figure_of_the_old_one(tmp_path):
     figures = [{"title": "t", "file": name} for name in ("bleu_by_length_compared.png", "alignment-3.png", "../x.png")]
     (tmp_path / "report.json").write_text(json.dumps({"figures": figures}), encoding="utf-8")
     earlier = earlier_report_files(tmp_path)
-    assert earlier == {"bleu_by_length_compared.png", "alignment-3.png", "report.json"}
+    assert earlier == {"bleu_by_length_compared.png", "alignment-3.png", "report.json", "report.md", "hypotheses.txt"}
     remove_stale_figures(tmp_path, earlier - {"alignment-3.png"})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "alignment-12.png",

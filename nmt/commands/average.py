@@ -59,7 +59,7 @@ def run_average(cfg: AverageConfig) -> int:
     if output.exists() and checkpoint_origin(output) != AVERAGE_ORIGIN:  # a run's config.yaml, spm.model, lock ...
         raise SettingError(
             f"output={cfg.output}: exists and is not an earlier output of nmt-average, so not its to replace; "
-            f"choose a new file name (or remove {cfg.output} first)"
+            f"choose a new file name (or remove {cfg.output} first: averages written before 2026-12-08 carry no mark)"
         )
     save_average(paths, output)
     names = paths[0].name if len(paths) == 1 else f"{paths[0].name} ... {paths[-1].name}"

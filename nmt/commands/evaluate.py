@@ -95,6 +95,8 @@ def decode_split(
         "device": str(translator.device),
     }
     corpus = {"name": data.name, "split": cfg.split, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang}
+    if cfg.max_sentences:
+        corpus["max_sentences"] = cfg.max_sentences  # the first N of the split
     return Decoded(
         sources, refs, [hyps[0][0] for hyps in results], results, speed, model_settings(translator), corpus, translator, data
     )
@@ -116,8 +118,11 @@ def model_settings(translator: Translator) -> dict:
     return {**settings, **vocab}
 
 
-def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, n: int, outputs: OutputFiles) -> list[dict]:
-    """Heatmaps of the attention model's alignments for the first ``n`` examples."""
+def alignment_figures(
+    decoded: Decoded, examples: list[dict], report_dir: Path, n: int, outputs: OutputFiles, earlier: set[str]
+) -> list[dict]:
+    """Heatmaps of the attention model's alignments for the first ``n`` examples (never over a
+    file of that name that no earlier report in ``report_dir`` wrote: ``earlier``)."""
     chosen = [example["line"] - 1 for example in examples[:n]]
     lines = [decoded.sources[i] for i in chosen]
     records = alignment_records(decoded.translator, lines, [decoded.results[i] for i in chosen])
@@ -125,6 +130,11 @@ def alignment_figures(decoded: Decoded, examples: list[dict], report_dir: Path, 
     for line, record in zip(chosen, records):
         if record["source"]:
             name = f"alignment-{line + 1}.png"
+            if (report_dir / name).exists() and name not in earlier:
+                raise ReportError(
+                    f"report_dir={report_dir}: {report_dir / name} is not a figure of an earlier report, and nmt-evaluate "
+                    "replaces only its own: choose another report_dir="
+                )
             with outputs.open(str(report_dir / name), binary=True, through=False) as out:
                 plots.plot_alignment(record["source"], record["target"], record["weights"], out, f"line {line + 1}")
             figures.append({"title": f"Alignment of line {line + 1}", "file": name})
@@ -148,6 +158,15 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         {"hyps": cfg.hyps, "refs": cfg.refs, "srcs": cfg.srcs, "compare": cfg.compare},
         "choose another report_dir=",
     )
+    with_sources = cfg.hyps is None or cfg.srcs is not None  # a plot by source length
+    compared = cfg.compare is not None or cfg.compare_ckpt is not None
+    will_write = [name for name in report.REPORT_FILES if name != "bleu_by_length.png" or with_sources]
+    for name in will_write + ["bleu_by_length_compared.png"] * (compared and with_sources):
+        if (report_dir / name).exists() and name not in earlier:
+            raise ReportError(
+                f"report_dir={cfg.report_dir}: {report_dir / name} is not a file of an earlier report, and nmt-evaluate "
+                "replaces only its own: choose another report_dir="
+            )
     if cfg.compare_ckpt is not None and (cfg.ckpt is None or cfg.hyps is not None):
         raise ReportError("compare_ckpt= decodes the split as ckpt= does: give ckpt= (with hyps=, use compare=FILE)")
     if cfg.compare is not None and cfg.compare_ckpt is not None:
@@ -198,40 +217,47 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
 
     scores = metrics.corpus_scores(hyps, refs, cfg.bootstrap_samples)
     by_length = metrics.bleu_by_length([len(s.split()) for s in sources], hyps, refs) if sources else []
-    compare, figures, outputs = None, [], OutputFiles()  # the report and its figures appear together
+    compare, figures, made = None, [], not report_dir.exists()
     report_dir.mkdir(parents=True, exist_ok=True)
-    if other is not None:
-        other_name = Path(cfg.compare).name
-    elif other_translator is not None:
-        other_decoded = decode_split(cfg, other_translator, decoded.data)  # the same sentences, whatever it trained on
-        other, other_name = other_decoded.hyps, other_decoded.translator.name
-    if other is not None:
-        this_name = checkpoint or "this system"
-        compare = metrics.paired_bootstrap(
-            hyps, other, refs, cfg.bootstrap_samples, system_name="this system", other_name=other_name
-        )
-        if sources:
-            other_by_length = metrics.bleu_by_length([len(s.split()) for s in sources], other, refs)
-            with outputs.open(str(report_dir / "bleu_by_length_compared.png"), binary=True, through=False) as out:
-                plots.plot_bleu_by_length_systems({this_name: by_length, other_name: other_by_length}, out)
-            figures.append({"title": "BLEU by source sentence length, both systems", "file": "bleu_by_length_compared.png"})
-    examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
-    if decoded is not None and has_alignments(decoded.translator.model) and cfg.n_alignments:
-        figures += alignment_figures(decoded, examples, report_dir, cfg.n_alignments, outputs)
-    built = report.build_report(
-        scores,
-        by_length,
-        speed=speed,
-        model=model,
-        decoding=decoding,
-        compare=compare,
-        examples=examples,
-        corpus=corpus,
-        checkpoint=checkpoint,
-        figures=figures,
-    )
-    with outputs:
-        written = report.write_report(cfg.report_dir, built, hyps, examples, outputs)
+    try:
+        with OutputFiles() as outputs:  # the report and its figures appear together, or none of them
+            if other is not None:
+                other_name = Path(cfg.compare).name
+            elif other_translator is not None:
+                other_decoded = decode_split(cfg, other_translator, decoded.data)  # the same sentences, whatever it trained on
+                other, other_name = other_decoded.hyps, other_decoded.translator.name
+            if other is not None:
+                this_name = checkpoint or "this system"
+                compare = metrics.paired_bootstrap(
+                    hyps, other, refs, cfg.bootstrap_samples, system_name="this system", other_name=other_name
+                )
+                if sources:
+                    other_by_length = metrics.bleu_by_length([len(s.split()) for s in sources], other, refs)
+                    with outputs.open(str(report_dir / "bleu_by_length_compared.png"), binary=True, through=False) as out:
+                        plots.plot_bleu_by_length_systems({this_name: by_length, other_name: other_by_length}, out)
+                    figures.append(
+                        {"title": "BLEU by source sentence length, both systems", "file": "bleu_by_length_compared.png"}
+                    )
+            examples = report.make_examples(sources, refs, hyps, cfg.n_examples)
+            if decoded is not None and has_alignments(decoded.translator.model) and cfg.n_alignments:
+                figures += alignment_figures(decoded, examples, report_dir, cfg.n_alignments, outputs, earlier)
+            built = report.build_report(
+                scores,
+                by_length,
+                speed=speed,
+                model=model,
+                decoding=decoding,
+                compare=compare,
+                examples=examples,
+                corpus=corpus,
+                checkpoint=checkpoint,
+                figures=figures,
+            )
+            written = report.write_report(cfg.report_dir, built, hyps, examples, outputs)
+    except BaseException:
+        if made and not any(report_dir.iterdir()):
+            report_dir.rmdir()
+        raise
     remove_stale_figures(report_dir, earlier - {figure["file"] for figure in figures})
     ci = built["ci95"]["bleu"]
     ci_text = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""

@@ -41,13 +41,16 @@ def read_report(path: str) -> dict:
 def run_export(cfg: ExportConfig) -> int:
     if cfg.dtype not in DTYPES:
         raise SettingError(f"dtype={cfg.dtype}: expected one of {', '.join(DTYPES)}")
-    problem = output_problem(Path(cfg.output), cfg.overwrite)
+    source = resolve_checkpoint(cfg.ckpt)
+    problem = output_problem(Path(cfg.output), cfg.overwrite, source)
     if problem:
         raise SettingError(problem)
-    source = resolve_checkpoint(cfg.ckpt)
     if is_release(source):
         raise CheckpointError(f"ckpt={cfg.ckpt}: already a release; export the checkpoint it was made from")
     report = read_report(cfg.report) if cfg.report is not None else None
+    measured = str((report or {}).get("checkpoint") or "")
+    if report is not None and (not Path(measured).exists() or not Path(measured).samefile(source)):
+        log.warning("report=%s measured %s, not %s: its scores go in the model card as they are", cfg.report, measured, source)
     checkpoint = read_checkpoint(source)
     model = checkpoint.build_model()
     size = sum(t.numel() * DTYPES[cfg.dtype].itemsize for t in model.state_dict().values())
