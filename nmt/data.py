@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -344,6 +345,8 @@ def load_corpus(cfg: DataConfig, splits: tuple[str, ...] = SPLITS) -> datasets.D
     """Load, normalize and filter a corpus (``splits`` of it); log what was dropped and why."""
     import datasets
 
+    if not sys.stderr.isatty():  # no carriage-return bars in a log file (tokenize_corpus's maps are later)
+        datasets.disable_progress_bars()
     unknown = [split for split in splits if split not in SPLITS]
     if unknown:
         raise CorpusError(f"split={unknown[0]!r}: expected one of {list(SPLITS)}")

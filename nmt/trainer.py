@@ -34,12 +34,14 @@ from nmt.config import DataConfig, OptimConfig
 from nmt.distributed import LossModule, World, restore_rng, step_batches, stop_votes
 from nmt.errors import CheckpointError, SettingError, TrainingError, check_choice
 from nmt.optim import LearningRateSchedule, build_optimizer, restore_optimizer_kind, skips_on_device
+from nmt.progress import ProgressLog
 from nmt.runtime import StopRequest, autocast, rng_state
 from nmt.validation import ValidationSet, record_validation, validation_metrics
 
 log = logging.getLogger(__name__)
 
 PROGRESS_BAR = {"unit": "step", "desc": "training", "mininterval": 1.0, "dynamic_ncols": True}
+PROGRESS_LOG_SECONDS = 60.0  # without a terminal (no bar): a progress line this often
 # train.early_stopping_metric -> whether a higher value is better
 EARLY_STOPPING_METRICS = {"val_bleu": True, "val_chrf": True, "val_loss": False}
 
@@ -375,6 +377,7 @@ class Trainer:
         self.writer = run_folder.tensorboard_writer(self.run_dir) if self.run_dir is not None else None
         quiet = True if not self.world.is_main else None  # None: tqdm decides (no bar without a terminal)
         bar = tqdm(total=opt.max_steps or None, initial=p.step, disable=quiet, **PROGRESS_BAR)
+        lines = ProgressLog(PROGRESS_LOG_SECONDS, opt.max_minutes, enabled=self.world.is_main and bar.disable)
         log_start = session_start = time.perf_counter()
         # The host reads the device's losses at each log line, and often enough that a run
         # of non-finite steps stops training within max_nonfinite_steps more.
@@ -409,6 +412,7 @@ class Trainer:
                     p.seconds += elapsed
                     p.interval_seconds += elapsed
                     bar.update(1)
+                    lines.maybe(p, lr, p.batch_in_epoch / max(1, len(batches)))
                     if p.step % read_every == 0:
                         self.settle_steps()
                     if p.step % opt.log_every == 0:

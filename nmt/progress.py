@@ -1,0 +1,46 @@
+"""Progress that a log file can show: when there is no terminal for a progress bar (a batch
+job, ``nmt-train ... > train.out 2>&1``), a line every ``every`` seconds of wall time."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+log = logging.getLogger("nmt.trainer")
+
+
+class ProgressLog:
+    """``nmt-train``'s periodic line: step, epoch, the training loss since the last validation,
+    target tokens/s since the last line, the learning rate and the time left in the budget."""
+
+    def __init__(self, every: float = 60.0, max_minutes: float = 0.0, enabled: bool | None = None):
+        self.every, self.max_minutes = every, max_minutes
+        self.enabled = not sys.stderr.isatty() if enabled is None else enabled
+        self.start = self.last = time.perf_counter()
+        self.last_tokens = 0
+
+    def maybe(self, progress, lr: float, epoch_fraction: float) -> None:
+        """Log a line if ``every`` seconds have passed since the last (``progress``: the trainer's ``Progress``)."""
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.every:
+            return
+        tokens = (
+            progress.train_tokens - self.last_tokens if progress.train_tokens >= self.last_tokens else progress.train_tokens
+        )
+        loss = f"{progress.train_loss_sum / progress.train_tokens:.3f}" if progress.train_tokens else "-"
+        left = ""
+        if self.max_minutes:
+            left = (
+                f", {max(0.0, self.max_minutes - (now - self.start) / 60):.1f} of train.max_minutes={self.max_minutes:g} left"
+            )
+        log.info(
+            "step %d, epoch %.2f: train loss %s, %.0f target tokens/s, lr %.3g%s",
+            progress.step,
+            progress.epoch + epoch_fraction,
+            loss,
+            tokens / (now - self.last),
+            lr,
+            left,
+        )
+        self.last, self.last_tokens = now, progress.train_tokens
