@@ -35,25 +35,10 @@ import torch.distributed as dist
 
 from nmt.batching import ParallelIds
 from nmt.errors import SettingError
+from nmt.launch import launched_by_torchrun, restarted_by_torchrun, torchrun_rank  # noqa: F401
 from nmt.runtime import set_rng_state
 
 log = logging.getLogger(__name__)
-
-
-def launched_by_torchrun() -> bool:
-    """Whether torchrun started this process as one of several (its environment, not just a
-    ``RANK`` some cluster scripts export)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def torchrun_rank() -> int:
-    """This process's global rank as torchrun sets it (0 without torchrun)."""
-    return int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
-
-
-def restarted_by_torchrun() -> bool:
-    """Whether torchrun restarted this worker after a failure (``--max-restarts``)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 @dataclass

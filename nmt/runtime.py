@@ -12,12 +12,9 @@ import numpy as np
 import torch
 
 from nmt.errors import SettingError
+from nmt.launch import PREEMPTED_EXIT_CODE, copy_to_log_files  # noqa: F401 (their home before nmt.launch)
 
 log = logging.getLogger(__name__)
-
-# Exit status after a SIGTERM/SIGINT was honoured with a checkpoint: "try again later"
-# (EX_TEMPFAIL), so a scheduler can requeue the job with ``resume=RUN_DIR``.
-PREEMPTED_EXIT_CODE = 75
 
 
 def pick_device(name: str = "auto", setting: str = "device") -> torch.device:
@@ -117,15 +114,3 @@ class StopRequest:
 
     def __bool__(self):
         return self.signal_name is not None
-
-
-def copy_to_log_files(message: str, level: int = logging.INFO) -> None:
-    """Write ``message`` to the log files only (e.g. a run's train.log).
-
-    For lines the console already shows through ``tqdm.write`` or ``print`` (validation
-    results, the closing summary, errors), so that the log file holds them too."""
-    root = logging.getLogger()
-    record = root.makeRecord("nmt", level, __file__, 0, message, None, None)
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)

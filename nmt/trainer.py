@@ -375,9 +375,8 @@ class Trainer:
         """Train until max_epochs / max_steps / max_minutes / early stopping / a signal. Returns why it stopped."""
         opt, p, train = self.opt, self.progress, self.data.train
         self.writer = run_folder.tensorboard_writer(self.run_dir) if self.run_dir is not None else None
-        quiet = True if not self.world.is_main else None  # None: tqdm decides (no bar without a terminal)
-        bar = tqdm(total=opt.max_steps or None, initial=p.step, disable=quiet, **PROGRESS_BAR)
-        lines = ProgressLog(PROGRESS_LOG_SECONDS, opt.max_minutes, enabled=self.world.is_main and bar.disable)
+        bar = tqdm(total=opt.max_steps or None, initial=p.step, disable=None if self.world.is_main else True, **PROGRESS_BAR)
+        lines = ProgressLog(PROGRESS_LOG_SECONDS, opt.max_minutes, enabled=self.world.is_main and bar.disable)  # no terminal
         log_start = session_start = time.perf_counter()
         # The host reads the device's losses at each log line, and often enough that a run
         # of non-finite steps stops training within max_nonfinite_steps more.

@@ -68,6 +68,30 @@ def test_importing_every_library_module_loads_no_hydra_and_no_command_loads_data
     assert result.returncode == 0, result.stderr
 
 
+# What a command imports before it has a reason to: its --help and a refused setting need
+# neither PyTorch nor the corpus and plotting libraries (issue 29: start-up).
+HEAVY = ("torch", "datasets", "pandas", "matplotlib", "sklearn", "tensorboard")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ckpt=x", "no_such_setting=1"]], ids=["help", "refused"])
+def test_a_command_imports_no_heavy_module_for_its_help_or_a_refused_setting(args):
+    commands = [p.stem for p in COMMANDS if p.stem not in ("__init__", "app", "files", "command_line")]
+    assert len(commands) == 7
+    code = (
+        "import runpy, sys\n"
+        f"for command in {commands!r}:\n"
+        f"    sys.argv = ['nmt-' + command, *{args!r}]\n"
+        "    try:\n"
+        "        runpy.run_module('nmt.commands.' + command, run_name='__main__')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"    loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "    assert not loaded, (command, loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_the_model_and_search_need_no_sentencepiece():
     code = (
         "import sys, nmt.model, nmt.search, nmt.batching, nmt.architectures\n"

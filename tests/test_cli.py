@@ -378,9 +378,9 @@ def test_ctrl_c_at_the_prompt_is_one_line_and_exit_130(any_run):
 
 
 def test_evaluate_refuses_a_bad_other_system_before_decoding(tmp_path, any_run, monkeypatch):
-    import nmt.commands.evaluate
+    import nmt.inference
 
-    monkeypatch.setattr(nmt.commands.evaluate, "translate_lines", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr(nmt.inference, "translate_lines", lambda *a, **k: pytest.fail("decoded"))
     base = tmp_path / "base.txt"
     base.write_text("one\n" * 7)
     report_dir = str(tmp_path / "r")

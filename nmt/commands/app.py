@@ -33,8 +33,8 @@ from nmt.config import (
     dataclass_of,
 )
 from nmt.errors import NmtError, SettingError
+from nmt.launch import copy_to_log_files
 from nmt.run_folder import claim_new_folder
-from nmt.runtime import copy_to_log_files
 
 # Errors whose message already says which file, line or setting is at fault.
 USER_ERRORS: tuple[type[Exception], ...] = (

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmt.checkpoint import AVERAGE_ORIGIN, STEP_CHECKPOINT, checkpoint_origin, step_checkpoints
 from nmt.commands.app import hydra_command
 from nmt.commands.files import check_not_overwritten, check_output
 from nmt.config import AverageConfig
-from nmt.ensemble import save_average
 from nmt.errors import CheckpointError, SettingError
 
 
 def newest_step_checkpoints(run_dir: Path, k: int) -> list[Path]:
     """The run's newest ``k`` step-N.pt, oldest first; fewer is an error naming the run."""
+    from nmt.checkpoint import step_checkpoints
+
     steps = step_checkpoints(run_dir)
     if len(steps) < k:
         raise CheckpointError(
@@ -32,6 +32,9 @@ def newest_step_checkpoints(run_dir: Path, k: int) -> list[Path]:
 
 
 def run_average(cfg: AverageConfig) -> int:
+    from nmt.checkpoint import AVERAGE_ORIGIN, STEP_CHECKPOINT, checkpoint_origin
+    from nmt.ensemble import save_average
+
     if (cfg.ckpt is None) == (cfg.ckpts is None):
         raise SettingError("give ckpt=RUN_DIR (its newest last=K step checkpoints) or ckpts=[A.pt,B.pt,...]")
     if cfg.ckpts is not None:

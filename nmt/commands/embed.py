@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,7 +38,9 @@ from nmt.commands.app import hydra_command
 from nmt.commands.files import check_input, check_not_overwritten, check_output, count_lines, input_chunks
 from nmt.config import EmbedConfig
 from nmt.errors import SettingError
-from nmt.inference import Translator, embed_ids, load_translator, source_ids, source_word_vectors
+
+if TYPE_CHECKING:  # torch: imported when a model is loaded
+    from nmt.inference import Translator
 from nmt.output_files import OutputFiles
 from nmt.plots import map_2d, plot_phrase_map
 
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 def embed_stream(translator: Translator, cfg: EmbedConfig, path: str | None, raw_path: Path) -> tuple[list[str], int]:
     """Embed every line of ``path`` (stdin: None) chunk by chunk into the float32 file ``raw_path``;
     returns the lines (for the neighbour table and the map) and the vectors' width."""
+    from nmt.inference import embed_ids, source_ids
+
     lines, width = [], embed_ids(translator, [[]]).shape[1]  # no input still has the model's width
     total = count_lines(path) if path is not None and Path(path).is_file() else None  # a pipe is read once only
     with (
@@ -171,6 +176,8 @@ def check_settings(cfg: EmbedConfig) -> str:
 
 
 def run_embed(cfg: EmbedConfig) -> int:
+    from nmt.inference import load_translator, source_word_vectors
+
     neighbours_output = check_settings(cfg)
     translator = load_translator(cfg.ckpt, cfg.device)
     with tempfile.TemporaryDirectory(dir=Path(os.path.realpath(cfg.output)).parent, prefix=".nmt-embed.") as tmp:

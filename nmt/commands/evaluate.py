@@ -17,15 +17,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmt import metrics, plots, report
 from nmt.commands.app import hydra_command, refuse
 from nmt.commands.files import check_not_overwritten
 from nmt.config import CONF_DIR, DataConfig, EvaluateConfig
 from nmt.data import SPLITS, load_corpus
-from nmt.ensemble import Ensemble
 from nmt.errors import ReportError
-from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
+
+if TYPE_CHECKING:  # torch: imported when a model is loaded
+    from nmt.inference import Translator
 from nmt.output_files import OutputFiles, not_regular
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ def decode_split(
 ) -> Decoded:
     """Translate ``cfg.split`` with ``translator``, of ``data`` (default: ``data=``, else the
     corpus the checkpoint was trained on); ``check_refs`` sees the references before decoding."""
+    from nmt.inference import translate_lines
+
     data = data or corpus_for(cfg, translator.checkpoint.data_config)
     if cfg.split not in SPLITS:
         raise ReportError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
@@ -104,6 +108,8 @@ def decode_split(
 
 def model_settings(translator: Translator) -> dict:
     """The report's model section: the checkpoint's settings, or one line per ensemble member."""
+    from nmt.ensemble import Ensemble
+
     checkpoint = translator.checkpoint
     vocab = {"src_vocab_size": checkpoint.src_vocab_size, "tgt_vocab_size": checkpoint.tgt_vocab_size}
     if not isinstance(translator.model, Ensemble):
@@ -123,6 +129,8 @@ def alignment_figures(
 ) -> list[dict]:
     """Heatmaps of the attention model's alignments for the first ``n`` examples (never over a
     file of that name that no earlier report in ``report_dir`` wrote: ``earlier``)."""
+    from nmt.inference import alignment_records
+
     chosen = [example["line"] - 1 for example in examples[:n]]
     lines = [decoded.sources[i] for i in chosen]
     records = alignment_records(decoded.translator, lines, [decoded.results[i] for i in chosen])
@@ -142,6 +150,8 @@ def alignment_figures(
 
 
 def run_evaluate(cfg: EvaluateConfig) -> int:
+    from nmt.inference import has_alignments, load_translator
+
     if Path(cfg.report_dir).exists() and not Path(cfg.report_dir).is_dir():  # before minutes of decoding
         raise ReportError(f"report_dir={cfg.report_dir}: a file, not a folder; choose another report_dir=")
     report_dir = Path(cfg.report_dir)

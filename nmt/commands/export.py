@@ -16,13 +16,9 @@ import json
 import logging
 from pathlib import Path
 
-from nmt.architectures import count_parameters
-from nmt.checkpoint import read_checkpoint, resolve_checkpoint
 from nmt.commands.app import hydra_command
 from nmt.config import ExportConfig
 from nmt.errors import CheckpointError, SettingError
-from nmt.model_card import model_card
-from nmt.release import DTYPES, WEIGHTS, export_release, is_release, output_problem
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +35,11 @@ def read_report(path: str) -> dict:
 
 
 def run_export(cfg: ExportConfig) -> int:
+    from nmt.architectures import count_parameters
+    from nmt.checkpoint import read_checkpoint, resolve_checkpoint
+    from nmt.model_card import model_card
+    from nmt.release import DTYPES, WEIGHTS, export_release, is_release, output_problem
+
     if cfg.dtype not in DTYPES:
         raise SettingError(f"dtype={cfg.dtype}: expected one of {', '.join(DTYPES)}")
     source = resolve_checkpoint(cfg.ckpt)

@@ -16,7 +16,6 @@ from nmt.commands.files import check_input, check_output, read_input, write_outp
 from nmt.config import ScoreConfig
 from nmt.data import normalize_text
 from nmt.errors import CorpusError
-from nmt.inference import load_translator, score_pairs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,8 @@ def read_pairs(lines: list[str], name: str) -> list[tuple[str, str]]:
 
 
 def run_score(cfg: ScoreConfig) -> int:
+    from nmt.inference import load_translator, score_pairs
+
     check_input(cfg.input, "a file of source<TAB>target lines")
     check_output(cfg.output, cfg.input)
     translator = load_translator(cfg.ckpt, cfg.device)

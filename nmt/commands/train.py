@@ -26,8 +26,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nmt.commands.app import check_command_line, claimed_run_folders, hydra_command, refuse
 from nmt.config import CONF_DIR, TrainRunConfig, saved_data_path
-from nmt.distributed import join, restarted_by_torchrun, torchrun_rank
 from nmt.errors import CheckpointError, RunFolderError, SettingError, check_choice
+from nmt.launch import PREEMPTED_EXIT_CODE, copy_to_log_files, restarted_by_torchrun, torchrun_rank
 from nmt.run_folder import (
     LOCK_NAME,
     RESUMABLE_SETTINGS,
@@ -40,8 +40,6 @@ from nmt.run_folder import (
     release,
     resume_folder_problem,
 )
-from nmt.runtime import PREEMPTED_EXIT_CODE, copy_to_log_files
-from nmt.training import settings_from_checkpoint, train
 
 
 def resume_config(
@@ -110,6 +108,8 @@ def saved_settings(run_dir: Path, settings: str = "config"):
     """The run's saved settings (config.yaml, or its newest checkpoint's) over the schema: a
     key or value of config.yaml that does not fit it is a one-line error naming the file."""
     if settings == "checkpoint":
+        from nmt.training import settings_from_checkpoint
+
         return OmegaConf.merge(OmegaConf.structured(TrainRunConfig), settings_from_checkpoint(run_dir))
     try:
         merged = OmegaConf.merge(OmegaConf.structured(TrainRunConfig), read_config(run_dir))
@@ -123,6 +123,9 @@ def saved_settings(run_dir: Path, settings: str = "config"):
 
 def run_train(cfg: TrainRunConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
+
+    from nmt.distributed import join
+    from nmt.training import train
 
     world = join(cfg.train.device, cfg.train.dist_timeout_minutes)  # torchrun: connect to the other processes
     if not world.is_main:  # rank 0 logs and prints for the job

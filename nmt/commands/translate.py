@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -37,8 +38,10 @@ from nmt.commands.files import (
 )
 from nmt.config import TranslateConfig
 from nmt.errors import SettingError
-from nmt.inference import Translator, alignment_records, has_alignments, load_translator, translate_lines
-from nmt.search import Hypothesis
+
+if TYPE_CHECKING:  # torch: imported when a model is loaded, not for --help or a refused setting
+    from nmt.inference import Translator
+    from nmt.search import Hypothesis
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ def interactive(translator: Translator, cfg: TranslateConfig) -> None:
 
     The prompt goes to stderr, so stdout still holds only translations.
     """
+    from nmt.inference import translate_lines
+
     print(f"nmt-translate: {translator.name}; type a sentence, Ctrl-D to quit", file=sys.stderr)
     while True:
         print("> ", end="", file=sys.stderr, flush=True)
@@ -72,6 +77,8 @@ def interactive(translator: Translator, cfg: TranslateConfig) -> None:
 
 
 def run_translate(cfg: TranslateConfig) -> int:
+    from nmt.inference import alignment_records, has_alignments, load_translator, translate_lines
+
     if cfg.nbest is not None:  # nbest=K: K hypotheses need a beam of at least K
         if 1 < cfg.decode.beam_size < cfg.nbest:  # a beam search asked for: say that it widens
             log.warning("nbest=%d widens decode.beam_size=%d to %d", cfg.nbest, cfg.decode.beam_size, cfg.nbest)
