@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nmt.batching import ParallelIds, token_batches
 from nmt.checkpoint import Checkpoint, read_checkpoint, resolve_checkpoint
@@ -24,6 +23,7 @@ from nmt.config import DecodeConfig
 from nmt.data import normalize_text
 from nmt.ensemble import Ensemble, check_ensemble_members
 from nmt.errors import CheckpointError, SettingError
+from nmt.progress import ProgressBar
 from nmt.runtime import autocast, pick_device
 from nmt.search import Hypothesis, search
 from nmt.tokenizer import Tokenizer
@@ -87,7 +87,7 @@ def decode_ids(
     batches = token_batches(data.src_lengths, data.src_lengths, budget, shuffle=False)
     model.eval()
     # disable=None: the bar shows on a terminal only, not in a log file
-    with tqdm(total=len(nonempty), desc="translating", unit="sent", disable=None if progress else True, leave=False) as bar:
+    with ProgressBar(len(nonempty), "translating", "sent", enabled=progress) as bar:
         for rows in batches:
             batch = data.collate(rows).to(device)
             with autocast(device):
@@ -283,7 +283,8 @@ def score_pairs(
     )
     budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
     batches = token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False)
-    for batch_rows in tqdm(batches, desc="scoring", disable=None if progress else True, leave=False):
+    bar = ProgressBar(len(rows), "scoring", "pairs", enabled=progress)
+    for batch_rows in batches:
         batch = data.collate(batch_rows).to(device)
         with autocast(device):
             logits = model(batch.src, batch.src_lengths, batch.tgt_in)
@@ -293,4 +294,6 @@ def score_pairs(
         totals = token_scores.masked_fill(~real, 0.0).sum(1).tolist()
         for row, total, n in zip(batch_rows.tolist(), totals, real.sum(1).tolist()):
             results[rows[row]] = (total, n)
+        bar.update(len(batch_rows))
+    bar.close()
     return results

@@ -39,3 +39,18 @@ def test_an_evaluation_into_a_file_writes_no_carriage_returns(trained_run, word_
     result = run_command("nmt.commands.evaluate", f"ckpt={trained_run}", f"report_dir={tmp_path / 'r'}", *corpus)
     assert result.returncode == 0, result.stderr
     assert b"\r" not in result.stderr and b"cleaning" not in result.stderr
+
+
+def test_decoding_and_scoring_without_a_terminal_log_progress_lines(trained_run, monkeypatch, caplog):
+    import nmt.progress
+    from nmt.config import DecodeConfig
+    from nmt.inference import load_translator, score_pairs, translate_lines
+
+    monkeypatch.setattr(nmt.progress, "LOG_EVERY_SECONDS", 0.0)
+    translator = load_translator(trained_run, "cpu")
+    with caplog.at_level(logging.INFO, logger="nmt.progress"):
+        translate_lines(translator, ["uno dos", "tres"] * 50, DecodeConfig(batch_tokens=20), progress=True)
+        score_pairs(translator, [("uno", "one")] * 50, batch_tokens=20, progress=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("translating: ") and " of 100 sent (" in m for m in messages), messages
+    assert any(m.startswith("scoring: ") and " of 50 pairs (" in m for m in messages), messages

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from nmt.commands.app import hydra_command
 from nmt.commands.files import check_input, check_not_overwritten, check_output, count_lines, input_chunks
 from nmt.config import EmbedConfig
 from nmt.errors import SettingError
+from nmt.progress import ProgressBar
 
 if TYPE_CHECKING:  # torch: imported when a model is loaded
     from nmt.inference import Translator
@@ -56,7 +56,7 @@ def embed_stream(translator: Translator, cfg: EmbedConfig, path: str | None, raw
     total = count_lines(path) if path is not None and Path(path).is_file() else None  # a pipe is read once only
     with (
         open(raw_path, "wb") as raw,
-        tqdm(total=total, desc="embedding", unit="line", leave=False, disable=True if path is None else None) as bar,
+        ProgressBar(total, "embedding", "lines", enabled=path is not None) as bar,
     ):
         for chunk in input_chunks(path, cfg.replace_invalid_utf8):
             vectors = embed_ids(translator, source_ids(translator, chunk, cfg.max_source_subwords), cfg.batch_tokens)

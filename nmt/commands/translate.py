@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
-
 from nmt.commands.app import hydra_command
 from nmt.commands.files import (
     OutputFiles,
@@ -38,6 +36,7 @@ from nmt.commands.files import (
 )
 from nmt.config import TranslateConfig
 from nmt.errors import SettingError
+from nmt.progress import ProgressBar
 
 if TYPE_CHECKING:  # torch: imported when a model is loaded, not for --help or a refused setting
     from nmt.inference import Translator
@@ -118,7 +117,7 @@ def run_translate(cfg: TranslateConfig) -> int:
         outputs,
         outputs.open(cfg.output) if cfg.output is not None else output_stream(None) as out,
         aligned as alignments,
-        tqdm(total=total, desc="translating", unit="line", leave=False, disable=True if cfg.input is None else None) as bar,
+        ProgressBar(total, "translating", "lines", enabled=cfg.input is not None) as bar,
     ):
         for lines in input_chunks(cfg.input, cfg.replace_invalid_utf8):
             results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords)
