@@ -51,8 +51,9 @@ def run_of(checkpoint_path: Path) -> dict[str, Any]:
     return found
 
 
-def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: int, report: dict | None, name: str) -> str:
-    """The README.md of the release folder ``name`` (see the module's docstring)."""
+def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: int, report: dict | None, folder: str) -> str:
+    """The README.md of the release ``folder`` (as the export's output= named it; see the module's docstring)."""
+    name = Path(folder).name
     model, data = checkpoint.model_config, checkpoint.data_config
     run = run_of(checkpoint.path) if checkpoint.path is not None else {}
     pair = f"{data.src_lang}→{data.tgt_lang}"
@@ -70,7 +71,7 @@ def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: 
     lines = [
         f"# {name}: {pair} translation with nmt",
         "",
-        f"A {ARCHITECTURES.get(model.arch, model.arch)}, trained with nmt on {data.name}.",
+        f"An {ARCHITECTURES.get(model.arch, model.arch)}, trained with nmt on {data.name}.",
         "",
         "| | |",
         "| --- | --- |",
@@ -91,8 +92,8 @@ def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: 
         "## Use",
         "",
         "```bash",
-        f'echo "..." | nmt-translate ckpt={name}',
-        f"nmt-evaluate ckpt={name}                # beam 5 on the {data.name} test split",
+        f'echo "..." | nmt-translate ckpt={folder}',
+        f"nmt-evaluate ckpt={folder}                # beam 5 on the {data.name} test split",
         "```",
         "",
         "Every command that takes `ckpt=` takes this folder (and `import nmt` code through "
@@ -103,7 +104,7 @@ def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: 
         "",
     ]
     if run.get("command"):
-        lines += ["```bash", run["command"], f"nmt-export ckpt=RUN output={name}", "```"]
+        lines += ["```bash", run["command"], f"nmt-export ckpt=RUN output={folder}", "```"]
     else:
         lines += ["The training command was not found beside the checkpoint."]
     lines += [

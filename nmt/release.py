@@ -40,6 +40,8 @@ from nmt.errors import CheckpointError, SettingError
 FORMAT = "nmt-release-1"
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 # Corpus settings that describe one machine, not the model: left out of config.json.
 MACHINE_SETTINGS = ("cache_dir", "num_proc")
 
@@ -90,6 +92,8 @@ def export_release(
         save_file(weights, str(staging / WEIGHTS), metadata={"format": FORMAT})
         tokenizer.save(staging)
         data = {k: v for k, v in asdict(checkpoint.data_config).items() if k not in MACHINE_SETTINGS}
+        if data["source"] == "embedded":  # this machine's checkout: the corpus ships with nmt
+            data["path"] = f"data/{Path(data['path']).name}"
         (staging / CARD).write_text(card, encoding="utf-8")
         files = sorted(p.name for p in staging.iterdir() if p.name != CARD)  # the card is documentation: editable
         config = {
@@ -105,7 +109,8 @@ def export_release(
             "sha256": {name: _sha256(staging / name) for name in files},
         }
         (staging / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        os.chmod(staging, 0o755)  # mkdtemp's folders are private; a release need not be
+        for path in [staging, *staging.iterdir()]:  # mkdtemp's folder and safetensors' file are private
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_UMASK)
         _move_into_place(staging, output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

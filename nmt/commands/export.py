@@ -55,7 +55,7 @@ def run_export(cfg: ExportConfig) -> int:
     checkpoint = read_checkpoint(source)
     model = checkpoint.build_model()
     size = sum(t.numel() * DTYPES[cfg.dtype].itemsize for t in model.state_dict().values())
-    card = model_card(checkpoint, count_parameters(model), cfg.dtype, size, report, Path(cfg.output).name)
+    card = model_card(checkpoint, count_parameters(model), cfg.dtype, size, report, cfg.output)
     del model
     output = export_release(checkpoint, cfg.output, cfg.dtype, cfg.overwrite, card)
     megabytes = (output / WEIGHTS).stat().st_size / 2**20
