@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nmt.config import DecodeConfig, check_ranges
+from nmt.data import normalize_text
 from nmt.errors import SettingError
 from nmt.inference import Translator, embed_ids, load_translator, score_pairs, source_ids, translate_lines
 
@@ -60,14 +61,18 @@ class Model:
         min_len: int = 0,
         batch_tokens: int = 6000,
         max_source_subwords: int = 250,
-    ) -> str | list[str] | list[list[Translation]]:
+    ) -> str | list[str] | list[Translation] | list[list[Translation]]:
         """The best translation of each line (``beam_size=1``: greedy); with ``nbest=K``, the K
         best of each as ``Translation``s (the beam widened to K if narrower). A string in gives
         a string (or one n-best list) out."""
         single = isinstance(lines, str)
-        texts = [lines] if single else list(lines)
+        texts = _texts(lines)
+        for name, value in (("beam_size", beam_size), ("nbest", nbest), ("batch_tokens", batch_tokens)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise SettingError(f"{name}={value!r}: expected a whole number")
         if nbest is not None and nbest < 1:
             raise SettingError(f"nbest={nbest}: must be at least 1 (or None for one string per line)")
+        _check_subwords(max_source_subwords)
         decode = DecodeConfig(
             name="beam" if beam_size > 1 else "greedy",
             beam_size=beam_size,
@@ -90,14 +95,36 @@ class Model:
     def score(self, pairs: Iterable[tuple[str, str]], batch_tokens: int = 8000) -> list[float]:
         """log p(target | source) of each (source, target) pair, end of sentence included;
         nan for a pair with an empty side."""
-        pairs = [(str(source), str(target)) for source, target in pairs]
+        pairs = [(normalize_text(source), normalize_text(target)) for source, target in _pairs(pairs)]
         return [total if n else float("nan") for total, n in score_pairs(self.translator, pairs, batch_tokens)]
 
     def embed(self, lines: str | Iterable[str], batch_tokens: int = 8000, max_source_subwords: int = 250) -> np.ndarray:
         """The phrase vector of each line, (N, D) float32: the Cho et al. model's summary c, an
         attention model's mean annotation; a row of nan for an empty line."""
-        texts = [lines] if isinstance(lines, str) else list(lines)
+        texts = _texts(lines)
+        _check_subwords(max_source_subwords)
         return embed_ids(self.translator, source_ids(self.translator, texts, max_source_subwords), batch_tokens)
+
+
+def _texts(lines: str | Iterable[str]) -> list[str]:
+    texts = [lines] if isinstance(lines, str) else list(lines)
+    wrong = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if wrong is not None:
+        raise SettingError(f"lines[{wrong}] is a {type(texts[wrong]).__name__}, not a string: give one string per line")
+    return texts
+
+
+def _pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    given = list(pairs)
+    for i, pair in enumerate(given):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(side, str) for side in pair)):
+            raise SettingError(f"pairs[{i}] = {pair!r}: give (source, target) pairs of strings")
+    return given
+
+
+def _check_subwords(max_source_subwords: int) -> None:
+    if not isinstance(max_source_subwords, int) or isinstance(max_source_subwords, bool) or max_source_subwords < 1:
+        raise SettingError(f"max_source_subwords={max_source_subwords!r}: must be a whole number of at least 1")
 
 
 def load(path: str | Path | Sequence[str | Path], device: str = "auto") -> Model:

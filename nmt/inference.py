@@ -8,6 +8,7 @@ input gives an empty translation (or a ``nan`` score).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -68,9 +69,10 @@ def load_translator(ckpt: str | Path | list, device: str | torch.device = "auto"
 
 
 def decode_ids(
-    model, src_ids: list[list[int]], decode: DecodeConfig, device: torch.device, progress: bool = False
+    model, src_ids: list[list[int]], decode: DecodeConfig, device: torch.device, progress: bool | ProgressBar = False
 ) -> list[list[Hypothesis]]:
-    """Search for each source (ids without EOS); batched by tokens, sorted by length, order restored."""
+    """Search for each source (ids without EOS); batched by tokens, sorted by length, order restored.
+    ``progress``: a bar of its own (True), or the caller's ``ProgressBar``, updated per batch."""
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     nonempty = [i for i, ids in enumerate(src_ids) if ids]
     for i in range(len(src_ids)):
@@ -86,8 +88,10 @@ def decode_ids(
     budget = max(int(data.src_lengths.max()), decode.batch_tokens // divisor)
     batches = token_batches(data.src_lengths, data.src_lengths, budget, shuffle=False)
     model.eval()
-    # disable=None: the bar shows on a terminal only, not in a log file
-    with ProgressBar(len(nonempty), "translating", "sent", enabled=progress) as bar:
+    own = not isinstance(progress, ProgressBar)
+    with (
+        ProgressBar(len(nonempty), "translating", "sent", enabled=progress) if own else contextlib.nullcontext(progress) as bar
+    ):
         for rows in batches:
             batch = data.collate(rows).to(device)
             with autocast(device):
@@ -135,7 +139,7 @@ def translate_lines(
     lines: list[str],
     decode: DecodeConfig,
     max_source_subwords: int = 250,
-    progress: bool = False,
+    progress: bool | ProgressBar = False,
 ) -> list[list[tuple[str, Hypothesis]]]:
     """Translate raw lines; returns, per line, its n-best (text, hypothesis) pairs. A line
     that is empty once normalized gets one empty translation without touching the model."""
@@ -153,7 +157,9 @@ def translate_lines(
 
 
 @torch.inference_mode()
-def embed_ids(translator: Translator, src_ids: list[list[int]], batch_tokens: int = 8000) -> np.ndarray:
+def embed_ids(
+    translator: Translator, src_ids: list[list[int]], batch_tokens: int = 8000, bar: ProgressBar | None = None
+) -> np.ndarray:
     """The model's vector of each source (``phrase_vectors``), (N, D) float32, in input order;
     an empty source gives a row of NaN. The same source gives the same vector in any batch."""
     model, device = translator.model.eval(), translator.device
@@ -176,6 +182,8 @@ def embed_ids(translator: Translator, src_ids: list[list[int]], batch_tokens: in
             width = vectors.shape[1]
             out = np.full((len(src_ids), width), np.nan, dtype=np.float32)
         out[[rows[r] for r in batch_rows.tolist()]] = vectors
+        if bar is not None:  # the caller's, counting lines
+            bar.update(len(batch_rows))
     if out is None:  # nothing but empty lines: the width from a one-token probe
         probe = ParallelIds.from_lists([[UNK]]).collate(np.array([0])).to(device)
         width = model.phrase_vectors(probe.src, probe.src_lengths).shape[1]
@@ -283,17 +291,16 @@ def score_pairs(
     )
     budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
     batches = token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False)
-    bar = ProgressBar(len(rows), "scoring", "pairs", enabled=progress)
-    for batch_rows in batches:
-        batch = data.collate(batch_rows).to(device)
-        with autocast(device):
-            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        token_scores = log_probs.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)
-        real = batch.tgt_out != PAD
-        totals = token_scores.masked_fill(~real, 0.0).sum(1).tolist()
-        for row, total, n in zip(batch_rows.tolist(), totals, real.sum(1).tolist()):
-            results[rows[row]] = (total, n)
-        bar.update(len(batch_rows))
-    bar.close()
+    with ProgressBar(len(rows), "scoring", "pairs", enabled=progress) as bar:
+        for batch_rows in batches:
+            batch = data.collate(batch_rows).to(device)
+            with autocast(device):
+                logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            token_scores = log_probs.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)
+            real = batch.tgt_out != PAD
+            totals = token_scores.masked_fill(~real, 0.0).sum(1).tolist()
+            for row, total, n in zip(batch_rows.tolist(), totals, real.sum(1).tolist()):
+                results[rows[row]] = (total, n)
+            bar.update(len(batch_rows))
     return results

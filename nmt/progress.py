@@ -19,32 +19,35 @@ class ProgressLog:
         self.every, self.max_minutes = every, max_minutes
         self.enabled = not sys.stderr.isatty() if enabled is None else enabled
         self.start = self.last = time.perf_counter()
-        self.last_tokens = 0
+        self.seen: int | None = None  # progress.train_tokens at the last call (it restarts at 0 after a validation)
+        self.tokens = 0  # target tokens trained since the last line
 
     def maybe(self, progress, lr: float, epoch_fraction: float) -> None:
-        """Log a line if ``every`` seconds have passed since the last (``progress``: the trainer's ``Progress``)."""
-        now = time.perf_counter()
-        if not self.enabled or now - self.last < self.every:
+        """Count the tokens trained since the last call; log a line if ``every`` seconds have
+        passed since the last one (``progress``: the trainer's ``Progress``), called each step."""
+        if not self.enabled:
             return
-        tokens = (
-            progress.train_tokens - self.last_tokens if progress.train_tokens >= self.last_tokens else progress.train_tokens
-        )
-        loss = f"{progress.train_loss_sum / progress.train_tokens:.3f}" if progress.train_tokens else "-"
+        now, current = time.perf_counter(), progress.train_tokens
+        if self.seen is not None:  # (not the first call: a resumed run starts from its checkpoint's count)
+            self.tokens += current - self.seen if current >= self.seen else current
+        self.seen = current
+        if now - self.last < self.every:
+            return
+        loss = f"{progress.train_loss_sum / current:.3f}" if current else "-"
         left = ""
         if self.max_minutes:
-            left = (
-                f", {max(0.0, self.max_minutes - (now - self.start) / 60):.1f} of train.max_minutes={self.max_minutes:g} left"
-            )
+            minutes = max(0.0, self.max_minutes - (now - self.start) / 60)
+            left = f", {minutes:.1f} of train.max_minutes={self.max_minutes:g} left"
         log.info(
             "step %d, epoch %.2f: train loss %s, %.0f target tokens/s, lr %.3g%s",
             progress.step,
             progress.epoch + epoch_fraction,
             loss,
-            tokens / (now - self.last),
+            self.tokens / max(now - self.last, 1e-9),
             lr,
             left,
         )
-        self.last, self.last_tokens = now, progress.train_tokens
+        self.last, self.tokens = now, 0
 
 
 class ProgressBar:

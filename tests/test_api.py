@@ -66,3 +66,15 @@ def test_a_list_of_paths_is_an_ensemble_and_mistakes_are_one_line_errors(trained
 def test_importing_nmt_imports_no_torch_until_load_is_used():
     code = "import sys, nmt; assert 'torch' not in sys.modules; nmt.load; assert 'torch' in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120).returncode == 0
+
+
+def test_pairs_are_normalized_as_nmt_score_normalizes_them_and_arguments_are_checked(trained_run, lines):
+    model = nmt.load(trained_run, device="cpu")
+    assert math.isnan(model.score([(" ", "one")])[0]) and math.isnan(model.score([("uno", "\u2028")])[0])
+    for bad in ({"beam_size": 2.5}, {"max_source_subwords": 0}, {"batch_tokens": True}):
+        with pytest.raises(SettingError):
+            model.translate(lines, **bad)
+    with pytest.raises(SettingError, match=r"lines\[1\] is a int"):
+        model.translate(["uno", 3])
+    with pytest.raises(SettingError, match=r"pairs\[0\]"):
+        model.score(["uno"])

@@ -435,6 +435,12 @@ def test_a_top_level_key_of_a_group_names_the_group_s_key_and_hydra_s_options_ke
     result = run_command("nmt.commands.translate", "ckpt=x", "beam_size=5", text=True)
     assert result.returncode == 1
     assert "beam_size is not a setting" in result.stderr and "did you mean decode.beam_size?" in result.stderr
+    from nmt.commands.command_line import spelling_problem
+    from nmt.config import TrainRunConfig, TranslateConfig
+
+    for valid in (["--", "ckpt=x"], ["--multi", "model=a,b"], ["--info", "config"], ["-cn", "x"], ["train.lr=-0.5"]):
+        assert spelling_problem(valid, TrainRunConfig, "nmt-train") is None, valid
+    assert spelling_problem(["ckpt=x", "--nbest"], TranslateConfig, "nmt-translate").endswith("ckpt=x nbest=...")
     job = run_command("nmt.commands.translate", "ckpt=x", "--cfg", "job", "--package", "decode", text=True)
     assert job.returncode == 0 and "beam_size:" in job.stdout, job.stderr
     assert run_command("nmt.commands.translate", "-h", text=True).stdout.startswith("nmt-translate: ")

@@ -9,10 +9,20 @@ from typing import Any
 
 from nmt.config import dataclass_of
 
-# Hydra's own options: those that take a value, and those that do not.
+# Hydra's own options: those that take a value, those that may (--info), and flags.
 HYDRA_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
-HYDRA_OPTIONS |= {"--shell-completion", "-sc", "--experimental-rerun", "--info", "-i"}
+HYDRA_OPTIONS |= {"--experimental-rerun"}
+INFO = {"--info", "-i"}
+INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--resolve", "--run", "-r", "--multirun", "-m"}
+HYDRA_FLAGS |= {"--shell-completion", "-sc", "--"}
+
+
+def _hydra_option(name: str) -> str:
+    """``name`` as Hydra's argparse reads it: a unique prefix of a long option is that option."""
+    longs = [option for option in HYDRA_OPTIONS | HYDRA_FLAGS | INFO if option.startswith("--")]
+    matches = [option for option in longs if option.startswith(name)] if name.startswith("--") and len(name) > 2 else []
+    return matches[0] if len(matches) == 1 else name
 
 
 def spelling_problem(argv: list[str], schema: type, command: str) -> str | None:
@@ -20,23 +30,38 @@ def spelling_problem(argv: list[str], schema: type, command: str) -> str | None:
     one line that shows the command line as it must be written (``key=value``, a key of a
     group under its group: ``decode.beam_size``), or None where every argument is spelled
     as Hydra reads it."""
-    fixed, wrong, args = [], False, iter(argv)
-    for arg in args:
-        name = arg.split("=", 1)[0]
-        if name in HYDRA_FLAGS or arg.startswith(("~", "+")) or (name in HYDRA_OPTIONS and "=" in arg):
+    fixed, wrong, args = [], False, list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = _hydra_option(arg.split("=", 1)[0])
+        if name in HYDRA_FLAGS or arg.startswith(("~", "+")) or (name in HYDRA_OPTIONS | INFO and "=" in arg):
             fixed.append(arg)
         elif name in HYDRA_OPTIONS:  # --cfg job
-            fixed += [arg, next(args, "")]
-        elif arg.startswith("-"):  # --ckpt X, --beam_size=5, --beam-size 5
+            fixed += args[i : i + 2]
+            i += 1
+        elif name in INFO:  # --info, or --info config
+            fixed.append(arg)
+            if i + 1 < len(args) and args[i + 1] in INFO_CHOICES:
+                fixed.append(args[i + 1])
+                i += 1
+        elif arg.startswith("-") and not arg.lstrip("-")[:1].isdigit():  # --ckpt X, --beam_size=5, --beam-size 5
             key, equals, value = arg.lstrip("-").partition("=")
-            value = value if equals else next(args, "true")
-            fixed.append(f"{qualified(key.replace('-', '_'), schema)}={value}")
+            key = qualified(key.replace("-", "_"), schema)
+            if not equals:
+                flag = _annotation(key, schema) is bool
+                takes_next = i + 1 < len(args) and not args[i + 1].startswith("--")
+                value = args[i + 1] if takes_next else ("true" if flag else "...")
+                i += takes_next
+            fixed.append(f"{key}={value}")
             wrong = True
-        elif "=" not in arg and qualified(arg, schema) != arg or _annotation(arg, schema) is not None:  # ckpt runs/x
-            fixed.append(f"{qualified(arg, schema)}={next(args, '...')}")
+        elif "=" not in arg and (qualified(arg, schema) != arg or _annotation(arg, schema) is not None):  # ckpt runs/x
+            fixed.append(f"{qualified(arg, schema)}={args[i + 1] if i + 1 < len(args) else '...'}")
+            i += 1
             wrong = True
         else:
             fixed.append(arg)
+        i += 1
     if not wrong:
         return None
     return f"settings are written key=value: try {command} {' '.join(fixed)}"

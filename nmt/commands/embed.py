@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,14 +57,15 @@ def embed_stream(translator: Translator, cfg: EmbedConfig, path: str | None, raw
     total = count_lines(path) if path is not None and Path(path).is_file() else None  # a pipe is read once only
     with (
         open(raw_path, "wb") as raw,
-        ProgressBar(total, "embedding", "lines", enabled=path is not None) as bar,
+        ProgressBar(total, "embedding", "lines", enabled=path is not None or not sys.stdin.isatty()) as bar,
     ):
         for chunk in input_chunks(path, cfg.replace_invalid_utf8):
-            vectors = embed_ids(translator, source_ids(translator, chunk, cfg.max_source_subwords), cfg.batch_tokens)
+            before = bar.count
+            vectors = embed_ids(translator, source_ids(translator, chunk, cfg.max_source_subwords), cfg.batch_tokens, bar)
             raw.write(vectors.astype(np.float32).tobytes())
             width = vectors.shape[1]
             lines += chunk
-            bar.update(len(chunk))
+            bar.update(len(chunk) - (bar.count - before))  # the empty lines, which skip the model
     return lines, width
 
 

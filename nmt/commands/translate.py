@@ -117,16 +117,17 @@ def run_translate(cfg: TranslateConfig) -> int:
         outputs,
         outputs.open(cfg.output) if cfg.output is not None else output_stream(None) as out,
         aligned as alignments,
-        ProgressBar(total, "translating", "lines", enabled=cfg.input is not None) as bar,
+        ProgressBar(total, "translating", "lines", enabled=cfg.input is not None or not sys.stdin.isatty()) as bar,
     ):
         for lines in input_chunks(cfg.input, cfg.replace_invalid_utf8):
-            results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords)
+            before = bar.count
+            results = translate_lines(translator, lines, cfg.decode, cfg.max_source_subwords, progress=bar)
             out.write("".join(row + "\n" for row in format_output(results, cfg.decode.nbest, n_lines)))
             if alignments is not None:
                 records = alignment_records(translator, lines, results, cfg.max_source_subwords)
                 alignments.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
             n_lines += len(lines)
-            bar.update(len(lines))
+            bar.update(len(lines) - (bar.count - before))  # the empty lines, which skip the model
     seconds = time.perf_counter() - start
     log.info(
         "translated %d lines in %.1f s (%.1f lines/s) with %s, beam %d",
