@@ -127,8 +127,9 @@ def _check_subwords(max_source_subwords: int) -> None:
         raise SettingError(f"max_source_subwords={max_source_subwords!r}: must be a whole number of at least 1")
 
 
-def load(path: str | Path | Sequence[str | Path], device: str = "auto") -> Model:
+def load(path: str | Path | Sequence[str | Path], device: str = "auto", precision: str = "auto") -> Model:
     """A model from a release folder, a run folder (its best.pt), a checkpoint file, or a list of
-    them (an ensemble); ``device``: "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1"."""
+    them (an ensemble); ``device``: "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1";
+    ``precision``: "auto" (bfloat16 autocast on a GPU, float32 on a CPU), "float32" or "bfloat16"."""
     paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else str(path)
-    return Model(load_translator(paths, device))
+    return Model(load_translator(paths, device, precision=precision))

@@ -159,6 +159,7 @@ class TranslateConfig:
     max_source_subwords: int = 250  # longer inputs are cut to this (counted and warned)
     replace_invalid_utf8: bool = False  # False: invalid UTF-8 is an error naming the line
     device: str = "auto"
+    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
     alignments: Optional[str] = None  # a file: per input line, the best translation's attention weights (JSON)
 
 
@@ -179,6 +180,7 @@ class EvaluateConfig:
     n_examples: int = 5
     max_sentences: int = 0  # 0 = whole split
     device: str = "auto"
+    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
 
 
 @dataclass
@@ -188,6 +190,7 @@ class ScoreConfig:
     output: Optional[str] = None
     batch_tokens: int = 8000
     device: str = "auto"
+    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
 
 
 @dataclass
@@ -206,6 +209,7 @@ class EmbedConfig:
     max_source_subwords: int = 250
     replace_invalid_utf8: bool = False
     device: str = "auto"
+    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
 
 
 @dataclass

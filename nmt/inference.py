@@ -25,7 +25,7 @@ from nmt.data import normalize_text
 from nmt.ensemble import Ensemble, check_ensemble_members
 from nmt.errors import CheckpointError, SettingError
 from nmt.progress import ProgressBar
-from nmt.runtime import autocast, pick_device
+from nmt.runtime import autocast, pick_device, resolve_precision
 from nmt.search import Hypothesis, search
 from nmt.tokenizer import Tokenizer
 from nmt.tokens import PAD, UNK
@@ -41,6 +41,7 @@ class Translator:
     checkpoint: Checkpoint  # what the (first) checkpoint says about itself (settings, step), weights dropped
     path: Path  # the (first) checkpoint file
     members: list[Path] = field(default_factory=list)  # every checkpoint file: more than one for an ensemble
+    precision: str = "float32"  # what the model computes in: float32, or bfloat16 (autocast); nmt.runtime
 
     @property
     def name(self) -> str:
@@ -48,14 +49,18 @@ class Translator:
         return " + ".join(str(path) for path in self.members) if len(self.members) > 1 else str(self.path)
 
 
-def load_translator(ckpt: str | Path | list, device: str | torch.device = "auto", setting: str = "ckpt") -> Translator:
-    """Rebuild model and tokenizer from a run folder or checkpoint file (on any device); from a
-    list of them, an ensemble of their models (``nmt.ensemble``), which share one tokenizer.
-    ``setting`` names the command-line key in errors."""
+def load_translator(
+    ckpt: str | Path | list, device: str | torch.device = "auto", setting: str = "ckpt", precision: str = "auto"
+) -> Translator:
+    """Rebuild model and tokenizer from a run folder, release or checkpoint file (on any device);
+    from a list of them, an ensemble of their models (``nmt.ensemble``), which share one
+    tokenizer. ``setting`` names the command-line key in errors; ``precision``: auto, float32 or
+    bfloat16 (``nmt.runtime.resolve_precision``)."""
     paths = [resolve_checkpoint(c, setting) for c in (ckpt if isinstance(ckpt, (list, tuple)) else [ckpt])]
     if not paths:
         raise CheckpointError(f"{setting}=[]: give at least one run folder or checkpoint file")
     device = pick_device(device) if isinstance(device, str) else device
+    precision = resolve_precision(precision, device)
     checkpoints, models = [], []
     for path in paths:  # one checkpoint's weights in memory at a time besides the models
         checkpoint = read_checkpoint(path)
@@ -65,14 +70,20 @@ def load_translator(ckpt: str | Path | list, device: str | torch.device = "auto"
         checkpoint.model_state, checkpoint.training = {}, None  # held by the model now / not needed
         checkpoints.append(checkpoint)
     model = models[0] if len(models) == 1 else Ensemble(models).eval()
-    return Translator(model, checkpoints[0].tokenizer(), device, checkpoints[0], paths[0], paths)
+    return Translator(model, checkpoints[0].tokenizer(), device, checkpoints[0], paths[0], paths, precision)
 
 
 def decode_ids(
-    model, src_ids: list[list[int]], decode: DecodeConfig, device: torch.device, progress: bool | ProgressBar = False
+    model,
+    src_ids: list[list[int]],
+    decode: DecodeConfig,
+    device: torch.device,
+    progress: bool | ProgressBar = False,
+    precision: str | None = None,
 ) -> list[list[Hypothesis]]:
     """Search for each source (ids without EOS); batched by tokens, sorted by length, order restored.
-    ``progress``: a bar of its own (True), or the caller's ``ProgressBar``, updated per batch."""
+    ``progress``: a bar of its own (True), or the caller's ``ProgressBar``, updated per batch.
+    ``precision``: float32 or bfloat16 (None: bf16 autocast on CUDA only, as in training)."""
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     nonempty = [i for i, ids in enumerate(src_ids) if ids]
     for i in range(len(src_ids)):
@@ -94,7 +105,7 @@ def decode_ids(
     ):
         for rows in batches:
             batch = data.collate(rows).to(device)
-            with autocast(device):
+            with autocast(device, precision=precision):
                 hyps = search(
                     model,
                     batch.src,
@@ -149,7 +160,7 @@ def translate_lines(
     filled = [i for i, ids in enumerate(src_ids) if ids]
     if not filled:
         return out
-    hyps = decode_ids(translator.model, [src_ids[i] for i in filled], decode, translator.device, progress)
+    hyps = decode_ids(translator.model, [src_ids[i] for i in filled], decode, translator.device, progress, translator.precision)
     for line, sentence_hyps in zip(filled, hyps):
         decoded = translator.tokenizer.decode_tgt([h.tokens for h in sentence_hyps])
         out[line] = [(clean_output(text), h) for text, h in zip(decoded, sentence_hyps)]
@@ -176,7 +187,7 @@ def embed_ids(
     )
     for batch_rows in batches:
         batch = data.collate(batch_rows).to(device)
-        with autocast(device):
+        with autocast(device, precision=translator.precision):
             vectors = model.phrase_vectors(batch.src, batch.src_lengths).float().cpu().numpy()
         if out is None:
             width = vectors.shape[1]
@@ -241,7 +252,7 @@ def align_ids(
     budget = max(batch_tokens, int(max(data.src_lengths.max(), data.tgt_lengths.max())))
     for batch_rows in token_batches(data.src_lengths, data.tgt_lengths, budget, shuffle=False):
         batch = data.collate(batch_rows).to(device)
-        with autocast(device):
+        with autocast(device, precision=translator.precision):
             weights = model.alignments(batch.src, batch.src_lengths, batch.tgt_in).float().cpu().numpy()
         for row, matrix in zip(batch_rows.tolist(), weights):
             results[rows[row]] = matrix[: data.tgt_lengths[row], : data.src_lengths[row]]
@@ -294,7 +305,7 @@ def score_pairs(
     with ProgressBar(len(rows), "scoring", "pairs", enabled=progress) as bar:
         for batch_rows in batches:
             batch = data.collate(batch_rows).to(device)
-            with autocast(device):
+            with autocast(device, precision=translator.precision):
                 logits = model(batch.src, batch.src_lengths, batch.tgt_in)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             token_scores = log_probs.gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)

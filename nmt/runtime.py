@@ -44,9 +44,44 @@ def configure_device(name: str, tf32: bool = True, deterministic: bool = False, 
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA (when ``enabled``); on a CPU everything runs in float32."""
+def autocast(device: torch.device, enabled: bool = True, precision: str | None = None):
+    """bf16 autocast on CUDA (when ``enabled``); on a CPU everything runs in float32. With
+    ``precision`` (``resolve_precision``'s answer), bf16 autocast exactly where it says bfloat16."""
+    if precision is not None:
+        enabled, device_type = precision == "bfloat16", device.type
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+# precision= of the commands that use a trained model (translate, evaluate, score, embed)
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX, which oneDNN uses);
+    elsewhere bf16 is emulated, slower than float32."""
+    try:
+        flags = {flag for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags") for flag in line.split()}
+    except OSError:
+        flags = set()
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) and torch.backends.mkldnn.is_available()
+
+
+def resolve_precision(precision: str, device: torch.device, setting: str = "precision") -> str:
+    """``precision`` made concrete for ``device``: ``auto`` is bfloat16 autocast on CUDA and float32
+    on a CPU; ``bfloat16`` on a CPU without native support is float32, with one warning."""
+    if precision not in PRECISIONS:
+        raise SettingError(f"{setting}={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    if precision == "bfloat16" and device.type == "cpu" and not cpu_has_bf16():
+        logging.getLogger(__name__).warning(
+            "%s=bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where it would be slower than "
+            "float32; decoding in float32",
+            setting,
+        )
+        return "float32"
+    return precision
 
 
 def seed_everything(seed: int) -> None:

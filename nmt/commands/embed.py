@@ -181,7 +181,7 @@ def run_embed(cfg: EmbedConfig) -> int:
     from nmt.inference import load_translator, source_word_vectors
 
     neighbours_output = check_settings(cfg)
-    translator = load_translator(cfg.ckpt, cfg.device)
+    translator = load_translator(cfg.ckpt, cfg.device, precision=cfg.precision)
     with tempfile.TemporaryDirectory(dir=Path(os.path.realpath(cfg.output)).parent, prefix=".nmt-embed.") as tmp:
         # Everything that can fail (reading, embedding, an empty map) comes before the first output is written.
         if cfg.words:

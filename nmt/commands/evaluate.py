@@ -212,9 +212,9 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
         speed = model = decoding = checkpoint = None
         corpus = {"hyps": cfg.hyps, "refs": cfg.refs}
     elif cfg.ckpt is not None:
-        translator = load_translator(cfg.ckpt, cfg.device)
+        translator = load_translator(cfg.ckpt, cfg.device, precision=cfg.precision)
         if cfg.compare_ckpt is not None:  # a wrong path fails now, not after the first decoding
-            other_translator = load_translator(cfg.compare_ckpt, cfg.device, "compare_ckpt")
+            other_translator = load_translator(cfg.compare_ckpt, cfg.device, "compare_ckpt", cfg.precision)
 
         def check_refs(refs: list[str]) -> None:  # compare='s length, before minutes of decoding
             metrics.check_parallel(other, refs, cfg.compare, refs_name)

@@ -37,7 +37,7 @@ def run_score(cfg: ScoreConfig) -> int:
 
     check_input(cfg.input, "a file of source<TAB>target lines")
     check_output(cfg.output, cfg.input)
-    translator = load_translator(cfg.ckpt, cfg.device)
+    translator = load_translator(cfg.ckpt, cfg.device, precision=cfg.precision)
     pairs = read_pairs(read_input(cfg.input, False), cfg.input or "<stdin>")
     scores = score_pairs(translator, pairs, cfg.batch_tokens, progress=cfg.input is not None)
     write_output(cfg.output, "".join(f"{total:.4f}\t{total / n if n else float('nan'):.4f}\t{n}\n" for total, n in scores))

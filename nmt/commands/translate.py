@@ -89,7 +89,7 @@ def run_translate(cfg: TranslateConfig) -> int:
         check_output(cfg.alignments, cfg.input, "alignments")
         if cfg.output is not None and same_file(cfg.alignments, cfg.output):
             raise SettingError(f"alignments={cfg.alignments} is also output=: give the alignments a file of their own")
-    translator = load_translator(cfg.ckpt, cfg.device)
+    translator = load_translator(cfg.ckpt, cfg.device, precision=cfg.precision)
     if cfg.alignments is not None and not has_alignments(translator.model):
         raise SettingError(
             f"alignments={cfg.alignments}: "
