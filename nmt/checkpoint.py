@@ -41,7 +41,7 @@ from nmt.output_files import not_regular
 FORMAT = "nmt-checkpoint-1"
 AVERAGE_ORIGIN = "nmt-average"  # the ``origin`` of an averaged checkpoint
 # ModelConfig fields newer than the format; saved only where they differ from the default.
-ADDED_MODEL_SETTINGS = ("arch", "attention_size")
+ADDED_MODEL_SETTINGS = ("arch", "attention_size", "rnn")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

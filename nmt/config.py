@@ -81,6 +81,7 @@ class ModelConfig:
     # is written last by the words the decoder needs first. Helps a fixed-size summary.
     reverse_source: bool = False
     attention_size: int = 0  # rnnsearch: units of the alignment model (0: hidden_size)
+    rnn: str = "gru"  # the recurrent unit of encoder and decoder: gru | lstm (model.cell then stays cudnn)
 
 
 @dataclass

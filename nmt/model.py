@@ -29,7 +29,7 @@ from torch import nn
 
 from nmt.architectures import register_architecture
 from nmt.config import ModelConfig
-from nmt.errors import check_choice
+from nmt.errors import SettingError, check_choice
 from nmt.tokens import PAD
 
 
@@ -151,7 +151,76 @@ class CudnnGRU(nn.Module):
         return new_hidden.squeeze(0)
 
 
+class CudnnLSTM(nn.Module):
+    """PyTorch's fused LSTM (cuDNN on a GPU) behind the GRUs' interface (``model.rnn=lstm``). Its
+    state is the pair (h, c); ``forward`` takes a pair or h alone (c then starts at zero) and,
+    as the GRUs do, returns the outputs h_1..h_T and h at each sentence's last real token."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.rnn = nn.LSTM(input_size, hidden_size, batch_first=True)
+
+    def recurrent_matrices(self) -> list[torch.Tensor]:
+        return list(self.rnn.weight_hh_l0.chunk(4, 0))
+
+    def input_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rnn.weight_ih_l0, self.rnn.bias_ih_l0
+
+    def cell(self, projected_input: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        """One step from the projected input ``W x + b``, in nn.LSTM's equations and weights."""
+        hidden, memory = state
+        gates = projected_input + F.linear(hidden, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0)
+        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=-1)
+        memory = torch.sigmoid(forget_gate) * memory + torch.sigmoid(input_gate) * torch.tanh(candidate)
+        return torch.sigmoid(output_gate) * torch.tanh(memory), memory
+
+    def forward(self, inputs, state, lengths=None):
+        hidden, memory = state if isinstance(state, tuple) else (state, torch.zeros_like(state))
+        outputs, _ = self.rnn(inputs, (hidden.unsqueeze(0), memory.unsqueeze(0)))
+        if lengths is None:
+            return outputs, outputs[:, -1]
+        lengths = lengths.to(outputs.device, non_blocking=True)  # causal: see CudnnGRU.forward
+        last = outputs[torch.arange(outputs.size(0), device=outputs.device), (lengths - 1).clamp(min=0)]
+        return outputs, torch.where((lengths > 0).unsqueeze(1), last, hidden)
+
+    def step(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        _, (hidden, memory) = self.rnn(inputs.unsqueeze(1), (state[0].unsqueeze(0), state[1].unsqueeze(0)))
+        return hidden.squeeze(0), memory.squeeze(0)
+
+
 CELLS = {"cudnn": CudnnGRU, "paper": PaperGRU}
+RNNS = ("gru", "lstm")  # model.rnn
+
+
+def recurrent_layer(config: ModelConfig):
+    """The recurrent layer class of ``config``: a GRU of ``model.cell``'s equations, or an LSTM."""
+    check_choice("model.rnn", config.rnn, RNNS)
+    check_choice("model.cell", config.cell, CELLS)
+    if config.rnn == "lstm":
+        if config.cell != "cudnn":
+            raise SettingError(
+                f"model.cell={config.cell}: the paper's GRU equations; an LSTM (model.rnn=lstm) has its own: "
+                "leave model.cell out (cudnn)"
+            )
+        return CudnnLSTM
+    return CELLS[config.cell]
+
+
+def hidden_of(state):
+    """The hidden state h of a decoder state: the state itself (GRU), or h of (h, c) (LSTM)."""
+    return state[0] if isinstance(state, tuple) else state
+
+
+def reorder(state, index: torch.Tensor):
+    """Rows ``index`` of a state, a tensor or an LSTM's (h, c)."""
+    return tuple(part.index_select(0, index) for part in state) if isinstance(state, tuple) else state.index_select(0, index)
+
+
+def start_state(projected: torch.Tensor, rnn: str):
+    """A decoder's start from ``tanh(W x)``: the state (GRU), or (h, c) from its two halves (LSTM)."""
+    started = torch.tanh(projected)
+    return tuple(started.chunk(2, dim=-1)) if rnn == "lstm" else started
 
 
 def output_layer(maxout_size: int, output_rank: int, vocab_size: int) -> nn.Module:
@@ -182,7 +251,7 @@ class RNNEncoderDecoder(nn.Module):
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
-        check_choice("model.cell", config.cell, CELLS)
+        recurrent_layer(config)
 
     def __init__(self, config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int):
         super().__init__()
@@ -190,13 +259,14 @@ class RNNEncoderDecoder(nn.Module):
         self.config = config
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         emb, hidden, maxout = config.embed_size, config.hidden_size, config.maxout_size
-        gru = CELLS[config.cell]
+        gru = recurrent_layer(config)  # a GRU, or with model.rnn=lstm an LSTM
+        starts = 2 if config.rnn == "lstm" else 1  # an LSTM decoder starts from h'_0 and c'_0
 
         self.src_embed = nn.Embedding(src_vocab_size, emb, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, emb, padding_idx=PAD)
         self.encoder = gru(emb, hidden)
         self.summary = nn.Linear(hidden, hidden)  # V: c = tanh(V h_N)
-        self.decoder_init = nn.Linear(hidden, hidden)  # V': h'_0 = tanh(V' c)
+        self.decoder_init = nn.Linear(hidden, starts * hidden)  # V': h'_0 = tanh(V' c) (LSTM: and c'_0)
         self.decoder = gru(emb + hidden, hidden)  # input [e(y_{t-1}); c]
         # Deep output O_h h' + O_y e(y) + O_c c, as one matrix over the concatenation.
         self.deep_output = nn.Linear(hidden + emb + hidden, 2 * maxout)
@@ -232,9 +302,9 @@ class RNNEncoderDecoder(nn.Module):
         title names, whose neighbourhoods its Fig. 5 draws."""
         return self.encode(src, src_lengths).summary
 
-    def init_state(self, encoder_out: EncoderOutput) -> torch.Tensor:
-        """h'_0 = tanh(V' c): (B, hidden)."""
-        return torch.tanh(self.decoder_init(encoder_out.summary))
+    def init_state(self, encoder_out: EncoderOutput):
+        """h'_0 = tanh(V' c): (B, hidden); an LSTM's (h'_0, c'_0) from the two halves of tanh(V' c)."""
+        return start_state(self.decoder_init(encoder_out.summary), self.config.rnn)
 
     def _logits(self, decoder_states, prev_embedded, summary) -> torch.Tensor:
         """Deep output and softmax layer: (..., hidden), (..., emb), (..., hidden) -> (..., vocab)."""
@@ -268,16 +338,16 @@ class RNNEncoderDecoder(nn.Module):
     def reorder_encoder_out(self, encoder_out: EncoderOutput, index: torch.Tensor) -> EncoderOutput:
         return encoder_out.select(index)
 
-    def reorder_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return state.index_select(0, index)
+    def reorder_state(self, state, index: torch.Tensor):
+        return reorder(state, index)
 
-    def decode_step(self, prev_tokens: torch.Tensor, state: torch.Tensor, encoder_out: EncoderOutput):
-        """One decoder step. prev_tokens: (B,), state: (B, hidden) -> logits (B, V), new state."""
+    def decode_step(self, prev_tokens: torch.Tensor, state, encoder_out: EncoderOutput):
+        """One decoder step. prev_tokens: (B,), state: (B, hidden) (an LSTM's (h, c)) -> logits (B, V), new state."""
         prev_embedded = self.dropout(self.tgt_embed(prev_tokens))
         if encoder_out.gate_terms is None:  # as the equations read
             summary = encoder_out.summary
             state = self.decoder.step(torch.cat([prev_embedded, summary], dim=-1), state)
-            return self._logits(state, prev_embedded, summary), state
+            return self._logits(hidden_of(state), prev_embedded, summary), state
         # The same, with the terms in c taken from for_decoding.
         weight, _ = self.decoder.input_projection()
         state = self.decoder.cell(
@@ -285,7 +355,9 @@ class RNNEncoderDecoder(nn.Module):
         )
         split = self.config.hidden_size + self.config.embed_size
         pre_maxout = torch.addmm(
-            encoder_out.output_terms, torch.cat([state, prev_embedded], dim=-1), self.deep_output.weight[:, :split].t()
+            encoder_out.output_terms,
+            torch.cat([hidden_of(state), prev_embedded], dim=-1),
+            self.deep_output.weight[:, :split].t(),
         )
         return self._maxout_output(pre_maxout), state
 

@@ -13,9 +13,9 @@ import yaml
 from nmt.checkpoint import Checkpoint
 
 ARCHITECTURES = {
-    "cho2014": "RNN Encoder–Decoder (Cho et al. 2014): a GRU encoder's summary vector c feeds a GRU decoder "
+    "cho2014": "RNN Encoder–Decoder (Cho et al. 2014): a {unit} encoder's summary vector c feeds a {unit} decoder "
     "at every step, with a maxout deep output",
-    "rnnsearch": "RNNsearch (Bahdanau, Cho & Bengio 2015): a bidirectional GRU encoder and a GRU decoder "
+    "rnnsearch": "RNNsearch (Bahdanau, Cho & Bengio 2015): a bidirectional {unit} encoder and a {unit} decoder "
     "that attends over its annotations at every step, with a maxout deep output",
 }
 LICENCES = {  # corpora this toolkit ships
@@ -71,13 +71,14 @@ def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: 
     lines = [
         f"# {name}: {pair} translation with nmt",
         "",
-        f"An {ARCHITECTURES.get(model.arch, model.arch)}, trained with nmt on {data.name}.",
+        f"An {ARCHITECTURES.get(model.arch, model.arch).format(unit=model.rnn.upper())}, trained with nmt on {data.name}.",
         "",
         "| | |",
         "| --- | --- |",
         f"| languages | {data.src_lang} (source) → {data.tgt_lang} (target) |",
         f"| corpus | `{data.name}` ({data.source}); licence: {LICENCES.get(data.name, 'see the corpus its data.path names')} |",
-        f"| architecture | `{model.arch}` (`model={model.name}`): {sizes}, `{model.cell}` cell |",
+        f"| architecture | `{model.arch}` (`model={model.name}`): {sizes}, "
+        + (f"`{model.cell}` GRU cell |" if model.rnn == "gru" else "LSTM (`model.rnn=lstm`) |"),
         f"| size | {parameters / 1e6:.1f} M parameters, {dtype} weights: {size_bytes / 2**20:.1f} MiB |",
         f"| tokenizer | SentencePiece {tokenizer.model_type}, {checkpoint.tgt_vocab_size} "
         f"{'joint ' if tokenizer.joint else ''}subwords |",

@@ -34,8 +34,8 @@ from torch import nn
 
 from nmt.architectures import register_architecture
 from nmt.config import ModelConfig
-from nmt.errors import SettingError, check_choice
-from nmt.model import CELLS, init_as_in_paper, output_layer
+from nmt.errors import SettingError
+from nmt.model import hidden_of, init_as_in_paper, output_layer, recurrent_layer, reorder
 from nmt.tokens import PAD
 
 
@@ -45,7 +45,7 @@ class Annotations(NamedTuple):
     annotations: torch.Tensor  # h_j = [→h_j; ←h_j]: (B, S, 2 * hidden)
     keys: torch.Tensor  # U_a h_j: (B, S, attention)
     mask: torch.Tensor  # (B, S), True on real tokens
-    start: torch.Tensor  # s_0 = tanh(W_s ←h_1): (B, hidden)
+    start: torch.Tensor  # s_0 = tanh(W_s ←h_1): (B, hidden); an LSTM decoder's s_0 and cell: (B, 2 * hidden)
 
     def select(self, index: torch.Tensor) -> "Annotations":
         return Annotations(*(field.index_select(0, index) for field in self))
@@ -69,7 +69,7 @@ class RNNSearch(nn.Module):
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
-        check_choice("model.cell", config.cell, CELLS)
+        recurrent_layer(config)
         if config.reverse_source:
             raise SettingError(
                 "model.reverse_source=true: the attention model reads the source in both directions already; leave it out"
@@ -82,12 +82,13 @@ class RNNSearch(nn.Module):
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         emb, hidden, maxout = config.embed_size, config.hidden_size, config.maxout_size
         attention = config.attention_size or hidden
-        gru = CELLS[config.cell]
+        gru = recurrent_layer(config)  # a GRU, or with model.rnn=lstm an LSTM
+        starts = 2 if config.rnn == "lstm" else 1  # an LSTM decoder starts from s_0 and its cell
 
         self.src_embed = nn.Embedding(src_vocab_size, emb, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, emb, padding_idx=PAD)
         self.forward_encoder, self.backward_encoder = gru(emb, hidden), gru(emb, hidden)
-        self.start = nn.Linear(hidden, hidden)  # W_s
+        self.start = nn.Linear(hidden, starts * hidden)  # W_s
         self.keys = nn.Linear(2 * hidden, attention)  # U_a (and the alignment model's bias)
         self.query = nn.Linear(hidden, attention, bias=False)  # W_a
         self.energy = nn.Linear(attention, 1, bias=False)  # v_a
@@ -127,8 +128,10 @@ class RNNSearch(nn.Module):
         s0 = torch.tanh(self.start(backward_states[:, 0]))  # ←h_1: the backward state at the first token
         return Annotations(annotations, self.keys(annotations), mask, s0)
 
-    def init_state(self, encoder_out: Annotations) -> torch.Tensor:
-        return encoder_out.start
+    def init_state(self, encoder_out: Annotations):
+        """s_0 = tanh(W_s ←h_1) (B, hidden); an LSTM's (s_0, its cell) are the two halves of it."""
+        start = encoder_out.start
+        return tuple(start.chunk(2, dim=-1)) if self.config.rnn == "lstm" else start
 
     def phrase_vectors(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
         """A phrase's representation, (B, 2 * hidden): the mean of its annotations over its real
@@ -140,8 +143,8 @@ class RNNSearch(nn.Module):
     def reorder_encoder_out(self, encoder_out: Annotations, index: torch.Tensor) -> Annotations:
         return encoder_out.select(index)
 
-    def reorder_state(self, state: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return state.index_select(0, index)
+    def reorder_state(self, state, index: torch.Tensor):
+        return reorder(state, index)
 
     # ----------------------------------------------------------------- attention and one step
 
@@ -158,11 +161,11 @@ class RNNSearch(nn.Module):
         maxout = pre_maxout.unflatten(-1, (-1, 2)).amax(dim=-1)  # pools of 2 neighbouring units
         return self.output(self.dropout(maxout))
 
-    def decode_step(self, prev_tokens: torch.Tensor, state: torch.Tensor, encoder_out: Annotations):
-        """prev_tokens y_{i-1} (B,), state s_{i-1} (B, hidden) -> logits of y_i (B, V) and s_i."""
+    def decode_step(self, prev_tokens: torch.Tensor, state, encoder_out: Annotations):
+        """prev_tokens y_{i-1} (B,), state s_{i-1} (B, hidden) (an LSTM's pair) -> logits of y_i (B, V) and s_i."""
         prev_embedded = self.dropout(self.tgt_embed(prev_tokens))
-        context, _ = self.attend(state, encoder_out)
-        logits = self._logits(state, prev_embedded, context)
+        context, _ = self.attend(hidden_of(state), encoder_out)
+        logits = self._logits(hidden_of(state), prev_embedded, context)
         return logits, self.decoder.step(torch.cat([prev_embedded, context], dim=-1), state)
 
     # ----------------------------------------------------------------- teacher forcing
@@ -177,10 +180,10 @@ class RNNSearch(nn.Module):
         # of each x[:, i] would write a zero tensor of all the steps.
         embedded_terms = F.linear(prev_embedded, weight[:, :split], bias).unbind(1)
         context_weight = weight[:, split:]
-        state, states, contexts, alignments = encoder_out.start, [], [], []
+        state, states, contexts, alignments = self.init_state(encoder_out), [], [], []
         for embedded_term in embedded_terms:
-            context, alpha = self.attend(state, encoder_out)
-            states.append(state)
+            context, alpha = self.attend(hidden_of(state), encoder_out)
+            states.append(hidden_of(state))
             contexts.append(context)
             alignments.append(alpha)
             state = self.decoder.cell(embedded_term + context @ context_weight.t(), state)

@@ -165,7 +165,7 @@ def build_trainer(
         cfg.model.name,
         cfg.model.arch,
         count_parameters(model) / 1e6,
-        cfg.model.cell,
+        "lstm" if cfg.model.rnn == "lstm" else cfg.model.cell,
         device,
         " (bf16 autocast)" if trainer.amp else "",
     )

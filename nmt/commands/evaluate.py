@@ -119,7 +119,7 @@ def model_settings(translator: Translator) -> dict:
         c = member.config
         settings[f"member {i}"] = (
             f"{path}: {c.arch} ({c.name}), embedding {c.embed_size}, hidden {c.hidden_size}, maxout {c.maxout_size}, "
-            f"output rank {c.output_rank}, attention {c.attention_size}, cell {c.cell}"
+            f"output rank {c.output_rank}, attention {c.attention_size}, cell {'lstm' if c.rnn == 'lstm' else c.cell}"
         )
     return {**settings, **vocab}
 
