@@ -61,6 +61,8 @@ def model_card(checkpoint: Checkpoint, parameters: int, dtype: str, size_bytes: 
     if model.arch == "rnnsearch":
         sizes += f", alignment model {model.attention_size or model.hidden_size}"
     trained = f"{checkpoint.step} steps" if checkpoint.step is not None else "unknown steps"
+    if run.get("steps") is not None and checkpoint.step is not None and run["steps"] != checkpoint.step:
+        trained = f"step {checkpoint.step} (its best validation) of a run of {run['steps']} steps"
     if run.get("epochs") is not None:
         trained += f", {run['epochs']} epochs"
     if run.get("train_seconds") is not None:

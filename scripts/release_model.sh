@@ -20,8 +20,10 @@ fi
 nmt-evaluate ckpt="$RUN" report_dir="$RUN/eval-test"
 nmt-evaluate ckpt="$RUN" report_dir="$RUN/eval-test-200" max_sentences=200
 nmt-export ckpt="$RUN" output="$OUT" overwrite=true report="$RUN/eval-test/report.json"
-python - "$RUN/eval-test-200/report.json" "$OUT/README.md" <<'PY'
-import json, sys
+export RELEASE_DATE="$(date +%Y-%m-%d)"
+python - "$RUN/eval-test-200/report.json" "$OUT/README.md" "$RUN" <<'PY'
+import json, os, platform, sys
+import torch
 report = json.load(open(sys.argv[1], encoding="utf-8"))
 with open(sys.argv[2], "a", encoding="utf-8") as card:
     card.write(
@@ -29,7 +31,13 @@ with open(sys.argv[2], "a", encoding="utf-8") as card:
         f"| first {report['n_sentences']} test sentences, beam 5 | BLEU {report['bleu']:.2f} |\n"
         "| --- | ---: |\n\n"
         "tests/test_shipped_model.py requires at least this BLEU minus 0.5 of the release (measured on the\n"
-        "checkpoint it was exported from; the float16 weights may move it by a few hundredths).\n"
+        "checkpoint it was exported from; the float16 weights may move it by a few hundredths).\n\n"
+        "## Reproduce\n\n"
+        "```bash\n"
+        "MINUTES=105 OMP_NUM_THREADS=1 bash scripts/release_model.sh   # train, evaluate, export: this folder\n"
+        "```\n\n"
+        f"Exported {os.environ.get('RELEASE_DATE', '')} on {platform.processor() or platform.machine()} "
+        f"with torch {torch.__version__}, from the run folder {os.path.basename(sys.argv[3].rstrip('/'))}.\n"
     )
 PY
 echo "release_model: $OUT from $RUN; now update the pinned translations in tests/test_shipped_model.py"
