@@ -110,6 +110,17 @@ class PaperGRU(nn.Module):
         return self.cell(self.input_proj(inputs), hidden)
 
 
+def last_real_state(outputs: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Each sentence's output at its last real token, (B, hidden); ``start`` for an empty one.
+
+    A forward RNN is causal: its output at a sentence's last real token is the state after
+    that token, whatever padding follows. Gathering it needs no packing, whose sort indices
+    would travel to the GPU with a blocking copy every batch."""
+    lengths = lengths.to(outputs.device, non_blocking=True)
+    last = outputs[torch.arange(outputs.size(0), device=outputs.device), (lengths - 1).clamp(min=0)]
+    return torch.where((lengths > 0).unsqueeze(1), last, start)
+
+
 class CudnnGRU(nn.Module):
     """PyTorch's fused GRU (cuDNN on a GPU) behind the same interface as PaperGRU."""
 
@@ -139,12 +150,7 @@ class CudnnGRU(nn.Module):
         outputs, last = self.rnn(inputs, hidden.unsqueeze(0))
         if lengths is None:
             return outputs, last.squeeze(0)
-        # A forward GRU is causal: its output at a sentence's last real token is the state
-        # after that token, whatever padding follows. Gathering it needs no packing, whose
-        # sort indices would travel to the GPU with a blocking copy every batch.
-        lengths = lengths.to(outputs.device, non_blocking=True)
-        last = outputs[torch.arange(outputs.size(0), device=outputs.device), (lengths - 1).clamp(min=0)]
-        return outputs, torch.where((lengths > 0).unsqueeze(1), last, hidden)  # empty: the start state
+        return outputs, last_real_state(outputs, lengths, hidden)
 
     def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         _, new_hidden = self.rnn(inputs.unsqueeze(1), hidden.unsqueeze(0))
@@ -180,9 +186,7 @@ class CudnnLSTM(nn.Module):
         outputs, _ = self.rnn(inputs, (hidden.unsqueeze(0), memory.unsqueeze(0)))
         if lengths is None:
             return outputs, outputs[:, -1]
-        lengths = lengths.to(outputs.device, non_blocking=True)  # causal: see CudnnGRU.forward
-        last = outputs[torch.arange(outputs.size(0), device=outputs.device), (lengths - 1).clamp(min=0)]
-        return outputs, torch.where((lengths > 0).unsqueeze(1), last, hidden)
+        return outputs, last_real_state(outputs, lengths, hidden)
 
     def step(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         _, (hidden, memory) = self.rnn(inputs.unsqueeze(1), (state[0].unsqueeze(0), state[1].unsqueeze(0)))

@@ -11,10 +11,10 @@ from nmt.checkpoint import read_checkpoint
 from nmt.config import ModelConfig
 from nmt.errors import SettingError
 from nmt.search import beam_search, greedy_search
-from nmt.tokens import BOS, PAD
 from nmt.training import train
 from tests.commands import run_command
 from tests.conftest import TINY_MODEL, TINY_RNNSEARCH, word_corpus_overrides
+from tests.test_model import random_batch
 from tests.test_reliability import run_config
 
 UNITS = ["gru", "lstm"]
@@ -29,22 +29,11 @@ def tiny(arch: str, rnn: str, seed: int = 0):
     return build_model(config, src_vocab_size=20, tgt_vocab_size=17).eval()
 
 
-def batch(size=3, src_len=7, tgt_len=5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(4, 20, (size, src_len), generator=g)
-    src_lengths = torch.tensor([src_len, src_len - 2, 3][:size])
-    for i, n in enumerate(src_lengths):
-        src[i, n:] = PAD
-    tgt_in = torch.randint(4, 17, (size, tgt_len), generator=g)
-    tgt_in[:, 0] = BOS
-    return src, src_lengths, tgt_in
-
-
 @pytest.mark.parametrize("rnn", UNITS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_teacher_forced_logits_equal_step_by_step_logits(arch, rnn):
     model = tiny(arch, rnn)
-    src, src_lengths, tgt_in = batch()
+    src, src_lengths, tgt_in = random_batch()
     with torch.no_grad():
         forced = model(src, src_lengths, tgt_in)
         encoder_out = model.encode(src, src_lengths)
@@ -63,7 +52,7 @@ def test_teacher_forced_logits_equal_step_by_step_logits(arch, rnn):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_sentence_s_output_does_not_depend_on_its_batch_mates_and_beam_1_is_greedy(arch, rnn):
     model = tiny(arch, rnn, seed=3)
-    src, src_lengths, _ = batch()
+    src, src_lengths, _ = random_batch()
     with torch.no_grad():
         together = beam_search(model, src, src_lengths, beam_size=3, max_len_a=1.0, max_len_b=4)
         for i in range(src.size(0)):
