@@ -160,7 +160,7 @@ class TranslateConfig:
     max_source_subwords: int = 250  # longer inputs are cut to this (counted and warned)
     replace_invalid_utf8: bool = False  # False: invalid UTF-8 is an error naming the line
     device: str = "auto"
-    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16 | int8 (CPU)
     alignments: Optional[str] = None  # a file: per input line, the best translation's attention weights (JSON)
 
 
@@ -181,7 +181,7 @@ class EvaluateConfig:
     n_examples: int = 5
     max_sentences: int = 0  # 0 = whole split
     device: str = "auto"
-    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16 | int8 (CPU)
 
 
 @dataclass
@@ -191,7 +191,7 @@ class ScoreConfig:
     output: Optional[str] = None
     batch_tokens: int = 8000
     device: str = "auto"
-    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16 | int8 (CPU)
 
 
 @dataclass
@@ -210,7 +210,7 @@ class EmbedConfig:
     max_source_subwords: int = 250
     replace_invalid_utf8: bool = False
     device: str = "auto"
-    precision: str = "auto"  # auto (bfloat16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16 | int8 (CPU)
 
 
 @dataclass
@@ -228,6 +228,44 @@ class ExportConfig:
     dtype: str = "float16"  # of the weights: float16, bfloat16 or float32
     overwrite: bool = False  # replace a release already in output=
     report: Optional[str] = None  # report.json of `nmt-evaluate ckpt=...` on this checkpoint: its scores go in the model card
+
+
+@dataclass
+class ServedModel:
+    """One language pair of nmt-serve (``models=[{ckpt: ..., source: es, target: en}]``)."""
+
+    ckpt: Any = "???"  # a release, run folder or checkpoint; a list of them: an ensemble
+    source: str = "???"  # language code of its input, as clients name it (LibreTranslate: ISO 639, e.g. es)
+    target: str = "???"  # language code of its output
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(name="beam", beam_size=5))  # a request's defaults
+    max_beam_size: int = 10  # a request may ask for a beam up to this
+    max_nbest: int = 5  # ... and up to this many alternatives
+
+
+@dataclass
+class ServeConfig:
+    ckpt: Any = None  # one model (with source= and target=); or models= for several pairs
+    source: Optional[str] = None
+    target: Optional[str] = None
+    models: Optional[list[ServedModel]] = None
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # ckpt='s decoding defaults (conf/serve.yaml: beam 5)
+    max_beam_size: int = 10  # ckpt='s limits on what a request may ask
+    max_nbest: int = 5
+    host: str = "127.0.0.1"  # 0.0.0.0 to be reached from other machines (then consider api_keys=)
+    port: int = 5000  # LibreTranslate's port
+    device: str = "auto"
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, float32 on a CPU) | float32 | bfloat16 | int8 (CPU)
+    threads: int = 0  # PyTorch's threads for decoding; 0: its default (one per core)
+    batching: bool = True  # decode the lines of concurrent requests together (False: one request at a time)
+    batch_wait_ms: float = 5.0  # how long the first waiting line waits for others to join its batch
+    batch_lines: int = 128  # at most this many lines decoded in one go
+    max_lines: int = 100  # per request (413 beyond)
+    max_chars: int = 20000  # per request, all lines together (413 beyond)
+    max_source_subwords: int = 250  # longer lines are cut to this, as nmt-translate does
+    max_queue_lines: int = 2000  # lines waiting at most; a request that would exceed it gets 503 and Retry-After
+    api_keys: Optional[str] = None  # a file of keys, one per line: requests without one of them get 403
+    log_file: Optional[str] = None  # one line per request (time, endpoint, lines, ms); default: stderr
+    log_text: bool = False  # also log each request's lines (off: no request text in any log)
 
 
 # --------------------------------------------------------------------------- allowed ranges
@@ -273,6 +311,16 @@ RANGES: dict[str, tuple] = {
     "AverageConfig.last": _AT_LEAST_1,
     "EmbedConfig.batch_tokens": _AT_LEAST_1,
     "EmbedConfig.max_source_subwords": _AT_LEAST_1,
+    "ServedModel.max_beam_size": _AT_LEAST_1,
+    "ServedModel.max_nbest": _AT_LEAST_1,
+    "ServeConfig.max_beam_size": _AT_LEAST_1,
+    "ServeConfig.max_nbest": _AT_LEAST_1,
+    "ServeConfig.port": (lambda v: 0 <= v <= 65535, "a port number, 0 to 65535 (0: any free port)"),
+    "ServeConfig.batch_lines": _AT_LEAST_1,
+    "ServeConfig.max_lines": _AT_LEAST_1,
+    "ServeConfig.max_chars": _AT_LEAST_1,
+    "ServeConfig.max_source_subwords": _AT_LEAST_1,
+    "ServeConfig.max_queue_lines": _AT_LEAST_1,
 }
 _DEFAULT_RANGE = (lambda v: v >= 0, "at least 0")
 
@@ -288,6 +336,9 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
             check_ranges(value, f"{key}.")
             continue
         values = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(values):
+            if dataclasses.is_dataclass(item):  # a list of groups (nmt-serve's models=)
+                check_ranges(item, f"{key}[{i}].")
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
         allowed, described = RANGES.get(f"{type(cfg).__name__}.{f.name}", _DEFAULT_RANGE)
         for number in numbers:

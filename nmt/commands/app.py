@@ -27,6 +27,7 @@ from nmt.config import (
     EvaluateConfig,
     ExportConfig,
     ScoreConfig,
+    ServeConfig,
     TrainRunConfig,
     TranslateConfig,
     check_ranges,
@@ -60,6 +61,7 @@ SCHEMAS = {
     "average_schema": AverageConfig,
     "export_schema": ExportConfig,
     "embed_schema": EmbedConfig,
+    "serve_schema": ServeConfig,
 }
 
 if not OmegaConf.has_resolver("nmt_root"):
