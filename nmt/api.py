@@ -130,6 +130,7 @@ def _check_subwords(max_source_subwords: int) -> None:
 def load(path: str | Path | Sequence[str | Path], device: str = "auto", precision: str = "auto") -> Model:
     """A model from a release folder, a run folder (its best.pt), a checkpoint file, or a list of
     them (an ensemble); ``device``: "auto" (a GPU if there is one), "cpu", "cuda", "cuda:1";
-    ``precision``: "auto" (bfloat16 autocast on a GPU, float32 on a CPU), "float32" or "bfloat16"."""
+    ``precision``: "auto" (bfloat16 autocast on a GPU, float32 on a CPU), "float32", "bfloat16"
+    or "int8" (a CPU's; docs/translating.md says which to use where)."""
     paths = [str(p) for p in path] if isinstance(path, (list, tuple)) else str(path)
     return Model(load_translator(paths, device, precision=precision))

@@ -25,6 +25,7 @@ from nmt.data import normalize_text
 from nmt.ensemble import Ensemble, check_ensemble_members
 from nmt.errors import CheckpointError, SettingError
 from nmt.progress import ProgressBar
+from nmt.quantize import reduce_precision
 from nmt.runtime import autocast, pick_device, resolve_precision
 from nmt.search import Hypothesis, search
 from nmt.tokenizer import Tokenizer
@@ -54,8 +55,8 @@ def load_translator(
 ) -> Translator:
     """Rebuild model and tokenizer from a run folder, release or checkpoint file (on any device);
     from a list of them, an ensemble of their models (``nmt.ensemble``), which share one
-    tokenizer. ``setting`` names the command-line key in errors; ``precision``: auto, float32 or
-    bfloat16 (``nmt.runtime.resolve_precision``)."""
+    tokenizer. ``setting`` names the command-line key in errors; ``precision``: auto, float32,
+    bfloat16 or int8 (``nmt.runtime.resolve_precision``; applied here, once: ``nmt.quantize``)."""
     paths = [resolve_checkpoint(c, setting) for c in (ckpt if isinstance(ckpt, (list, tuple)) else [ckpt])]
     if not paths:
         raise CheckpointError(f"{setting}=[]: give at least one run folder or checkpoint file")
@@ -66,7 +67,7 @@ def load_translator(
         checkpoint = read_checkpoint(path)
         if checkpoints:
             check_ensemble_members([checkpoints[0], checkpoint])
-        models.append(checkpoint.build_model().to(device).eval())
+        models.append(reduce_precision(checkpoint.build_model().to(device).eval(), precision, device))
         checkpoint.model_state, checkpoint.training = {}, None  # held by the model now / not needed
         checkpoints.append(checkpoint)
     model = models[0] if len(models) == 1 else Ensemble(models).eval()

@@ -279,6 +279,8 @@ class RNNEncoderDecoder(nn.Module):
         # for_decoding: precompute the terms in c? None = on a CPU only (it pays there, not
         # on a GPU); scripts/bench_decode.py --summary-terms sets it to measure either way.
         self.precompute_summary_terms: bool | None = None
+        # Layers whose weights for_decoding and decode_step slice: precision=int8 keeps them float32 (nmt.quantize).
+        self.weights_read_directly = ("deep_output",)
         if config.paper_init:
             self.reset_parameters_as_in_paper()
 

@@ -54,7 +54,7 @@ def autocast(device: torch.device, enabled: bool = True, precision: str | None =
 
 
 # precision= of the commands that use a trained model (translate, evaluate, score, embed)
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "int8")
 
 
 def cpu_has_bf16() -> bool:
@@ -74,6 +74,10 @@ def resolve_precision(precision: str, device: torch.device, setting: str = "prec
         raise SettingError(f"{setting}={precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "bfloat16" if device.type == "cuda" else "float32"
+    if precision == "int8" and device.type != "cpu":
+        raise SettingError(
+            f"{setting}=int8 is for CPUs (it is slower than bfloat16 on a GPU); on {device} use {setting}=bfloat16 or auto"
+        )
     if precision == "bfloat16" and device.type == "cpu" and not cpu_has_bf16():
         logging.getLogger(__name__).warning(
             "%s=bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where it would be slower than "

@@ -4,6 +4,7 @@
     python scripts/bench_decode.py --ckpt outputs/bible_es_en/small/RUN     # a trained model
     python scripts/bench_decode.py --model small                           # random weights
     python scripts/bench_decode.py --quick                                 # CPU-sized, under two minutes
+    python scripts/bench_decode.py --precisions float32,bfloat16,int8 --ckpt data/models/bible-es-en   # precision=
 
 Data: the test split of the embedded Bible corpus (``nmt.data.load_corpus`` with
 ``DataConfig()`` defaults, i.e. data/bible-es-en); if that corpus is not there,
@@ -235,8 +236,21 @@ def main(argv=None) -> int:
         "nmt does by default: on a CPU only (auto)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="CPU precisions against float32 instead (scripts/bench_precision.py), e.g. float32,bfloat16,int8: "
+        "the whole test split with beam --beam, --ckpt a comma-separated list of checkpoints",
+    )
+    parser.add_argument("--thread-counts", default="1,2", help="with --precisions: the thread counts measured")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
+    if args.precisions:
+        import bench_precision
+
+        if not args.ckpt:
+            parser.error("--precisions needs --ckpt: reduced precision is measured on trained models")
+        return bench_precision.run(args)
     if args.quick:
         args.sentences = args.sentences or 48
         args.ref_sentences = args.ref_sentences or 12
