@@ -1,11 +1,14 @@
 """What nmt-serve does besides HTTP (``nmt.server``): the language pairs it holds, and one
 worker thread that decodes the lines of concurrent requests together.
 
-Requests put jobs on one queue; the worker takes the first job waiting, lets others join it
-for at most ``batch_wait_s`` (or until ``batch_lines`` lines are waiting), and decodes the
-lines of jobs that ask for the same pair and settings in one call of the library's
-``translate_lines``, which batches them by tokens. The search is batch-invariant, so a line
-gets the same translation alone or among others. The queue holds at most
+Requests put jobs on one queue; the worker takes the first job waiting and lets others join
+it for at most ``batch_wait_s`` (or until ``batch_lines`` lines are waiting). Then, chunk by
+chunk, it decodes the shortest jobs asking for the same pair and settings, about one decoding
+batch of source text at a time, in one call of the library's ``translate_lines``, and answers
+them at once; before each chunk, the jobs that arrived meanwhile join the ones waiting. So a
+short request waits for at most one chunk, not for a batch of long ones (a job waiting
+``STARVING_S`` goes next, however long). The search is batch-invariant, so a line gets the
+same translation alone or among others. The queue holds at most
 ``max_queue_lines`` lines (``QueueFull`` beyond: memory stays bounded under any load), and a
 job whose client went away before its turn is dropped.
 """
@@ -78,8 +81,23 @@ class Job:
     def batch_key(self) -> tuple:
         return (self.kind, self.pair.key, astuple(self.decode) if self.decode else None)
 
+    def size(self) -> int:
+        """Characters of source text: how long the job takes, roughly."""
+        return sum(len(item) if isinstance(item, str) else len(item[0]) + len(item[1]) for item in self.items)
+
+    def longest(self) -> int:
+        """Characters of its longest line: a batch decodes until its longest output ends."""
+        return max((len(item) if isinstance(item, str) else len(item[0]) for item in self.items), default=0)
+
+    def chunk_chars(self) -> int:
+        """About one decoding batch of source text (``DecodeConfig.batch_tokens`` over the beam
+        on a CPU, as ``decode_ids`` batches; four characters a subword)."""
+        return CHARS_PER_SUBWORD * (self.decode.batch_tokens // max(1, self.decode.beam_size)) if self.decode else 0
+
 
 _STOP = object()
+STARVING_S = 2.0  # a job that has waited this long is decoded next, however long it is
+CHARS_PER_SUBWORD = 4
 
 
 class Worker:
@@ -138,17 +156,27 @@ class Worker:
             if self.on_failure is not None:
                 self.on_failure()
             return
+        pending: list[Job] = []  # taken from the queue, not yet decoded
         stopping = False
-        while not stopping:
-            job = self.queue.get()
-            if job is _STOP:
-                break
-            jobs = [job]
-            if self.batching and job.kind == "translate":
-                stopping = self._gather(jobs)
-            self._take(jobs)
-            for group in _groups([j for j in jobs if not j.cancelled]):
-                self._execute(group)
+        while pending or not stopping:
+            if not pending:
+                job = self.queue.get()  # nothing to do: wait for work
+                if job is _STOP:
+                    break
+                pending.append(job)
+                if self.batching:
+                    stopping = self._gather(pending, self.batch_wait_s)
+            elif self.batching and not stopping:
+                stopping = self._arrived(pending)
+                if not stopping and sum(len(job.items) for job in pending) < self.batch_lines // 2:
+                    stopping = self._gather(pending, self.batch_wait_s)  # few left: let the answered clients send again
+            self._drop_cancelled(pending)
+            if pending:
+                chunk = self._next_chunk(pending) if self.batching else [pending[0]]
+                pending = [job for job in pending if job not in chunk]
+                for group in _groups(chunk):
+                    self._execute(group)
+                self._done(chunk)
 
     def _load(self) -> None:
         import torch
@@ -163,10 +191,11 @@ class Worker:
             log.info("nmt-serve: %s: %s loaded in %.1f s", pair.key, pair.translator.name, time.perf_counter() - start)
         self.ready.set()
 
-    def _gather(self, jobs: list[Job]) -> bool:
-        """Let more jobs join ``jobs`` for up to ``batch_wait_s``; True if a stop came meanwhile."""
-        deadline = time.perf_counter() + self.batch_wait_s
-        lines = len(jobs[0].items)
+    def _gather(self, jobs: list[Job], wait_s: float) -> bool:
+        """Add the jobs arriving within ``wait_s`` (at most ``batch_lines`` lines in all) to
+        ``jobs``; True if a stop came meanwhile."""
+        deadline = time.perf_counter() + wait_s
+        lines = sum(len(job.items) for job in jobs)
         while lines < self.batch_lines:
             left = deadline - time.perf_counter()
             try:
@@ -179,12 +208,47 @@ class Worker:
             lines += len(job.items)
         return False
 
-    def _take(self, jobs: list[Job]) -> None:
+    def _arrived(self, jobs: list[Job]) -> bool:
+        """Add every job that arrived while the last chunk decoded (the queue's bound holds
+        them already); True if a stop came meanwhile."""
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                return False
+            if job is _STOP:
+                return True
+            jobs.append(job)
+
+    def _next_chunk(self, pending: list[Job]) -> list[Job]:
+        """What to decode next: the jobs of the shortest lines first (a job that waited
+        ``STARVING_S`` goes first whatever its length), with the same pair and settings and
+        lines at most about three times as long, up to ``batch_lines`` lines and about a decoding
+        batch's worth of source text. Each chunk is answered as soon as it is decoded, so a
+        short request does not wait for long ones."""
+        now = time.perf_counter()
+        pending.sort(key=lambda job: (now - job.queued_at < STARVING_S, job.longest()))
+        key, chunk, lines, chars = pending[0].batch_key(), [], 0, 0
+        for job in pending:
+            if job.batch_key() != key:
+                continue
+            full = lines + len(job.items) > self.batch_lines or chars + job.size() > job.chunk_chars()
+            if chunk and (full or job.longest() > 3 * chunk[0].longest() + 40):  # short lines do not wait for long ones
+                break
+            chunk.append(job)
+            lines, chars = lines + len(job.items), chars + job.size()
+        return chunk
+
+    def _drop_cancelled(self, pending: list[Job]) -> None:
+        gone = [job for job in pending if job.cancelled]
+        if gone:
+            pending[:] = [job for job in pending if not job.cancelled]
+            self._done(gone)
+            log.info("nmt-serve: dropped %d request(s) whose clients went away", len(gone))
+
+    def _done(self, jobs: list[Job]) -> None:
         with self.lock:
             self.waiting_lines -= sum(len(job.items) for job in jobs)
-        dropped = sum(job.cancelled for job in jobs)
-        if dropped:
-            log.info("nmt-serve: dropped %d request(s) whose clients went away", dropped)
 
     def _execute(self, group: list[Job]) -> None:
         first = group[0]
