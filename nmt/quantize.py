@@ -35,4 +35,5 @@ def reduce_precision(model: nn.Module, precision: str, device: torch.device) -> 
 
 def _quantizable(module: nn.Module, name: str, skip: set[str]) -> bool:
     """A linear layer the model only calls (one whose weight it slices keeps float32)."""
-    return isinstance(module, nn.Linear) and name not in skip and not name.endswith("input_proj")
+    recurrent = name.endswith(("input_proj", "gate_proj", "candidate_proj"))  # model.cell=paper's GRU layers
+    return isinstance(module, nn.Linear) and name not in skip and not recurrent

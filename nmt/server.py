@@ -55,8 +55,8 @@ class Limits:
     log_text: bool = False
 
     @property
-    def max_body_bytes(self) -> int:  # UTF-8 takes at most 4 bytes a character, JSON escapes 6; the rest is framing
-        return 6 * self.max_chars + 64 * self.max_lines + 65536
+    def max_body_bytes(self) -> int:  # a character outside the BMP: 12 bytes as a JSON escape pair or percent-encoded
+        return 12 * self.max_chars + 64 * self.max_lines + 65536
 
 
 class TranslateRequest(BaseModel):
@@ -96,8 +96,8 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def failed(request: Request, err: Exception) -> JSONResponse:  # logged by the worker or here, answered as JSON
-        log.error("%s %s failed: %s", request.method, request.url.path, err)
-        return JSONResponse({"error": f"internal error: {type(err).__name__}: {err}"}, status_code=500)
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": "internal error; the server's log has the details"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -113,6 +113,8 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
             while True:
                 done, _ = await asyncio.wait({future}, timeout=0.1)
                 if done:
+                    if future.exception() is not None:  # logged with its traceback by the worker
+                        raise ApiError(500, "internal error while decoding; the server's log has the details")
                     return future.result()
                 if await request.is_disconnected():
                     raise ApiError(499, "client closed the request")  # nginx's status for it; nobody reads it
@@ -144,10 +146,17 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
         if key not in limits.api_keys:
             raise ApiError(403, "Invalid API key" if key else "an API key is required (api_key= or the X-API-Key header)")
 
-    def check_size(request: Request, lines: list[str]) -> None:
-        request.state.lines, request.state.text = len(lines), lines
-        if len(lines) > limits.max_lines:
-            raise ApiError(413, f"{len(lines)} lines in one request; at most {limits.max_lines} (max_lines)")
+    def check_size(request: Request, lines: list[str], count: int | None = None) -> None:
+        """``count`` lines (default: ``lines``) within max_lines, ``lines`` within max_chars, all of them text."""
+        count = len(lines) if count is None else count
+        request.state.lines, request.state.text = count, lines
+        if count > limits.max_lines:
+            raise ApiError(413, f"{count} lines in one request; at most {limits.max_lines} (max_lines)")
+        for i, line in enumerate(lines):
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError as err:  # a lone surrogate, as a JSON escape can carry
+                raise ApiError(400, f"line {i}: not text UTF-8 can hold ({err.reason} at character {err.start})") from None
         chars = sum(len(line) for line in lines)
         if chars > limits.max_chars:
             raise ApiError(413, f"{chars} characters in one request; at most {limits.max_chars} (max_chars)")
@@ -179,7 +188,9 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
         text_format = body.get("format") or "text"
         if text_format != "text":
             raise ApiError(400, f"{text_format} format is not supported (only text)")
-        source, target = _text(body.get("source")), _text(body.get("target"))
+        source, target = body.get("source"), body.get("target")
+        if not isinstance(source, str) or not isinstance(target, str):
+            raise ApiError(400, "Invalid request: source and target must be language codes (text)")
         if source == "auto":
             raise ApiError(400, "source=auto: this server does not detect languages; name the source language")
         try:
@@ -207,8 +218,7 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
         return JSONResponse(answer)
 
     @app.get("/languages", summary="LibreTranslate: the languages and their targets")
-    async def languages(request: Request) -> JSONResponse:
-        check_key(request.query_params.get("api_key"), request)
+    async def languages(request: Request) -> JSONResponse:  # public, as LibreTranslate's is
         targets: dict[str, list[str]] = {}
         for pair in worker.pairs.values():
             targets.setdefault(pair.spec.source, []).append(pair.spec.target)
@@ -240,16 +250,14 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
     @app.post("/v1/score", summary="log p(target | source) of each pair, as nmt-score")
     async def score(request: Request, body: ScoreRequest) -> JSONResponse:
         check_key(body.api_key, request)
-        check_size(request, [side for pair in body.pairs for side in pair])
-        request.state.lines = len(body.pairs)
+        check_size(request, [side for pair in body.pairs for side in pair], count=len(body.pairs))
         pair = pair_for(body.source, body.target)
         results = await decode(request, Job(pair, "score", [tuple(p) for p in body.pairs]))
         scores = [{"log_prob": None if math.isnan(total) else total, "tokens": n} for total, n in results]
         return JSONResponse({"model": pair.key, "scores": scores})
 
     @app.get("/v1/models", summary="the language pairs, their models, defaults and limits")
-    async def models(request: Request) -> JSONResponse:
-        check_key(request.query_params.get("api_key"), request)
+    async def models(request: Request) -> JSONResponse:  # public: the page reads it before it has a key
         pairs = [pair.describe() for pair in worker.pairs.values()]
         limits_ = {
             "max_lines": limits.max_lines,
@@ -285,7 +293,7 @@ class GuardAndLog:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), [0]
-        length = dict(scope["headers"]).get(b"content-length", b"0").decode("latin-1")
+        headers = dict(scope["headers"])
         scope.setdefault("state", {})
 
         async def sending(message) -> None:
@@ -293,16 +301,54 @@ class GuardAndLog:
                 status[0] = message["status"]
             await send(message)
 
-        if not length.isdigit() or int(length) > self.limits.max_body_bytes:
-            await JSONResponse({"error": f"request body over {self.limits.max_body_bytes} bytes"}, 413)(scope, receive, sending)
-        else:
-            await self.app(scope, receive, sending)
-        state = scope["state"]
-        text = f" text={json.dumps(state['text'], ensure_ascii=False)}" if self.limits.log_text and "text" in state else ""
-        milliseconds = 1000 * (time.perf_counter() - start)
-        log.info(
-            "%s %s %d lines=%d ms=%.1f%s", scope["method"], scope["path"], status[0], state.get("lines", 0), milliseconds, text
-        )
+        try:
+            length = headers.get(b"content-length")
+            if length is None and scope["method"] not in ("GET", "HEAD"):  # chunked: read it here, within the limit
+                body, receive = await _buffered(receive, self.limits.max_body_bytes)
+                length = str(len(body) if body is not None else self.limits.max_body_bytes + 1).encode()
+            length = length.decode("latin-1") if length is not None else "0"
+            if not length.isdigit() or int(length) > self.limits.max_body_bytes:
+                answer = JSONResponse({"error": f"request body over {self.limits.max_body_bytes} bytes"}, 413)
+                await answer(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
+        finally:
+            state = scope["state"]
+            text = f" text={json.dumps(state['text'], ensure_ascii=False)}" if self.limits.log_text and "text" in state else ""
+            milliseconds = 1000 * (time.perf_counter() - start)
+            log.info(
+                "%s %s %d lines=%d ms=%.1f%s",
+                scope["method"],
+                scope["path"],
+                status[0] or 500,
+                state.get("lines", 0),
+                milliseconds,
+                text,
+            )
+
+
+async def _buffered(receive, max_bytes: int):
+    """Read a body sent without Content-Length (chunked) up to ``max_bytes``: (the body, or None
+    if it is longer, and a ``receive`` that replays it)."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > max_bytes:
+            return None, receive
+    body, sent = b"".join(chunks), [False]
+
+    async def replay():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 async def read_body(request: Request, max_bytes: int) -> dict:

@@ -64,7 +64,7 @@ class Pair:
         return info
 
 
-@dataclass
+@dataclass(eq=False)  # one job is itself only (chunks are picked out by identity)
 class Job:
     """One request's work: ``translate`` (lines) or ``score`` (pairs of lines)."""
 
@@ -173,7 +173,8 @@ class Worker:
             self._drop_cancelled(pending)
             if pending:
                 chunk = self._next_chunk(pending) if self.batching else [pending[0]]
-                pending = [job for job in pending if job not in chunk]
+                taken = {id(job) for job in chunk}
+                pending = [job for job in pending if id(job) not in taken]
                 for group in _groups(chunk):
                     self._execute(group)
                 self._done(chunk)
@@ -227,7 +228,8 @@ class Worker:
         batch's worth of source text. Each chunk is answered as soon as it is decoded, so a
         short request does not wait for long ones."""
         now = time.perf_counter()
-        pending.sort(key=lambda job: (now - job.queued_at < STARVING_S, job.longest()))
+        # The starving first, oldest first; then the shortest lines.
+        pending.sort(key=lambda job: (0, job.queued_at) if now - job.queued_at >= STARVING_S else (1, job.longest()))
         key, chunk, lines, chars = pending[0].batch_key(), [], 0, 0
         for job in pending:
             if job.batch_key() != key:
@@ -258,9 +260,12 @@ class Worker:
             else:
                 results = self._translate(group)
         except Exception as err:  # noqa: BLE001 - a failed decode answers its requests with 500, the server goes on
+            if len(group) > 1:  # one job's input may be at fault: the others should not fail with it
+                for job in group:
+                    self._execute([job])
+                return
             log.exception("nmt-serve: decoding failed")
-            for job in group:
-                _settle(job, None, err)
+            _settle(first, None, err)
             return
         for job, result in zip(group, results):
             _settle(job, result, None)
@@ -301,4 +306,5 @@ def _settle(job: Job, result: Any, error: BaseException | None) -> None:
         if not future.done():  # done: the request was cancelled meanwhile
             future.set_exception(error) if error is not None else future.set_result(result)
 
-    job.loop.call_soon_threadsafe(settle)
+    if not job.loop.is_closed():  # closed: the server gave up waiting (its shutdown's grace period ended)
+        job.loop.call_soon_threadsafe(settle)

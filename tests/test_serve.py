@@ -25,6 +25,7 @@ from tests.test_docs import ROOT
 
 RELEASE = ROOT / "data" / "models" / "bible-es-en"
 LISTENING = re.compile(r"on (http://[\d.]+:\d+)/")
+JSON = {"content-type": "application/json"}
 
 
 class ServerProcess:
@@ -34,7 +35,7 @@ class ServerProcess:
         self.log = tmp / f"serve-{time.monotonic_ns()}.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nmt.commands.serve", *args, "port=0", "threads=1"],
+            [sys.executable, "-m", "nmt.commands.serve", *args, "port=0", "threads=1", "device=cpu"],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "w"),  # noqa: SIM115 - the server's lifetime
             env=env,
@@ -68,7 +69,7 @@ class ServerProcess:
 def server(tmp_path_factory, trained_run):
     """es->en: the shipped model (beam 5 by default); de->en: a tiny Cho model (no attention)."""
     models = f"models=[{{ckpt: {RELEASE}, source: es, target: en}}, {{ckpt: {trained_run}, source: de, target: en}}]"
-    process = ServerProcess([models, "max_lines=80", "max_chars=4000", "max_queue_lines=60"], tmp_path_factory.mktemp("serve"))
+    process = ServerProcess([models, "max_lines=50", "max_chars=4000", "max_queue_lines=60"], tmp_path_factory.mktemp("serve"))
     yield process
     assert process.stop() == 0, process.text()
 
@@ -145,6 +146,7 @@ def test_native_score_equals_nmt_score(server, sentences):
     pairs = [(sentences[0], "And God said."), (sentences[1], "In the beginning."), ("", "x")]
     printed = cli("score", [f"ckpt={RELEASE}"], "".join(f"{s}\t{t}\n" for s, t in pairs)).splitlines()
     answer = post(server, "/v1/score", json={"pairs": pairs, "source": "es", "target": "en"}).json()
+    assert len(answer["scores"]) == len(printed) == len(pairs)
     for row, line in zip(answer["scores"], printed):
         expected = float(line.split("\t")[0])
         assert (row["log_prob"] is None) if math.isnan(expected) else row["log_prob"] == pytest.approx(expected, abs=1e-3)
@@ -179,7 +181,10 @@ def test_concurrent_requests_each_get_their_own_answer(server, sentences):
         ("/translate", {"json": {"q": "Hola", "source": "es", "target": "en", "format": "html"}}, 400, "html format"),
         ("/translate", {"content": b"q=\xff\xfe&source=es&target=en"}, 400, "not valid UTF-8"),
         ("/translate", {"content": b"q=%FF&source=es&target=en"}, 400, "not valid UTF-8"),
-        ("/translate", {"json": {"q": ["a"] * 81, "source": "es", "target": "en"}}, 413, "at most 80 (max_lines)"),
+        ("/translate", {"content": b'{"q": "a\\ud800", "source": "es", "target": "en"}', "headers": JSON}, 400, "surrogates"),
+        ("/translate", {"content": (b"q" * 1000 for _ in range(200)), "headers": JSON}, 413, "request body over"),
+        ("/translate", {"json": {"q": "Hola", "source": 1, "target": "en"}}, 400, "must be language codes"),
+        ("/translate", {"json": {"q": ["a"] * 51, "source": "es", "target": "en"}}, 413, "at most 50 (max_lines)"),
         ("/translate", {"json": {"q": "a" * 4001, "source": "es", "target": "en"}}, 413, "at most 4000 (max_chars)"),
         ("/v1/translate", {"json": {"source": "es", "target": "en"}}, 422, "lines: Field required"),
         ("/v1/translate", {"json": {"lines": ["a"], "source": "es", "target": "en", "ckpt": "/etc"}}, 422, "ckpt"),
@@ -187,7 +192,6 @@ def test_concurrent_requests_each_get_their_own_answer(server, sentences):
         ("/v1/translate", {"json": {"lines": ["a"], "source": "de", "target": "en", "alignments": True}}, 400, "no attention"),
         ("/v1/translate", {"json": {"lines": ["a"], "source": "es", "target": "en", "beam_size": "x"}}, 422, "beam_size"),
         ("/v1/score", {"json": {"pairs": [["a"]], "source": "es", "target": "en"}}, 422, "pairs"),
-        ("/v1/translate", {"json": {"lines": ["a"] * 61, "source": "es", "target": "en"}}, 503, "max_queue_lines=60"),
     ],
 )
 def test_bad_input_is_one_json_error(server, path, request_kwargs, status, message):
@@ -195,8 +199,24 @@ def test_bad_input_is_one_json_error(server, path, request_kwargs, status, messa
     assert answer.status_code == status, answer.text
     assert list(answer.json()) == ["error"] and message in answer.json()["error"], answer.text
     assert "\n" not in answer.text
-    if status == 503:
-        assert answer.headers["retry-after"] == "1"
+
+
+def test_a_full_queue_is_503_with_retry_after(server, sentences):
+    """40 lines decoding (max_queue_lines=60 counts them until they are answered): 21 more do not fit."""
+    busy = {"lines": [s[:90] for s in sentences[:40]], "source": "es", "target": "en", "beam_size": 8}  # max_chars=4000
+    more = {"lines": [s[:10] for s in sentences[:21]], "source": "es", "target": "en"}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            first = asyncio.create_task(client.post("/v1/translate", json=busy))
+            await asyncio.sleep(0.3)
+            refused = await client.post("/v1/translate", json=more)
+            return refused, await first
+
+    refused, first = asyncio.run(scenario())
+    assert first.status_code == 200
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "40 lines are waiting (max_queue_lines=60)" in refused.json()["error"]
 
 
 def test_a_client_that_goes_away_has_its_work_dropped(server, sentences):
@@ -242,7 +262,11 @@ def test_api_keys_sigterm_drains_and_exits_0(tmp_path, trained_run):
         assert post(process, "/translate", json={**request, "api_key": "wrong"}).json() == {"error": "Invalid API key"}
         assert post(process, "/translate", json={**request, "api_key": "secret-2"}).status_code == 200
         assert post(process, "/translate", data={**request, "api_key": "secret-1"}).status_code == 200
-        assert httpx.get(f"{process.url}/languages", headers={"X-API-Key": "secret-1"}).status_code == 200
+        assert httpx.get(f"{process.url}/v1/translate").status_code == 405
+        assert post(process, "/v1/translate", json={"lines": ["uno"]}).status_code == 403
+        assert post(process, "/v1/translate", json={"lines": ["uno"]}, headers={"X-API-Key": "secret-1"}).status_code == 200
+        assert httpx.get(f"{process.url}/languages").status_code == 200  # public, as LibreTranslate's
+        assert httpx.get(f"{process.url}/v1/models").json()["limits"]["api_key_required"] is True  # the page asks for one
         assert httpx.get(f"{process.url}/health").status_code == 200  # no key: a load balancer's probe
         # A slow request in flight when SIGTERM comes: it is answered, then the server exits 0.
         # (Its log line shows that it took longer than the 0.3 s before the signal, and then some.)

@@ -65,4 +65,5 @@ def test_the_page_translates_and_draws_the_alignment(browser, tmp_path):
         )
         assert colours > 5
     finally:
-        assert server.stop() == 0, server.text()
+        code = server.stop()
+    assert code == 0, server.text()

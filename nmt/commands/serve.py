@@ -41,6 +41,8 @@ def served_models(cfg: ServeConfig) -> list[ServedModel]:
         if key in seen:
             raise SettingError(f"models[{i}]: a second model for {spec.source}->{spec.target}; one model per pair")
         seen.add(key)
+        if spec.max_nbest > spec.max_beam_size:
+            raise SettingError(f"models[{i}] ({key}): max_nbest={spec.max_nbest} is over max_beam_size={spec.max_beam_size}")
         if spec.decode.beam_size > spec.max_beam_size:
             raise SettingError(
                 f"models[{i}] ({key}): decode.beam_size={spec.decode.beam_size} is over max_beam_size={spec.max_beam_size}"
@@ -73,6 +75,10 @@ def request_log(path: str | None) -> None:
 def run_serve(cfg: ServeConfig) -> int:
     specs = served_models(cfg)
     keys = read_api_keys(cfg.api_keys)
+    if cfg.max_lines > cfg.max_queue_lines:
+        raise SettingError(
+            f"max_lines={cfg.max_lines} is over max_queue_lines={cfg.max_queue_lines}: such a request could never be queued"
+        )
     try:
         listening = socket.create_server((cfg.host, cfg.port))
     except OSError as err:
