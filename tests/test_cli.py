@@ -264,6 +264,7 @@ def translate_on_a_terminal(run) -> tuple[subprocess.Popen, int]:
     """nmt-translate reading a pseudo-terminal (its prompt), with "uno dos" typed; returns
     the process and the terminal's controlling end, to type more and close."""
     import pty
+    import signal
 
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
@@ -271,6 +272,9 @@ def translate_on_a_terminal(run) -> tuple[subprocess.Popen, int]:
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As on a terminal: a suite started as a background job (`cmd &` without job control)
+        # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(terminal)
     os.write(controller, b"uno dos\n")
