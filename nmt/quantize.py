@@ -26,6 +26,8 @@ def reduce_precision(model: nn.Module, precision: str, device: torch.device) -> 
     if precision == "int8":
         # torchao reports the CUDA kernels a CPU build cannot load, one line each: nothing to act on here.
         logging.getLogger("torchao").setLevel(logging.ERROR)
+        # ... and torch warns torchao about a deprecated registration of its own enums: not the user's concern.
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
         skip = set(getattr(model, "weights_read_directly", ()))
