@@ -233,7 +233,7 @@ def create_app(worker: Worker, limits: Limits) -> FastAPI:
         check_size(request, body.lines)
         pair = pair_for(body.source, body.target)
         decode_settings = settings(pair, body.beam_size, body.nbest, body.length_penalty)
-        if body.alignments and not pair.describe().get("alignments"):
+        if body.alignments and not pair.has_alignments():
             raise ApiError(400, f"alignments: the model of {pair.key} has no attention (the Cho et al. model reads one vector)")
         rows = await decode(request, Job(pair, "translate", body.lines, decode_settings, alignments=body.alignments))
         out = []

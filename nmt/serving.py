@@ -44,18 +44,21 @@ class Pair:
     def key(self) -> str:
         return f"{self.spec.source}-{self.spec.target}"
 
+    def has_alignments(self) -> bool:
+        from nmt.inference import has_alignments
+
+        return self.translator is not None and has_alignments(self.translator.model)
+
     def describe(self) -> dict:
         """The pair as GET /v1/models shows it (no paths: clients need not know the server's files)."""
         info: dict[str, Any] = {"id": self.key, "source": self.spec.source, "target": self.spec.target}
         if self.translator is not None:
-            from nmt.inference import has_alignments
-
             checkpoint = self.translator.checkpoint
             info.update(
                 architecture=checkpoint.model_config.arch,
                 rnn=checkpoint.model_config.rnn,
                 members=len(self.translator.members),
-                alignments=has_alignments(self.translator.model),
+                alignments=self.has_alignments(),
                 precision=self.translator.precision,
             )
         decode = self.spec.decode
